@@ -1,0 +1,83 @@
+"""Injected time: the `Clock` protocol and a manually driven `FakeClock` for tests.
+
+Every time-dependent object in `delos.resilience` takes a clock (a zero-argument callable
+returning seconds on a monotonic scale) instead of reading the system time, so state machines
+can be tested by moving time by hand.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Protocol
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["Clock", "FakeClock"]
+
+
+class Clock(Protocol):
+    """A monotonic time source in seconds: `time.monotonic`, `anyio.current_time`, a `FakeClock`."""
+
+    def __call__(self) -> float: ...
+
+
+class FakeClock:
+    """A clock whose time moves only when the test says so.
+
+    `advance()` moves time forward and wakes every task blocked in `sleep()` whose deadline
+    has been reached, so a test drives concurrent waiters step by step::
+
+        clock = FakeClock()
+        limiter = GcraLimiter(1, 1.0, clock=clock, sleep=clock.sleep)
+        ...
+        clock.advance(0.5)
+        await anyio.wait_all_tasks_blocked()
+
+    `sleep_advancing()` is the shortcut for code with a single sleeper (a retry loop): it moves
+    the clock itself, like trio's `MockClock(autojump_threshold=0)`. With several concurrent
+    sleepers each of them would add its own delay, so use `sleep()` there.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+        # (deadline, tie-breaker, event): a heap so advance() wakes sleepers in deadline order.
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._order = itertools.count()
+
+    def __call__(self) -> float:
+        """Return the current fake time in seconds."""
+        return self._now
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now!r})"
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds` and wake the sleepers that are due.
+
+        Raises `ValueError` when `seconds` is negative or NaN: time never goes backwards.
+        """
+        if not seconds >= 0:
+            raise ValueError(f"a clock cannot go backwards (seconds={seconds!r})")
+        self._now += seconds
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, event = heapq.heappop(self._sleepers)
+            event.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Block until `advance()` has moved the clock `seconds` past the current time.
+
+        A non-positive delay is a plain checkpoint. Cancellation works as for any anyio wait.
+        """
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        heapq.heappush(self._sleepers, (self._now + seconds, next(self._order), event))
+        await event.wait()
+
+    async def sleep_advancing(self, seconds: float) -> None:
+        """Advance the clock by `seconds` (negative counts as zero), then checkpoint."""
+        self.advance(max(seconds, 0.0))
+        await anyio.lowlevel.checkpoint()

@@ -1,0 +1,254 @@
+"""Settings: read once from the environment at start-up, validated, frozen, passed down.
+
+Every variable is named in one table (``ENVIRONMENT``). An invalid value stops start-up with a
+:class:`ConfigError` that names the variable and never repeats a secret's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
+
+__all__ = [
+    "ENVIRONMENT",
+    "PROVIDER_NAMES",
+    "ConfigError",
+    "ProviderLimits",
+    "Settings",
+]
+
+PROVIDER_NAMES: Final = (
+    "openai",
+    "anthropic",
+    "gemini",
+    "bedrock",
+    "vertex",
+    "together",
+    "openrouter",
+    "ollama",
+)
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the variable at fault."""
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str | None, AfterValidator(_http_url)]
+
+
+class ProviderLimits(BaseModel):
+    """Requests and tokens per minute allowed towards one provider (None: no local limit)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+
+
+class Settings(BaseModel):
+    """The gateway's whole configuration. Build it with :meth:`from_environ`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    env: str = "development"
+    observe_endpoint: str | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9001, ge=0, le=65535)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    #: Upper bound on one request when the client sets no gRPC deadline, seconds.
+    default_deadline_seconds: float = Field(default=120.0, gt=0)
+
+    openai_key: SecretStr | None = None
+    anthropic_key: SecretStr | None = None
+    gemini_key: SecretStr | None = None
+    together_key: SecretStr | None = None
+    openrouter_key: SecretStr | None = None
+
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+    aws_session_token: SecretStr | None = None
+
+    google_cloud_project: str | None = None
+    google_cloud_location: str = Field(default="us-central1", pattern=r"^[a-z0-9-]+$")
+    google_cloud_access_token: SecretStr | None = None
+
+    ollama_enabled: bool = False
+    ollama_url: HttpUrl = "http://localhost:11434"
+
+    openrouter_site_url: str | None = None
+    openrouter_site_name: str | None = None
+
+    openai_base_url: HttpUrl = None
+    anthropic_base_url: HttpUrl = None
+    gemini_base_url: HttpUrl = None
+    bedrock_base_url: HttpUrl = None
+    vertex_base_url: HttpUrl = None
+    together_base_url: HttpUrl = None
+    openrouter_base_url: HttpUrl = None
+
+    catalog_path: str | None = None
+    limits: Mapping[str, ProviderLimits] = Field(default_factory=dict)
+    race_width: int = Field(default=2, ge=1, le=8)
+    hedging: bool = False
+    quality_order: tuple[str, ...] = (
+        "anthropic",
+        "openai",
+        "vertex",
+        "bedrock",
+        "gemini",
+        "openrouter",
+        "together",
+        "ollama",
+    )
+    #: HTTP connect timeout towards providers, seconds.
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate the environment. Raises :class:`ConfigError`."""
+        data: dict[str, Any] = {}
+        for variable, field_name in ENVIRONMENT.items():
+            value = environ.get(variable)
+            if value is None or value == "":
+                continue
+            if field_name == "quality_order":
+                data[field_name] = tuple(p.strip() for p in value.split(",") if p.strip())
+            elif field_name == "log_level":
+                data[field_name] = value.lower()
+            else:
+                data[field_name] = value
+        limits: dict[str, dict[str, str]] = {}
+        for provider in PROVIDER_NAMES:
+            for suffix, key in (("RPM", "requests_per_minute"), ("TPM", "tokens_per_minute")):
+                value = environ.get(f"DELOS_RUNTIME_{provider.upper()}_{suffix}")
+                if value:
+                    limits.setdefault(provider, {})[key] = value
+        if limits:
+            data["limits"] = limits
+        try:
+            settings = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+        unknown = [p for p in settings.quality_order if p not in PROVIDER_NAMES]
+        if unknown:
+            raise ConfigError(
+                f"DELOS_RUNTIME_QUALITY_ORDER: unknown provider {unknown[0]!r}; "
+                f"known: {', '.join(PROVIDER_NAMES)}"
+            )
+        return settings
+
+    # -- providers ------------------------------------------------------------------------------
+
+    def is_configured(self, provider: str) -> bool:
+        """True when the credentials that enable ``provider`` are present."""
+        match provider:
+            case "bedrock":
+                return self.aws_access_key_id is not None and self.aws_secret_access_key is not None
+            case "vertex":
+                return (
+                    self.google_cloud_project is not None
+                    and self.google_cloud_access_token is not None
+                )
+            case "ollama":
+                return self.ollama_enabled
+            case _:
+                return getattr(self, f"{provider}_key", None) is not None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value, for the redactor; empty values excluded."""
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        return tuple(values)
+
+
+def enabling_variables(provider: str) -> str:
+    """How to enable ``provider``, for error messages."""
+    match provider:
+        case "bedrock":
+            return "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        case "vertex":
+            return "GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_ACCESS_TOKEN"
+        case "ollama":
+            return "DELOS_RUNTIME_OLLAMA_ENABLED=true"
+        case _:
+            return f"DELOS_RUNTIME_{provider.upper()}_KEY"
+
+
+#: Environment variable → settings field.
+ENVIRONMENT: Final[Mapping[str, str]] = {
+    "DELOS_LOG_LEVEL": "log_level",
+    "DELOS_ENV": "env",
+    "DELOS_OBSERVE_ENDPOINT": "observe_endpoint",
+    "DELOS_RUNTIME_HOST": "host",
+    "DELOS_RUNTIME_PORT": "port",
+    "DELOS_RUNTIME_SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
+    "DELOS_RUNTIME_DEFAULT_DEADLINE_SECONDS": "default_deadline_seconds",
+    "DELOS_RUNTIME_OPENAI_KEY": "openai_key",
+    "DELOS_RUNTIME_ANTHROPIC_KEY": "anthropic_key",
+    "DELOS_RUNTIME_GEMINI_KEY": "gemini_key",
+    "DELOS_RUNTIME_TOGETHER_KEY": "together_key",
+    "DELOS_RUNTIME_OPENROUTER_KEY": "openrouter_key",
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_REGION": "aws_region",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+    "GOOGLE_CLOUD_PROJECT": "google_cloud_project",
+    "GOOGLE_CLOUD_LOCATION": "google_cloud_location",
+    "GOOGLE_CLOUD_ACCESS_TOKEN": "google_cloud_access_token",
+    "DELOS_RUNTIME_OLLAMA_ENABLED": "ollama_enabled",
+    "DELOS_RUNTIME_OLLAMA_URL": "ollama_url",
+    "DELOS_RUNTIME_OPENROUTER_SITE_URL": "openrouter_site_url",
+    "DELOS_RUNTIME_OPENROUTER_SITE_NAME": "openrouter_site_name",
+    "DELOS_RUNTIME_OPENAI_BASE_URL": "openai_base_url",
+    "DELOS_RUNTIME_ANTHROPIC_BASE_URL": "anthropic_base_url",
+    "DELOS_RUNTIME_GEMINI_BASE_URL": "gemini_base_url",
+    "DELOS_RUNTIME_BEDROCK_BASE_URL": "bedrock_base_url",
+    "DELOS_RUNTIME_VERTEX_BASE_URL": "vertex_base_url",
+    "DELOS_RUNTIME_TOGETHER_BASE_URL": "together_base_url",
+    "DELOS_RUNTIME_OPENROUTER_BASE_URL": "openrouter_base_url",
+    "DELOS_RUNTIME_CATALOG": "catalog_path",
+    "DELOS_RUNTIME_RACE_WIDTH": "race_width",
+    "DELOS_RUNTIME_HEDGING": "hedging",
+    "DELOS_RUNTIME_QUALITY_ORDER": "quality_order",
+    "DELOS_RUNTIME_CONNECT_TIMEOUT_SECONDS": "connect_timeout_seconds",
+}
+
+_VARIABLE_OF_FIELD: Final = {field: variable for variable, field in ENVIRONMENT.items()}
+
+
+def _describe(exc: ValidationError) -> str:
+    """Name the variable and the rule broken, never the value (it may be a secret)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        location = [str(part) for part in error["loc"]]
+        if location and location[0] == "limits" and len(location) >= 3:
+            suffix = "RPM" if location[2] == "requests_per_minute" else "TPM"
+            variable = f"DELOS_RUNTIME_{location[1].upper()}_{suffix}"
+        else:
+            variable = _VARIABLE_OF_FIELD.get(location[0], ".".join(location)) if location else "?"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{variable}: {message}")
+    return "invalid configuration: " + "; ".join(problems)

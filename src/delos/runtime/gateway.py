@@ -1,0 +1,58 @@
+"""The gateway's state for one process: settings, catalog, providers, router.
+
+Everything is built from the settings at start and passed down explicitly; nothing is global.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+
+from delos.runtime.catalog import Catalog
+from delos.runtime.config import Settings
+from delos.runtime.providers import Provider, build_providers
+from delos.runtime.redaction import Redactor
+from delos.runtime.routing import Router
+
+__all__ = ["Gateway", "open_gateway"]
+
+
+class Gateway:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, providers: dict[str, Provider]
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.providers = providers
+        self.router = Router(providers, catalog, quality_order=settings.quality_order)
+        self.redact = Redactor(settings.secrets())
+        self.started_at = time.monotonic()
+
+    async def provider_availability(self) -> dict[str, bool]:
+        availability = {}
+        for name, provider in self.providers.items():
+            try:
+                with anyio.fail_after(2.0):
+                    availability[name] = await provider.available()
+            except (TimeoutError, Exception):
+                availability[name] = False
+        return availability
+
+
+@asynccontextmanager
+async def open_gateway(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[Gateway]:
+    """Build the gateway; leaving the block closes every provider's connection pool."""
+    catalog = Catalog.load(settings.catalog_path)
+    providers = build_providers(settings, catalog, transport=transport)
+    try:
+        yield Gateway(settings, catalog, providers)
+    finally:
+        with anyio.CancelScope(shield=True):
+            for provider in providers.values():
+                await provider.aclose()

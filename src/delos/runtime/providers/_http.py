@@ -1,0 +1,241 @@
+"""HTTP plumbing every adapter shares: the one place httpx errors and upstream statuses become ours.
+
+- :func:`upstream_errors` converts transport failures (connect, read, protocol) raised inside it;
+- :func:`error_from_status` turns a non-2xx answer into the right :class:`ProviderError`;
+- :func:`rate_limit_hints` reads every provider's rate-limit and Retry-After headers into the
+  provider-neutral :class:`~delos.resilience.RateLimitHints` the limiter consumes;
+- :func:`read_bounded` and :func:`decode_json` read bodies without trusting their size or shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
+from typing import Any, Final
+
+import httpx
+
+from delos.resilience._limiter import RateLimitHints
+from delos.runtime.errors import (
+    ProviderError,
+    UpstreamAuthenticationError,
+    UpstreamModelNotFound,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "decode_json",
+    "error_from_status",
+    "iter_bounded",
+    "parse_duration",
+    "parse_retry_after",
+    "rate_limit_hints",
+    "read_bounded",
+    "upstream_errors",
+]
+
+#: Largest unary upstream body we read (bytes); beyond it the answer is treated as malformed.
+MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+#: Longest upstream error text carried into a client-visible message (characters).
+_MAX_DETAIL = 300
+
+
+@contextlib.contextmanager
+def upstream_errors(provider: str) -> Iterator[None]:
+    """Convert httpx's transport errors raised in the block into our hierarchy."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(provider, f"timed out ({type(exc).__name__})") from exc
+    except httpx.ConnectError as exc:
+        raise UpstreamUnavailable(provider, "connection failed") from exc
+    except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+        raise UpstreamUnavailable(
+            provider, "connection lost before the answer was complete"
+        ) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailable(provider, f"transport error ({type(exc).__name__})") from exc
+
+
+async def read_bounded(
+    provider: str, response: httpx.Response, limit: int = MAX_BODY_BYTES
+) -> bytes:
+    """The whole body, or :class:`UpstreamProtocolError` past ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) > limit:
+            raise UpstreamProtocolError(provider, f"answer larger than {limit} bytes")
+    if response.headers.get("content-encoding"):
+        # aiter_raw skips decoding; re-read through httpx's decoder for compressed bodies.
+        decoder = httpx.Response(200, headers=response.headers, content=bytes(body))
+        return decoder.read()
+    return bytes(body)
+
+
+async def iter_bounded(response: httpx.Response) -> AsyncIterator[bytes]:
+    """Decoded body chunks of a streaming response, as the network delivers them."""
+    async for chunk in response.aiter_bytes():
+        yield chunk
+
+
+def decode_json(provider: str, body: bytes, content_type: str | None = "application/json") -> Any:
+    """Parse a JSON body; a wrong content type or invalid JSON is an upstream protocol error."""
+    if content_type is not None and "json" not in content_type.lower():
+        raise UpstreamProtocolError(provider, f"unexpected content type {content_type!r}")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise UpstreamProtocolError(provider, "answer is not valid JSON") from None
+
+
+def error_from_status(
+    provider: str,
+    response: httpx.Response,
+    body: bytes,
+    *,
+    message_of: Callable[[Any], str | None],
+) -> ProviderError:
+    """The error for a non-2xx answer; ``message_of`` extracts the provider's own message."""
+    status = response.status_code
+    detail = _upstream_message(body, message_of)
+    text = f"HTTP {status}" + (f": {detail}" if detail else "")
+    retry_after = parse_retry_after(response.headers)
+    if status in (401, 403):
+        return UpstreamAuthenticationError(
+            provider, f"rejected the gateway's credentials ({text})", http_status=status
+        )
+    if status == 429:
+        return UpstreamRateLimited(
+            provider, f"rate limited ({text})", http_status=status, retry_after=retry_after
+        )
+    if status == 404:
+        return UpstreamModelNotFound(provider, f"not found ({text})", http_status=status)
+    if status in (408, 409) or status >= 500:
+        return UpstreamUnavailable(
+            provider, f"unavailable ({text})", http_status=status, retry_after=retry_after
+        )
+    if 400 <= status < 500:
+        return UpstreamRejected(provider, f"rejected the request ({text})", http_status=status)
+    return UpstreamProtocolError(provider, f"unexpected answer ({text})", http_status=status)
+
+
+def _upstream_message(body: bytes, message_of: Callable[[Any], str | None]) -> str | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(payload, list) and payload:  # Gemini stream errors come wrapped in a list
+        payload = payload[0]
+    try:
+        message = message_of(payload)
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return None
+    if not message:
+        return None
+    message = " ".join(str(message).split())
+    return message[:_MAX_DETAIL] + ("…" if len(message) > _MAX_DETAIL else "")
+
+
+def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, ``retry-after`` (seconds or HTTP-date)."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(value) / 1000.0)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(value: str) -> float | None:
+    """OpenAI's reset durations (``"6m0s"``, ``"12ms"``, ``"1.5s"``) or plain seconds."""
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    total, matched = 0.0, 0
+    for number, unit in _DURATION_PART.findall(value):
+        matched += len(number) + len(unit)
+        total += float(number) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+    return total if matched == len(value) and matched else None
+
+
+def _until(timestamp: str, now: float) -> float | None:
+    """Seconds from ``now`` until an RFC 3339 timestamp (Anthropic's resets)."""
+    try:
+        when = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def rate_limit_hints(headers: httpx.Headers, *, now: float | None = None) -> RateLimitHints | None:
+    """Every provider's rate-limit headers in one shape; None when there are none.
+
+    OpenAI: ``x-ratelimit-{remaining,reset}-{requests,tokens}`` (resets as durations).
+    Together: ``x-ratelimit-{remaining,reset}`` (requests; reset in seconds).
+    Anthropic: ``anthropic-ratelimit-{requests,tokens}-{remaining,reset}`` (RFC 3339 resets).
+    All: ``retry-after`` / ``retry-after-ms``.
+    """
+    current = time.time() if now is None else now
+    retry_after = parse_retry_after(headers, now=current)
+    remaining_requests = _int(headers.get("x-ratelimit-remaining-requests"))
+    remaining_tokens = _int(headers.get("x-ratelimit-remaining-tokens"))
+    requests_reset = _optional(parse_duration, headers.get("x-ratelimit-reset-requests"))
+    tokens_reset = _optional(parse_duration, headers.get("x-ratelimit-reset-tokens"))
+    if remaining_requests is None and "x-ratelimit-remaining" in headers:
+        remaining_requests = _int(headers.get("x-ratelimit-remaining"))
+        requests_reset = _optional(parse_duration, headers.get("x-ratelimit-reset"))
+    if "anthropic-ratelimit-requests-remaining" in headers or (
+        "anthropic-ratelimit-tokens-remaining" in headers
+    ):
+        remaining_requests = _int(headers.get("anthropic-ratelimit-requests-remaining"))
+        remaining_tokens = _int(headers.get("anthropic-ratelimit-tokens-remaining"))
+        reset = headers.get("anthropic-ratelimit-requests-reset")
+        requests_reset = _until(reset, current) if reset else None
+        reset = headers.get("anthropic-ratelimit-tokens-reset")
+        tokens_reset = _until(reset, current) if reset else None
+    if all(v is None for v in (retry_after, remaining_requests, remaining_tokens)):
+        return None
+    return RateLimitHints(
+        retry_after=retry_after,
+        remaining_requests=remaining_requests,
+        remaining_tokens=remaining_tokens,
+        requests_reset_after=requests_reset,
+        tokens_reset_after=tokens_reset,
+    )
+
+
+def _optional(parse: Callable[[str], float | None], value: str | None) -> float | None:
+    return parse(value) if value is not None else None

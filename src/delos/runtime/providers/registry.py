@@ -1,0 +1,86 @@
+"""Build the providers whose credentials are configured, each with its own pooled client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import httpx
+
+from delos.runtime.catalog import Catalog
+from delos.runtime.config import PROVIDER_NAMES, Settings
+from delos.runtime.providers._client import open_http_client
+from delos.runtime.providers.base import Provider
+from delos.runtime.providers.openai_compatible import (
+    OPENAI,
+    OPENROUTER,
+    TOGETHER,
+    OpenAICompatibleProvider,
+)
+
+__all__ = ["BUILDERS", "build_providers"]
+
+Builder = Callable[[Settings, Catalog, httpx.AsyncClient], Provider]
+
+
+def _secret(value: object) -> str:
+    return value.get_secret_value() if value is not None else ""  # type: ignore[attr-defined]
+
+
+def _openai(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+    return OpenAICompatibleProvider(
+        OPENAI,
+        api_key=_secret(settings.openai_key),
+        client=client,
+        catalog=catalog,
+        base_url=settings.openai_base_url,
+    )
+
+
+def _together(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+    return OpenAICompatibleProvider(
+        TOGETHER,
+        api_key=_secret(settings.together_key),
+        client=client,
+        catalog=catalog,
+        base_url=settings.together_base_url,
+    )
+
+
+def _openrouter(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+    headers = {}
+    if settings.openrouter_site_url:
+        headers["HTTP-Referer"] = settings.openrouter_site_url
+    if settings.openrouter_site_name:
+        headers["X-Title"] = settings.openrouter_site_name
+    return OpenAICompatibleProvider(
+        OPENROUTER,
+        api_key=_secret(settings.openrouter_key),
+        client=client,
+        catalog=catalog,
+        base_url=settings.openrouter_base_url,
+        extra_headers=headers,
+    )
+
+
+BUILDERS: Final[dict[str, Builder]] = {
+    "openai": _openai,
+    "together": _together,
+    "openrouter": _openrouter,
+}
+
+
+def build_providers(
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> dict[str, Provider]:
+    """Every configured provider, in the spec's order. Close them with ``aclose()``."""
+    providers: dict[str, Provider] = {}
+    for name in PROVIDER_NAMES:
+        builder = BUILDERS.get(name)
+        if builder is None or not settings.is_configured(name):
+            continue
+        providers[name] = builder(settings, catalog, open_http_client(settings, transport))
+    return providers

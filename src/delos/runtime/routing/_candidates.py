@@ -1,0 +1,113 @@
+"""Which (provider, model) pairs can serve a request, in the order a strategy prefers them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from delos.runtime.catalog import Catalog, ModelInfo, estimate_cost_usd, estimate_prompt_tokens
+from delos.runtime.config import enabling_variables
+from delos.runtime.errors import (
+    NoProvidersConfigured,
+    ProviderNotConfigured,
+    UnknownModel,
+)
+from delos.runtime.providers.base import Provider
+from delos.runtime.requests import CompletionInput, Routing
+
+__all__ = ["Candidate", "candidates_for", "estimated_cost"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    provider: Provider
+    model: ModelInfo
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.provider.name, self.model.id)
+
+
+def estimated_cost(candidate: Candidate, request: CompletionInput) -> Decimal:
+    """USD this request would cost on ``candidate``, before any token is generated."""
+    prompt_tokens = estimate_prompt_tokens(m.content for m in request.messages)
+    return estimate_cost_usd(candidate.model, prompt_tokens, request.max_tokens)
+
+
+def candidates_for(
+    request: CompletionInput,
+    *,
+    providers: dict[str, Provider],
+    catalog: Catalog,
+    quality_order: Sequence[str],
+    latency_of: Callable[[Candidate], float | None] = lambda c: None,
+    admitted: Callable[[Candidate], bool] = lambda c: True,
+) -> list[Candidate]:
+    """Candidates in preference order. Raises NOT_FOUND / FAILED_PRECONDITION / UNAVAILABLE errors.
+
+    ``admitted`` filters out candidates a breaker is cutting off; when it removes every one, the
+    unfiltered list is returned so the caller reports the breakers' errors rather than "none".
+    """
+    if not providers:
+        raise NoProvidersConfigured(
+            "no providers configured: set a provider key such as DELOS_RUNTIME_OPENAI_KEY "
+            "(see README), or start the gateway with --demo"
+        )
+    wanted = request.provider
+    if wanted is not None and wanted not in providers:
+        raise ProviderNotConfigured(
+            f"provider {wanted!r} is not configured: set {enabling_variables(wanted)}"
+        )
+    pool = [p for name, p in providers.items() if wanted is None or name == wanted]
+    found: list[Candidate] = []
+    if request.model is None:
+        for provider in pool:
+            model = catalog.model(provider.name, catalog.default_model(provider.name))
+            if model is not None:
+                found.append(Candidate(provider, model))
+    else:
+        matches = catalog.resolve(request.model, kind="chat")
+        if not matches:
+            suggestions = catalog.close_matches(request.model)
+            hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
+            raise UnknownModel(f"model: unknown model {request.model!r}{hint}")
+        by_provider = {p.name: p for p in pool}
+        seen: set[str] = set()
+        for model in matches:
+            serving = by_provider.get(model.provider)
+            if serving is not None and model.provider not in seen:
+                seen.add(model.provider)
+                found.append(Candidate(serving, model))
+        if not found:
+            served_by = sorted({m.provider for m in matches})
+            where = f"provider {wanted!r}" if wanted else "any configured provider"
+            raise UnknownModel(
+                f"model: {request.model!r} is not served by {where}; it is served by "
+                f"{', '.join(served_by)}"
+            )
+    ordered = _order(request, found, quality_order, latency_of)
+    kept = [c for c in ordered if admitted(c)]
+    return kept or ordered
+
+
+def _order(
+    request: CompletionInput,
+    found: list[Candidate],
+    quality_order: Sequence[str],
+    latency_of: Callable[[Candidate], float | None],
+) -> list[Candidate]:
+    def latency(candidate: Candidate) -> float:
+        value = latency_of(candidate)
+        return value if value is not None else 0.0  # unexplored: try it, never assume slow
+
+    match request.routing:
+        case Routing.COST | Routing.SPECIFIC:
+            return sorted(found, key=lambda c: (estimated_cost(c, request), latency(c)))
+        case Routing.QUALITY:
+            rank = {name: index for index, name in enumerate(quality_order)}
+            return sorted(
+                found, key=lambda c: (rank.get(c.provider.name, len(rank)), c.model.quality_rank)
+            )
+        case Routing.LATENCY:
+            return sorted(found, key=latency)

@@ -1,0 +1,197 @@
+"""The gRPC service: wire messages in, validated requests to the router, wire messages out.
+
+Every handler runs inside :meth:`RuntimeService._rpc`, the one place where our errors become gRPC
+statuses (through :func:`~delos.runtime.errors.grpc_status_of`), messages are redacted, the
+client's deadline becomes a cancel scope, and unexpected errors become INTERNAL without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import Any
+
+import anyio
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from delos.runtime.embeddings import embed
+from delos.runtime.errors import DeadlineExceeded, DelosError, grpc_status_of
+from delos.runtime.gateway import Gateway
+from delos.runtime.requests import completion_input_from_proto
+from delos.runtime.routing import AttemptRecord, RoutedAnswer
+from delos.runtime.status import health, list_providers
+from delos.runtime.types import Usage
+from delos.runtime.v1 import runtime_pb2 as pb
+from delos.runtime.v1.runtime_grpc import RuntimeServiceBase
+
+__all__ = ["RuntimeService"]
+
+log = logging.getLogger("delos.runtime.service")
+
+_DEADLINE_MARGIN_SECONDS = 0.05
+
+
+class RuntimeService(RuntimeServiceBase):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.in_flight = 0
+        self.draining = False
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no RPC is in flight (for graceful shutdown)."""
+        while self.in_flight:
+            await self._idle.wait()
+
+    @asynccontextmanager
+    async def _rpc(self, stream: Stream[Any, Any], name: str) -> AsyncIterator[str]:
+        if self.draining:
+            raise GRPCError(Status.UNAVAILABLE, "the gateway is shutting down; retry elsewhere")
+        request_id = uuid.uuid4().hex[:16]
+        self.in_flight += 1
+        self._idle = anyio.Event() if self.in_flight == 1 else self._idle
+        if stream.deadline is not None:
+            # Answer DEADLINE_EXCEEDED a little before the client's own timer fires, so the
+            # client reads our status instead of cutting the call itself.
+            remaining = stream.deadline.time_remaining()
+            remaining -= min(_DEADLINE_MARGIN_SECONDS, remaining * 0.1)
+        else:
+            remaining = self.gateway.settings.default_deadline_seconds
+        try:
+            with anyio.fail_after(max(remaining, 0.0)):
+                yield request_id
+        except TimeoutError:
+            raise GRPCError(
+                Status.DEADLINE_EXCEEDED, f"deadline exceeded after {remaining:.3f} s"
+            ) from None
+        except DelosError as error:
+            if isinstance(error, DeadlineExceeded):
+                raise GRPCError(
+                    Status.DEADLINE_EXCEEDED, self.gateway.redact(error.message)
+                ) from None
+            raise GRPCError(grpc_status_of(error), self.gateway.redact(error.message)) from None
+        except GRPCError:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s (request %s)", name, request_id)
+            raise GRPCError(
+                Status.INTERNAL, f"internal error; quote request id {request_id}"
+            ) from None
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    # -- RPCs -----------------------------------------------------------------------------------
+
+    async def Complete(self, stream: Stream[pb.CompleteRequest, pb.CompleteResponse]) -> None:
+        message = await stream.recv_message()
+        assert message is not None
+        async with self._rpc(stream, "Complete") as request_id:
+            request = completion_input_from_proto(message.params)
+            answer = await self.gateway.router.complete(request)
+            response = pb.CompleteResponse(
+                content=answer.content,
+                provider=answer.provider,
+                model=answer.model,
+                finish_reason=answer.finish_reason,
+                usage=_usage(answer.usage),
+                cost_usd=float(answer.cost_usd),
+                latency_ms=answer.latency_s * 1000.0,
+                cached=answer.cached,
+                cost_saved_usd=float(answer.cost_saved_usd),
+                total_cost_usd=float(answer.total_cost_usd),
+                time_to_first_token_ms=answer.time_to_first_token_s * 1000.0,
+                attempts=[_attempt(a) for a in answer.attempts],
+                request_id=request_id,
+                cost_estimated=answer.usage.estimated,
+            )
+            await stream.send_message(response)
+
+    async def CompleteStream(self, stream: Stream[pb.CompleteRequest, pb.StreamChunk]) -> None:
+        message = await stream.recv_message()
+        assert message is not None
+        async with self._rpc(stream, "CompleteStream") as request_id:
+            request = completion_input_from_proto(message.params)
+            async with self.gateway.router.open_stream(request) as routed:
+                index = 0
+                async for delta in routed.deltas():
+                    await stream.send_message(pb.StreamChunk(delta=delta, index=index))
+                    index += 1
+                answer = routed.answer
+                assert answer is not None
+                await stream.send_message(_final_chunk(answer, index, request_id))
+
+    async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:
+        message = await stream.recv_message()
+        assert message is not None
+        async with self._rpc(stream, "Embed") as request_id:
+            result = await embed(self.gateway, message)
+            result.request_id = request_id
+            await stream.send_message(result)
+
+    async def ListProviders(
+        self, stream: Stream[pb.ListProvidersRequest, pb.ListProvidersResponse]
+    ) -> None:
+        await stream.recv_message()
+        async with self._rpc(stream, "ListProviders"):
+            await stream.send_message(await list_providers(self.gateway))
+
+    async def Health(self, stream: Stream[pb.HealthRequest, pb.HealthResponse]) -> None:
+        await stream.recv_message()
+        async with self._rpc(stream, "Health"):
+            await stream.send_message(await health(self.gateway))
+
+
+def _usage(usage: Usage) -> pb.Usage:
+    return pb.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        estimated=usage.estimated,
+    )
+
+
+def _attempt(record: AttemptRecord) -> pb.Attempt:
+    return pb.Attempt(
+        provider=record.provider,
+        model=record.model,
+        kind=record.kind,
+        outcome=record.outcome,
+        error=record.error,
+        usage=_usage(record.usage) if record.usage else None,
+        cost_usd=_float(record.cost_usd),
+        latency_ms=record.latency_s * 1000.0,
+    )
+
+
+def _float(value: Decimal) -> float:
+    result = float(value)
+    return result if math.isfinite(result) else 0.0
+
+
+def _final_chunk(answer: RoutedAnswer, index: int, request_id: str) -> pb.StreamChunk:
+    return pb.StreamChunk(
+        delta="",
+        finish_reason=answer.finish_reason,
+        usage=_usage(answer.usage),
+        cost_usd=_float(answer.cost_usd),
+        provider=answer.provider,
+        model=answer.model,
+        cached=answer.cached,
+        latency_ms=answer.latency_s * 1000.0,
+        time_to_first_token_ms=answer.time_to_first_token_s * 1000.0,
+        total_cost_usd=_float(answer.total_cost_usd),
+        cost_saved_usd=_float(answer.cost_saved_usd),
+        attempts=[_attempt(a) for a in answer.attempts],
+        request_id=request_id,
+        cost_estimated=answer.usage.estimated,
+        index=index,
+    )

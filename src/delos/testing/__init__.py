@@ -1,0 +1,38 @@
+"""Fake provider servers on loopback that speak each provider's real wire format.
+
+Used by the test suite, by ``delos-runtime serve --demo`` and by the benchmarks.
+
+Layout:
+    _server.py      a small HTTP/1.1 server (anyio + h11) with byte-level fault injection
+    _behaviour.py   the shared knobs: latency, token rate, faults, scripted failures
+    _schema.py      minimal instances of JSON Schemas, for structured-output answers
+    fake_openai.py  OpenAI, and the OpenAI-compatible Together AI and OpenRouter
+    demo.py         every fake started together for demo mode
+"""
+
+from delos.testing._behaviour import Behaviour, FakeControl, Fault, Latency
+from delos.testing._server import (
+    HANG_UP,
+    RESET,
+    FakeRequest,
+    FakeResponse,
+    FakeServer,
+    ServerStats,
+    open_fake_server,
+    serve_in_thread,
+)
+
+__all__ = [
+    "HANG_UP",
+    "RESET",
+    "Behaviour",
+    "FakeControl",
+    "FakeRequest",
+    "FakeResponse",
+    "FakeServer",
+    "Fault",
+    "Latency",
+    "ServerStats",
+    "open_fake_server",
+    "serve_in_thread",
+]

@@ -1,0 +1,57 @@
+"""A real gateway on an ephemeral port in front of fake providers, for end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpclib.client import Channel
+
+from delos.runtime.config import Settings
+from delos.runtime.server import RunningServer, open_server
+from delos.runtime.v1.runtime_grpc import RuntimeServiceStub
+from delos.testing import FakeControl, FakeServer, open_fake_server
+from delos.testing.fake_openai import OpenAIFlavour, fake_openai_handler
+
+SENTINEL_KEYS = {
+    "openai": "sk-sentinel-openai-0123456789abcdef",
+    "together": "sentinel-together-0123456789",
+    "openrouter": "sk-or-sentinel-0123456789abcdef",
+}
+
+
+@dataclass
+class Harness:
+    running: RunningServer
+    channel: Channel
+    stub: RuntimeServiceStub
+    fakes: dict[str, FakeServer] = field(default_factory=dict)
+    controls: dict[str, FakeControl] = field(default_factory=dict)
+
+
+@asynccontextmanager
+async def open_harness(
+    providers: tuple[str, ...] = ("openai",),
+    *,
+    settings: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Harness]:
+    """Fakes for ``providers`` (OpenAI-compatible ones), a gateway on them, and a channel."""
+    async with AsyncExitStack() as stack:
+        values: dict[str, Any] = {"port": 0}
+        fakes, controls = {}, {}
+        for name in providers:
+            flavour = OpenAIFlavour(name)
+            control = FakeControl()
+            fake = await stack.enter_async_context(
+                open_fake_server(fake_openai_handler(control, flavour, api_key=SENTINEL_KEYS[name]))
+            )
+            fakes[name], controls[name] = fake, control
+            values[f"{name}_key"] = SENTINEL_KEYS[name]
+            values[f"{name}_base_url"] = fake.url + flavour.prefix
+        values.update(settings or {})
+        running = await stack.enter_async_context(open_server(Settings.model_validate(values)))
+        channel = Channel("127.0.0.1", running.port)
+        stack.callback(channel.close)
+        yield Harness(running, channel, RuntimeServiceStub(channel), fakes, controls)

@@ -1,0 +1,1 @@
+"""Tests of the sans-IO wire-format parsers, driven from byte chunks."""
