@@ -85,7 +85,7 @@ async def test_upstream_errors_map_to_documented_statuses_naming_the_provider(
     status: int, grpc_status: Status, fragment: str
 ) -> None:
     async with open_harness() as h:
-        h.controls["openai"].fail_next(2, Fault.HTTP_ERROR, error_status=status, retry_after=3)
+        h.controls["openai"].fail_next(4, Fault.HTTP_ERROR, error_status=status)
         for call in (h.stub.Complete, _stream_call(h.stub)):
             with pytest.raises(GRPCError) as raised:
                 await call(pb.CompleteRequest(params=params(provider="openai")))
@@ -93,6 +93,20 @@ async def test_upstream_errors_map_to_documented_statuses_naming_the_provider(
             assert raised.value.status is grpc_status
             assert message.startswith("openai: ") and fragment in message
             assert SENTINEL_KEYS["openai"] not in message
+
+
+async def test_a_429_with_retry_after_pauses_the_provider_for_that_long() -> None:
+    async with open_harness() as h:
+        h.controls["openai"].fail_next(1, Fault.HTTP_ERROR, error_status=429, retry_after=30)
+        with pytest.raises(GRPCError) as first:
+            await h.stub.Complete(pb.CompleteRequest(params=params(provider="openai")))
+        with pytest.raises(GRPCError) as second:
+            await h.stub.Complete(pb.CompleteRequest(params=params(provider="openai")))
+        assert h.fakes["openai"].stats.request_count == 1  # the pause kept the second one home
+    assert first.value.status is Status.RESOURCE_EXHAUSTED
+    assert "rate limited (HTTP 429" in (first.value.message or "")
+    assert second.value.status is Status.RESOURCE_EXHAUSTED
+    assert "local rate limit" in (second.value.message or "")
 
 
 async def test_a_key_echoed_by_the_provider_is_redacted() -> None:
@@ -136,13 +150,21 @@ async def test_a_stream_that_fails_after_output_ends_with_an_error_never_ok(faul
         Fault.OVERSIZED_BODY,
     ],
 )
-async def test_malformed_unary_answers_become_unavailable(fault: Fault) -> None:
+async def test_malformed_unary_answers_are_retried_once_then_unavailable(fault: Fault) -> None:
     async with open_harness() as h:
         h.controls["openai"].fail_next(1, fault)
+        recovered = await h.stub.Complete(pb.CompleteRequest(params=params(provider="openai")))
+        h.controls["openai"].fail_next(2, fault)
         with pytest.raises(GRPCError) as raised:
             await h.stub.Complete(pb.CompleteRequest(params=params(provider="openai")))
+        assert h.fakes["openai"].stats.request_count == 4
+    assert [(a.kind, a.outcome) for a in recovered.attempts] == [
+        ("primary", "failed"),
+        ("retry", "won"),
+    ]
     assert raised.value.status is Status.UNAVAILABLE
     assert (raised.value.message or "").startswith("openai: ")
+    assert "(2 attempts)" in (raised.value.message or "")
 
 
 async def test_a_client_deadline_becomes_deadline_exceeded_and_closes_the_upstream() -> None:

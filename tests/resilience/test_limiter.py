@@ -24,6 +24,46 @@ def provider(clock: FakeClock, rpm: float | None, tpm: float | None) -> Provider
     return ProviderLimiter(rpm, tpm, clock=clock, sleep=clock.sleep)
 
 
+# --- FakeClock, the time source of these tests --------------------------------------------------
+
+
+def test_fake_clock_moves_only_forward_and_only_when_told() -> None:
+    clock = FakeClock(start=5.0)
+    assert clock() == 5.0
+    clock.advance(2.5)
+    assert clock() == 7.5
+    with pytest.raises(ValueError, match="backwards"):
+        clock.advance(-1.0)
+
+
+@pytest.mark.anyio
+async def test_fake_clock_sleepers_wake_when_time_reaches_their_deadline(clock: FakeClock) -> None:
+    woken: list[tuple[str, float]] = []
+
+    async def sleeper(label: str, seconds: float) -> None:
+        await clock.sleep(seconds)
+        woken.append((label, clock()))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sleeper, "late", 3.0)
+        tg.start_soon(sleeper, "early", 1.0)
+        tg.start_soon(sleeper, "now", 0.0)
+        await anyio.wait_all_tasks_blocked()
+        assert woken == [("now", 1000.0)]
+        clock.advance(2.0)
+        await anyio.wait_all_tasks_blocked()
+        assert woken[1:] == [("early", 1002.0)]
+        clock.advance(1.0)
+    assert woken[2:] == [("late", 1003.0)]
+
+
+@pytest.mark.anyio
+async def test_fake_clock_sleep_advancing_moves_time_itself(clock: FakeClock) -> None:
+    await clock.sleep_advancing(4.0)
+    await clock.sleep_advancing(-1.0)
+    assert clock() == 1004.0
+
+
 # --- GcraLimiter: arithmetic ------------------------------------------------------------------
 
 
@@ -495,7 +535,9 @@ async def test_no_limits_means_no_waiting(clock: FakeClock) -> None:
 
 def test_share_limits_splits_across_workers() -> None:
     assert share_limits(600, 90_000, 4) == (150, 22_500)
-    assert share_limits(None, 1000, 3) == (None, pytest.approx(333.33, abs=0.01))
+    rpm, tpm = share_limits(None, 1000, 3)
+    assert rpm is None
+    assert tpm == pytest.approx(333.33, abs=0.01)
     with pytest.raises(ValueError, match="workers"):
         share_limits(600, 1000, 0)
 

@@ -402,12 +402,12 @@ class ProviderLimiter:
         would wait too long, including against the cancel-scope deadline when the clock is
         anyio's. Raises `ValueError` when `estimated_tokens` is negative or above the token burst.
         """
-        self._tokens.predicted_wait(estimated_tokens)  # validates before anything is taken
+        token_wait = self._tokens.predicted_wait(estimated_tokens)  # validates the amount too
         start = self._clock()
         self._last_reserved_tokens = estimated_tokens
         # Both dimensions refill in parallel, so the longer of the two predicted waits is the
         # wait; checking it first avoids waiting for a request unit only to give it back.
-        wait = max(self._requests.predicted_wait(1), self._tokens.predicted_wait(estimated_tokens))
+        wait = max(self._requests.predicted_wait(1), token_wait)
         if wait > _allowed_wait(self._clock, start, start, max_wait):
             raise RateLimitWouldWait(wait)
         await self._requests.acquire(1, max_wait=max_wait)

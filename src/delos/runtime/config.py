@@ -123,6 +123,20 @@ class Settings(BaseModel):
     #: HTTP connect timeout towards providers, seconds.
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
 
+    cache_max_entries: int = Field(default=10_000, ge=1)
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    cache_default_ttl_seconds: int = Field(default=3600, ge=1)
+    prompts_dir: str | None = None
+
+    #: Prometheus endpoint port; 0 turns the endpoint off.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    #: Client keys, ``name:key`` pairs separated by commas.
+    api_keys: SecretStr | None = None
+    #: A file of client keys: one ``name:sha256-hex-of-key`` per line, ``#`` comments.
+    api_keys_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
         """Read and validate the environment. Raises :class:`ConfigError`."""
@@ -149,6 +163,10 @@ class Settings(BaseModel):
             settings = cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
+        if (settings.tls_cert is None) != (settings.tls_key is None):
+            raise ConfigError(
+                "DELOS_RUNTIME_TLS_CERT and DELOS_RUNTIME_TLS_KEY: set both, or neither"
+            )
         unknown = [p for p in settings.quality_order if p not in PROVIDER_NAMES]
         if unknown:
             raise ConfigError(
@@ -234,6 +252,15 @@ ENVIRONMENT: Final[Mapping[str, str]] = {
     "DELOS_RUNTIME_HEDGING": "hedging",
     "DELOS_RUNTIME_QUALITY_ORDER": "quality_order",
     "DELOS_RUNTIME_CONNECT_TIMEOUT_SECONDS": "connect_timeout_seconds",
+    "DELOS_RUNTIME_CACHE_MAX_ENTRIES": "cache_max_entries",
+    "DELOS_RUNTIME_CACHE_MAX_BYTES": "cache_max_bytes",
+    "DELOS_RUNTIME_CACHE_TTL_SECONDS": "cache_default_ttl_seconds",
+    "DELOS_RUNTIME_PROMPTS_DIR": "prompts_dir",
+    "DELOS_RUNTIME_METRICS_PORT": "metrics_port",
+    "DELOS_RUNTIME_API_KEYS": "api_keys",
+    "DELOS_RUNTIME_API_KEYS_FILE": "api_keys_file",
+    "DELOS_RUNTIME_TLS_CERT": "tls_cert",
+    "DELOS_RUNTIME_TLS_KEY": "tls_key",
 }
 
 _VARIABLE_OF_FIELD: Final = {field: variable for variable, field in ENVIRONMENT.items()}

@@ -11,7 +11,6 @@
     ├── NoProvidersConfigured               UNAVAILABLE
     ├── Unauthenticated                     UNAUTHENTICATED    missing or wrong client key
     ├── DeadlineExceeded                    DEADLINE_EXCEEDED
-    ├── OutputSchemaViolation               UNAVAILABLE        answers did not fit the schema
     ├── AllCandidatesFailed                 status of the most telling underlying error
     └── ProviderError                       (something went wrong at or on the way to a provider)
         ├── UpstreamAuthenticationError     FAILED_PRECONDITION  401/403: the gateway's key
@@ -22,7 +21,8 @@
         ├── CircuitOpen                     UNAVAILABLE        breaker is cutting the provider off
         ├── UpstreamUnavailable             UNAVAILABLE        5xx, 529, connect/read failures
         │   └── UpstreamTimeout             UNAVAILABLE        the provider took too long
-        └── UpstreamProtocolError           UNAVAILABLE        malformed, truncated, error event
+        ├── UpstreamProtocolError           UNAVAILABLE        malformed, truncated, error event
+        └── OutputSchemaViolation           UNAVAILABLE        the answer did not fit the schema
 
 Programming errors (anything else) become INTERNAL with a generic message: they are logged with
 their traceback server-side and never shown to the client. Messages never contain secrets: the
@@ -114,12 +114,6 @@ class DeadlineExceeded(DelosError):
     status = Status.DEADLINE_EXCEEDED
 
 
-class OutputSchemaViolation(DelosError):
-    """Every candidate answered with JSON that does not conform to the requested schema."""
-
-    status = Status.UNAVAILABLE
-
-
 class ProviderError(DelosError):
     """A failure at, or on the way to, one provider.
 
@@ -190,15 +184,24 @@ class UpstreamProtocolError(ProviderError):
     pass
 
 
+class OutputSchemaViolation(ProviderError):
+    """The answer does not conform to the requested ``output_schema``; another candidate may."""
+
+    breaker_failure = False
+
+
 class AllCandidatesFailed(DelosError):
     """Every candidate provider failed; the status is that of the most telling failure."""
 
     def __init__(self, errors: Sequence[DelosError]) -> None:
         self.errors = tuple(errors)
-        if len(self.errors) == 1:
-            message = self.errors[0].message
+        distinct = list(dict.fromkeys(e.message for e in self.errors))
+        if len(distinct) == 1:
+            message = distinct[0]
+            if len(self.errors) > 1:
+                message += f" ({len(self.errors)} attempts)"
         else:
-            message = "every candidate provider failed: " + "; ".join(e.message for e in errors)
+            message = "every attempt failed: " + "; ".join(distinct)
         super().__init__(message)
 
     @property

@@ -15,20 +15,31 @@ import httpx
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import Settings
 from delos.runtime.providers import Provider, build_providers
+from delos.runtime.providers.base import HttpProvider
 from delos.runtime.redaction import Redactor
-from delos.runtime.routing import Router
+from delos.runtime.routing import Guards, ResiliencePolicy, Router
 
 __all__ = ["Gateway", "open_gateway"]
 
 
 class Gateway:
     def __init__(
-        self, settings: Settings, catalog: Catalog, providers: dict[str, Provider]
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        providers: dict[str, Provider],
+        *,
+        policy: ResiliencePolicy | None = None,
+        workers: int = 1,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.providers = providers
-        self.router = Router(providers, catalog, quality_order=settings.quality_order)
+        self.guards = Guards(settings, policy, workers=workers)
+        for name, provider in providers.items():
+            if isinstance(provider, HttpProvider):
+                provider.on_rate_limits = self.guards.rate_limit_listener(name)
+        self.router = Router(providers, catalog, self.guards, quality_order=settings.quality_order)
         self.redact = Redactor(settings.secrets())
         self.started_at = time.monotonic()
 
@@ -45,13 +56,17 @@ class Gateway:
 
 @asynccontextmanager
 async def open_gateway(
-    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    policy: ResiliencePolicy | None = None,
+    workers: int = 1,
 ) -> AsyncIterator[Gateway]:
     """Build the gateway; leaving the block closes every provider's connection pool."""
     catalog = Catalog.load(settings.catalog_path)
     providers = build_providers(settings, catalog, transport=transport)
     try:
-        yield Gateway(settings, catalog, providers)
+        yield Gateway(settings, catalog, providers, policy=policy, workers=workers)
     finally:
         with anyio.CancelScope(shield=True):
             for provider in providers.values():

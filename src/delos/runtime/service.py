@@ -120,14 +120,15 @@ class RuntimeService(RuntimeServiceBase):
         assert message is not None
         async with self._rpc(stream, "CompleteStream") as request_id:
             request = completion_input_from_proto(message.params)
-            async with self.gateway.router.open_stream(request) as routed:
-                index = 0
-                async for delta in routed.deltas():
-                    await stream.send_message(pb.StreamChunk(delta=delta, index=index))
-                    index += 1
-                answer = routed.answer
-                assert answer is not None
-                await stream.send_message(_final_chunk(answer, index, request_id))
+            index = 0
+
+            async def send_delta(delta: str) -> None:
+                nonlocal index
+                await stream.send_message(pb.StreamChunk(delta=delta, index=index))
+                index += 1
+
+            answer = await self.gateway.router.stream(request, send_delta)
+            await stream.send_message(_final_chunk(answer, index, request_id))
 
     async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:
         message = await stream.recv_message()

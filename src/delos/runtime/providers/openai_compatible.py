@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,11 +200,12 @@ class OpenAICompatibleProvider(HttpProvider):
                     raise UpstreamProtocolError(
                         self.name, f"expected an event stream, got {content_type!r}"
                     )
-                yield self._events(response, request)
+                async with aclosing(self._events(response, request)) as events:
+                    yield events
 
     async def _events(
         self, response: httpx.Response, request: ChatRequest
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
         finish: str | None = None
         usage: Usage | None = None

@@ -1,44 +1,61 @@
-"""The router: turns a validated request into upstream attempts and one answer.
+"""The router: a validated request in, upstream attempts out, one answer back.
 
-Unary requests try candidates in strategy order and fall back to the next candidate on a
-retryable failure. Streams do the same until the first token has been handed to the client (the
-commit point); after it, a failure ends the stream with an error, never with a silent truncation.
+- Candidates come in strategy order (``_candidates``); those whose breaker is open are skipped.
+- Latency routing **races** the best candidates (an explored one and one to explore); hedging
+  starts a second attempt when the first has produced no token after the live p95 time to first
+  token. Either way the first good answer wins — for streams, the first token — and the others are
+  cancelled, their upstream requests closed, their cost still billed.
+- A failure before any output reached the client falls back to the next candidate; transient
+  failures are retried on the same provider first, within the retry budget and the deadline.
+- Once output has reached the client (the commit point) nothing else is tried: a failure ends
+  the stream with an error, never a truncation that looks complete.
+- With ``output_schema``, answers are validated before anything is committed; a non-conforming
+  answer is retried once on the next candidate, then reported with the validation failure.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from functools import partial
 
+import anyio
+
+from delos.resilience import AllAttemptsFailed, RaceTicket, race, retrying
 from delos.runtime.catalog import Catalog
 from delos.runtime.errors import (
     AllCandidatesFailed,
     DelosError,
+    OutputSchemaViolation,
     ProviderError,
     UpstreamProtocolError,
+    UpstreamUnavailable,
 )
 from delos.runtime.providers.base import Provider
-from delos.runtime.requests import CompletionInput
+from delos.runtime.requests import CompletionInput, Routing
+from delos.runtime.routing._attempts import AttemptScope, RequestRun, Sink, guarded_attempt
 from delos.runtime.routing._candidates import Candidate, candidates_for
-from delos.runtime.routing._outcome import AttemptRecord, RoutedAnswer, priced_usage
-from delos.runtime.types import ChatRequest, StreamEvent, StreamFinished, TextDelta, Usage
+from delos.runtime.routing._guards import Guards
+from delos.runtime.routing._outcome import RoutedAnswer
+from delos.runtime.schema import validation_error
+from delos.runtime.types import StreamFinished, TextDelta
 
-__all__ = ["RoutedStream", "Router"]
+__all__ = ["Router"]
+
+#: A non-conforming structured answer is retried on this many candidates in all.
+_SCHEMA_ATTEMPTS = 2
 
 
-def chat_request(request: CompletionInput, candidate: Candidate) -> ChatRequest:
-    return ChatRequest(
-        model=candidate.model.id,
-        messages=request.messages,
-        temperature=request.temperature,
-        top_p=request.top_p,
-        max_tokens=request.max_tokens,
-        stop=request.stop,
-        output_schema=request.output_schema,
-    )
+@dataclass(slots=True)
+class _Won:
+    scope: AttemptScope
+    content: str
+    finish_reason: str
+    model: str
+
+
+Attempt = Callable[[Candidate, str, RaceTicket | None], Awaitable[_Won]]
 
 
 class Router:
@@ -46,183 +63,249 @@ class Router:
         self,
         providers: dict[str, Provider],
         catalog: Catalog,
+        guards: Guards,
         *,
         quality_order: tuple[str, ...],
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.providers = providers
         self.catalog = catalog
+        self.guards = guards
         self.quality_order = quality_order
         self._clock = clock
 
+    # -- planning -------------------------------------------------------------------------------
+
     def candidates(self, request: CompletionInput) -> list[Candidate]:
-        return candidates_for(
+        found = candidates_for(
             request,
             providers=self.providers,
             catalog=self.catalog,
             quality_order=self.quality_order,
+            latency_of=lambda c: self.guards.latency.load(c.key),
+            admitted=self.guards.admitted,
         )
+        if request.routing is Routing.LATENCY:
+            found = self._explore_first(found)
+        return found
+
+    def _explore_first(self, found: list[Candidate]) -> list[Candidate]:
+        """The best explored candidate, then unexplored ones, then the other explored ones."""
+        table = self.guards.latency
+        explored = [c for c in found if table.load(c.key) is not None]
+        unexplored = [c for c in found if table.load(c.key) is None]
+        explored.sort(key=lambda c: table.load(c.key) or 0.0)
+        return explored[:1] + unexplored + explored[1:]
+
+    def _hedging(self, request: CompletionInput) -> bool:
+        flag = request.metadata.get("delos.hedge")
+        if flag is not None:
+            return flag.strip().lower() in ("1", "true", "yes", "on")
+        return self.guards.policy.hedging
+
+    def _hedge_delay(self, candidate: Candidate) -> float | None:
+        p95 = self.guards.latency.ttft_percentile(candidate.key, 0.95)
+        if p95 is None:
+            return None  # not enough samples: a hedge would be a guess
+        return max(self.guards.policy.hedge_min_delay, p95)
+
+    # -- entry points ---------------------------------------------------------------------------
 
     async def complete(self, request: CompletionInput) -> RoutedAnswer:
         """One answer. Raises :class:`AllCandidatesFailed` (or a request error)."""
-        candidates = self.candidates(request)
-        attempts: list[AttemptRecord] = []
-        errors: list[DelosError] = []
-        started = self._clock()
-        for index, candidate in enumerate(candidates):
-            record = AttemptRecord(
-                candidate.provider.name, candidate.model.id, "primary" if index == 0 else "fallback"
-            )
-            attempts.append(record)
-            attempt_started = self._clock()
-            try:
-                completion = await candidate.provider.complete(chat_request(request, candidate))
-            except ProviderError as error:
-                record.outcome, record.error = "failed", error.message
-                record.latency_s = self._clock() - attempt_started
-                errors.append(error)
-                if not error.retryable:
-                    break
-                continue
-            now = self._clock()
-            usage, cost = priced_usage(
-                candidate.model, completion.usage, request.messages, completion.content
-            )
-            record.outcome, record.usage, record.cost_usd = "won", usage, cost
-            record.latency_s = now - attempt_started
-            return RoutedAnswer(
-                content=completion.content,
-                finish_reason=completion.finish_reason,
-                provider=candidate.provider.name,
-                model=completion.model,
-                model_info=candidate.model,
-                usage=usage,
-                cost_usd=cost,
-                latency_s=now - started,
-                time_to_first_token_s=now - started,
-                attempts=attempts,
-            )
-        raise AllCandidatesFailed(errors)
+        run = RequestRun(request, self._clock())
+        return await self._execute(run, partial(self._unary_attempt, run))
 
-    @asynccontextmanager
-    async def open_stream(self, request: CompletionInput) -> AsyncIterator[RoutedStream]:
-        """A stream whose first token has arrived; leaving the block closes the upstream."""
-        candidates = self.candidates(request)
-        attempts: list[AttemptRecord] = []
-        errors: list[DelosError] = []
-        started = self._clock()
-        for index, candidate in enumerate(candidates):
-            record = AttemptRecord(
-                candidate.provider.name, candidate.model.id, "primary" if index == 0 else "fallback"
-            )
-            attempts.append(record)
-            async with AsyncExitStack() as stack:
-                try:
-                    events = await stack.enter_async_context(
-                        candidate.provider.open_stream(chat_request(request, candidate))
-                    )
-                    first = await anext(events)
-                except ProviderError as error:
-                    record.outcome, record.error = "failed", error.message
-                    record.latency_s = self._clock() - started
-                    errors.append(error)
-                    if not error.retryable:
-                        break
-                    continue
-                except StopAsyncIteration:
-                    record.outcome, record.error = "failed", "empty stream"
-                    continue
-                stream = RoutedStream(
-                    request, candidate, first, events, attempts, record, started, self._clock
+    async def stream(self, request: CompletionInput, sink: Sink) -> RoutedAnswer:
+        """Stream deltas to ``sink``; return the finished answer (usage and cost included)."""
+        run = RequestRun(request, self._clock(), sink=sink)
+        return await self._execute(run, partial(self._stream_attempt, run))
+
+    # -- orchestration --------------------------------------------------------------------------
+
+    async def _execute(self, run: RequestRun, attempt: Attempt) -> RoutedAnswer:
+        candidates = self.candidates(run.request)
+        self.guards.budget.deposit()
+        first, rest = self._first_stage(run.request, candidates)
+        won: _Won | None = None
+        if len(first) > 1:
+            won = await self._race(run, attempt, first)
+        else:
+            won = await self._with_retries(run, attempt, first[0][0], "primary")
+        for candidate in rest:
+            if won is not None or run.committed or not self._may_fall_back(run):
+                break
+            won = await self._with_retries(run, attempt, candidate, "fallback")
+        if won is None:
+            raise AllCandidatesFailed(run.errors or [UpstreamUnavailable("gateway", "no attempt")])
+        return self._answer(run, won)
+
+    def _first_stage(
+        self, request: CompletionInput, candidates: list[Candidate]
+    ) -> tuple[list[tuple[Candidate, str, float]], list[Candidate]]:
+        """The attempts that start together (race) or staggered (hedge), and the fallbacks."""
+        policy = self.guards.policy
+        if request.routing is Routing.LATENCY and policy.race_width > 1 and len(candidates) > 1:
+            width = min(policy.race_width, len(candidates))
+            group = [(c, "race", 0.0) for c in candidates[:width]]
+            return group, candidates[width:]
+        if self._hedging(request) and len(candidates) > 1:
+            delay = self._hedge_delay(candidates[0])
+            if delay is not None:
+                return (
+                    [(candidates[0], "primary", 0.0), (candidates[1], "hedge", delay)],
+                    candidates[2:],
                 )
-                yield stream
-                return
-        raise AllCandidatesFailed(errors)
+        return [(candidates[0], "primary", 0.0)], candidates[1:]
 
+    async def _race(
+        self, run: RequestRun, attempt: Attempt, group: list[tuple[Candidate, str, float]]
+    ) -> _Won | None:
+        hedged = any(kind == "hedge" for _, kind, _ in group)
 
-@dataclass
-class _StreamState:
-    text_parts: list[str]
-    finished: StreamFinished | None = None
+        def may_start(index: int) -> bool:
+            # Races are what the client asked for; hedges are extra load and draw on the budget.
+            return not hedged or self.guards.budget.try_withdraw()
 
-
-class RoutedStream:
-    """The committed stream of one candidate. Iterate for text deltas; then read ``answer``."""
-
-    def __init__(
-        self,
-        request: CompletionInput,
-        candidate: Candidate,
-        first: StreamEvent,
-        events: AsyncIterator[StreamEvent],
-        attempts: list[AttemptRecord],
-        record: AttemptRecord,
-        started: float,
-        clock: Callable[[], float],
-    ) -> None:
-        self.request = request
-        self.candidate = candidate
-        self._first: StreamEvent | None = first
-        self._events = events
-        self.attempts = attempts
-        self._record = record
-        self._started = started
-        self._clock = clock
-        self.time_to_first_token_s = clock() - started
-        self._state = _StreamState([])
-        self.answer: RoutedAnswer | None = None
-
-    @property
-    def provider(self) -> str:
-        return self.candidate.provider.name
-
-    async def deltas(self) -> AsyncIterator[str]:
-        """Text deltas until the stream ends well; a failure raises (the stream is committed)."""
         try:
-            while True:
-                if self._first is not None:
-                    event, self._first = self._first, None
-                else:
-                    try:
-                        event = await anext(self._events)
-                    except StopAsyncIteration:
-                        break
-                if isinstance(event, TextDelta):
-                    self._state.text_parts.append(event.text)
-                    yield event.text
-                else:
-                    self._state.finished = event
-                    break
-        except ProviderError as error:
-            self._record.outcome, self._record.error = "failed", error.message
-            self._bill(None)
-            raise
-        finished = self._state.finished
-        if finished is None:
-            raise UpstreamProtocolError(self.provider, "stream ended without a finish")
-        self._record.outcome = "won"
-        usage, cost = self._bill(finished.usage)
-        now = self._clock()
-        self.answer = RoutedAnswer(
-            content="".join(self._state.text_parts),
-            finish_reason=finished.finish_reason,
-            provider=self.provider,
-            model=finished.model,
-            model_info=self.candidate.model,
-            usage=usage,
-            cost_usd=cost,
-            latency_s=now - self._started,
-            time_to_first_token_s=self.time_to_first_token_s,
-            attempts=self.attempts,
+            result = await race(
+                [
+                    partial(_as_race_attempt, attempt, candidate, kind)
+                    for candidate, kind, _ in group
+                ],
+                start_delays=[delay for _, _, delay in group],
+                may_start=may_start,
+            )
+        except AllAttemptsFailed as failed:
+            for error in failed.errors:
+                if not isinstance(error, DelosError):
+                    raise error from None  # a bug, not a provider failure
+            return None
+        return result.value
+
+    async def _with_retries(
+        self, run: RequestRun, attempt: Attempt, candidate: Candidate, kind: str
+    ) -> _Won | None:
+        policy = self.guards.policy
+        kinds = iter([kind])
+        try:
+            async for retry_state in retrying(
+                max_attempts=policy.attempts_per_provider,
+                initial=policy.retry_initial_backoff,
+                maximum=policy.retry_max_backoff,
+                is_retryable=partial(_retry_same_provider, run),
+                retry_after_of=lambda error: getattr(error, "retry_after", None),
+                budget=self.guards.budget,
+            ):
+                with retry_state:
+                    return await attempt(candidate, next(kinds, "retry"), None)
+        except ProviderError:
+            return None
+        return None
+
+    def _may_fall_back(self, run: RequestRun) -> bool:
+        last = run.errors[-1] if run.errors else None
+        if isinstance(last, OutputSchemaViolation):
+            return run.schema_violations < _SCHEMA_ATTEMPTS
+        return not isinstance(last, ProviderError) or last.retryable
+
+    def _answer(self, run: RequestRun, won: _Won) -> RoutedAnswer:
+        record = won.scope.record
+        assert record.usage is not None
+        return RoutedAnswer(
+            content=won.content,
+            finish_reason=won.finish_reason,
+            provider=won.scope.candidate.provider.name,
+            model=won.model,
+            model_info=won.scope.candidate.model,
+            usage=record.usage,
+            cost_usd=record.cost_usd,
+            latency_s=self._clock() - run.started,
+            time_to_first_token_s=(won.scope.first_token_at or self._clock()) - run.started,
+            attempts=run.attempts,
         )
 
-    def _bill(self, reported: Usage | None) -> tuple[Usage, Decimal]:
-        usage, cost = priced_usage(
-            self.candidate.model,
-            reported,
-            self.request.messages,
-            "".join(self._state.text_parts),
-        )
-        self._record.usage, self._record.cost_usd = usage, cost
-        self._record.latency_s = self._clock() - self._started
-        return usage, cost
+    # -- attempts -------------------------------------------------------------------------------
+
+    async def _unary_attempt(
+        self, run: RequestRun, candidate: Candidate, kind: str, ticket: RaceTicket | None
+    ) -> _Won:
+        async with guarded_attempt(self.guards, run, candidate, kind, self._clock) as scope:
+            completion = await candidate.provider.complete(run.chat_for(candidate))
+            scope.first_token()
+            scope.text.append(completion.content)
+            scope.usage = completion.usage
+            self._check_schema(run, candidate, completion.content)
+            if ticket is not None and not ticket.claim():
+                scope.record.outcome = "cancelled"  # finished, but another attempt won first
+                await anyio.sleep_forever()  # the race is cancelling this attempt
+            return _Won(scope, completion.content, completion.finish_reason, completion.model)
+
+    async def _stream_attempt(
+        self, run: RequestRun, candidate: Candidate, kind: str, ticket: RaceTicket | None
+    ) -> _Won:
+        sink = run.sink
+        assert sink is not None
+        # Structured answers are validated before anything reaches the client.
+        buffering = run.output_schema is not None
+        async with guarded_attempt(self.guards, run, candidate, kind, self._clock) as scope:
+            finished: StreamFinished | None = None
+            async with candidate.provider.open_stream(run.chat_for(candidate)) as events:
+                async for event in events:
+                    if isinstance(event, StreamFinished):
+                        finished = event
+                        break
+                    assert isinstance(event, TextDelta)
+                    if scope.first_token_at is None:
+                        scope.first_token()
+                        if not buffering:
+                            await self._commit(run, scope, ticket)
+                    scope.text.append(event.text)
+                    if not buffering:
+                        await sink(event.text)
+            if finished is None:
+                raise UpstreamProtocolError(
+                    candidate.provider.name, "stream ended without a finish"
+                )
+            scope.usage = finished.usage
+            content = "".join(scope.text)
+            if buffering:
+                self._check_schema(run, candidate, content)
+                await self._commit(run, scope, ticket)
+                for piece in scope.text:
+                    await sink(piece)
+            elif scope.first_token_at is None:  # an empty answer: commit at its end
+                await self._commit(run, scope, ticket)
+            return _Won(scope, content, finished.finish_reason, finished.model)
+
+    async def _commit(
+        self, run: RequestRun, scope: AttemptScope, ticket: RaceTicket | None
+    ) -> None:
+        if ticket is not None and not ticket.claim():
+            scope.record.outcome = "cancelled"
+            await anyio.sleep_forever()  # another attempt won: the race is cancelling this one
+        run.committed = True
+
+    def _check_schema(self, run: RequestRun, candidate: Candidate, content: str) -> None:
+        schema = run.output_schema
+        if schema is None:
+            return
+        problem = validation_error(schema, content)
+        if problem is not None:
+            run.schema_violations += 1
+            raise OutputSchemaViolation(
+                candidate.provider.name, f"answer does not conform to output_schema: {problem}"
+            )
+
+
+async def _as_race_attempt(
+    attempt: Attempt, candidate: Candidate, kind: str, ticket: RaceTicket
+) -> _Won:
+    return await attempt(candidate, kind, ticket)
+
+
+def _retry_same_provider(run: RequestRun, error: BaseException) -> bool:
+    """Transient provider faults are worth a second try on the same provider, before output."""
+    if run.committed or not isinstance(error, ProviderError):
+        return False
+    return isinstance(error, UpstreamUnavailable | UpstreamProtocolError)

@@ -1,0 +1,37 @@
+"""Observability: Prometheus metrics, structured redacted logs, OpenTelemetry traces.
+
+Layout:
+    _metrics.py   Metrics (a registry of its own, recorded from plain values) and the
+                  HTTP/1.1 scrape endpoint serve_metrics
+    _logging.py   configure_logging (JSON lines in production, redacted) and log_request
+    _tracing.py   Tracing: RPC and attempt spans over OTLP/gRPC, or a no-op without an endpoint
+"""
+
+from delos.runtime.observability._logging import (
+    JsonFormatter,
+    ReadableFormatter,
+    configure_logging,
+    log_request,
+)
+from delos.runtime.observability._metrics import (
+    ANONYMOUS,
+    AttemptLike,
+    Metrics,
+    serve_metrics,
+    serve_metrics_on,
+)
+from delos.runtime.observability._tracing import SpanHandle, Tracing
+
+__all__ = [
+    "ANONYMOUS",
+    "AttemptLike",
+    "JsonFormatter",
+    "Metrics",
+    "ReadableFormatter",
+    "SpanHandle",
+    "Tracing",
+    "configure_logging",
+    "log_request",
+    "serve_metrics",
+    "serve_metrics_on",
+]

@@ -1,0 +1,429 @@
+"""Prometheus metrics: one registry per :class:`Metrics`, recorded from plain values.
+
+The registry is never prometheus_client's global one, so two gateways (or two tests) in one
+process keep separate counts. Label values are provider, model, client and status names only;
+each distinct label tuple is resolved once and its child kept, so recording a request costs a
+few dict lookups and increments. :func:`serve_metrics` answers Prometheus scrapes over HTTP/1.1
+(h11 on anyio streams), inside the gateway's task group.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from typing import Final, Generic, Protocol, SupportsFloat, TypeVar
+
+import anyio
+import h11
+from anyio.abc import Listener, SocketAttribute, SocketStream, TaskStatus
+from grpclib.const import Status
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.metrics import MetricWrapperBase
+
+from delos.runtime.redaction import Redactor
+
+__all__ = ["ANONYMOUS", "AttemptLike", "Metrics", "serve_metrics", "serve_metrics_on"]
+
+log = logging.getLogger("delos.runtime.metrics")
+
+#: The client label of requests made without a client key.
+ANONYMOUS: Final = "anonymous"
+
+#: Request latency and time to first token, seconds: 1 ms up to a minute.
+LATENCY_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+)  # fmt: skip
+#: Time spent waiting for a rate limiter slot, seconds.
+WAIT_BUCKETS: Final = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+_BREAKER_STATE_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
+# A label value that could be anything else (a client's typo of a model name, a pasted key) is
+# replaced: the exposition is public to whoever can scrape it, and every distinct value is a
+# new series kept forever.
+_LABEL_SHAPE: Final = re.compile(r"[A-Za-z0-9._:/@+\-]{1,128}")
+_INVALID_LABEL: Final = "invalid"
+_REDACTED_LABEL: Final = "redacted"
+_NO_LABEL: Final = "none"
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
+
+
+class AttemptLike(Protocol):
+    """One upstream call, as the router records it (``AttemptRecord`` fits)."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def kind(self) -> str: ...  # primary, race, hedge, retry or fallback
+    @property
+    def outcome(self) -> str: ...  # won, failed or cancelled
+    @property
+    def cost_usd(self) -> SupportsFloat: ...
+
+
+class _Family(Generic[_M]):
+    """A labelled metric whose children are looked up once per distinct label tuple."""
+
+    __slots__ = ("_children", "_clean", "_metric")
+
+    def __init__(self, metric: _M, clean: Callable[[str], str]) -> None:
+        self._metric = metric
+        self._clean = clean
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def labels(self, *values: str) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._metric.labels(*(self._clean(v) for v in values))
+            self._children[values] = child
+        return child
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, in a registry of their own.
+
+    ``redact`` (default: mask anything shaped like a provider key) vets label values once each;
+    pass the gateway's redactor so configured secrets are caught as well.
+    """
+
+    def __init__(self, *, redact: Callable[[str], str] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._redact = redact if redact is not None else Redactor()
+        registry = self.registry
+
+        def family(metric: _M) -> _Family[_M]:
+            return _Family(metric, self._label_value)
+
+        self._requests = family(
+            Counter(
+                "delos_requests",
+                "Finished requests, by gRPC status name.",
+                ("provider", "model", "rpc", "status"),
+                registry=registry,
+            )
+        )
+        self._latency = family(
+            Histogram(
+                "delos_request_latency_seconds",
+                "Time from receiving a request to its last byte, seconds.",
+                ("provider", "model", "rpc"),
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            )
+        )
+        self._ttft = family(
+            Histogram(
+                "delos_time_to_first_token_seconds",
+                "Time from receiving a request to the first generated token, seconds.",
+                ("provider", "model"),
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            )
+        )
+        self._tokens = family(
+            Counter(
+                "delos_tokens",
+                "Tokens exchanged with providers (cached answers excluded).",
+                ("provider", "model", "direction"),
+                registry=registry,
+            )
+        )
+        self._cost = family(
+            Counter(
+                "delos_cost_usd",
+                "Money spent upstream, USD, losing race and hedge attempts included.",
+                ("provider", "model", "client"),
+                registry=registry,
+            )
+        )
+        self._breaker = family(
+            Gauge(
+                "delos_breaker_state",
+                "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+                ("provider", "model"),
+                registry=registry,
+            )
+        )
+        self._limiter_wait = family(
+            Histogram(
+                "delos_limiter_wait_seconds",
+                "Time spent waiting for the local rate limiter, seconds.",
+                ("provider",),
+                buckets=WAIT_BUCKETS,
+                registry=registry,
+            )
+        )
+        self._attempts = family(
+            Counter(
+                "delos_upstream_attempts",
+                "Upstream calls, by kind (primary, race, hedge, retry, fallback) and outcome.",
+                ("provider", "model", "kind", "outcome"),
+                registry=registry,
+            )
+        )
+
+        def per_provider(name: str, documentation: str) -> _Family[Counter]:
+            return family(Counter(name, documentation, ("provider",), registry=registry))
+
+        self._started_by_kind = {
+            "race": per_provider("delos_races_started", "Race attempts started."),
+            "hedge": per_provider("delos_hedges_started", "Hedge attempts started."),
+            "retry": per_provider("delos_retries", "Retry attempts."),
+            "fallback": per_provider("delos_fallbacks", "Fallback attempts."),
+        }
+        self._won_by_kind = {
+            "race": per_provider("delos_races_won", "Race attempts that gave the answer."),
+            "hedge": per_provider("delos_hedges_won", "Hedge attempts that gave the answer."),
+        }
+        self._cache_hits = Counter(
+            "delos_cache_hits", "Answers served from the cache.", registry=registry
+        )
+        self._cache_misses = Counter(
+            "delos_cache_misses", "Cache lookups that found nothing.", registry=registry
+        )
+        self._cache_coalesced = Counter(
+            "delos_cache_coalesced",
+            "Requests that waited for an identical request in flight instead of calling upstream.",
+            registry=registry,
+        )
+        self._in_flight = Gauge(
+            "delos_in_flight_requests", "Requests being served.", registry=registry
+        )
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def record_request(
+        self,
+        *,
+        rpc: str,
+        provider: str,
+        model: str,
+        status: Status | str,
+        latency_s: float,
+        ttft_s: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost_usd: SupportsFloat = 0.0,
+        client: str | None = None,
+        cached: bool = False,
+        attempts: Iterable[AttemptLike] = (),
+    ) -> None:
+        """Record one finished request.
+
+        ``status`` is the gRPC status (or its name, ``"OK"``); ``provider``/``model`` are those
+        that answered, ``""`` when none did. Latencies are seconds; ``ttft_s`` is None for
+        requests that produced no token. Tokens are counted only for answers not served from
+        the cache. Spend is taken from ``attempts`` (each at its own provider and model,
+        losers included); ``cost_usd`` (USD) is counted only when no attempt is given.
+        """
+        status_name = status.name if isinstance(status, Status) else status
+        client_name = client or ANONYMOUS
+        self._requests.labels(provider, model, rpc, status_name).inc()
+        self._latency.labels(provider, model, rpc).observe(latency_s)
+        if ttft_s is not None:
+            self._ttft.labels(provider, model).observe(ttft_s)
+        if not cached:
+            if prompt_tokens:
+                self._tokens.labels(provider, model, "prompt").inc(prompt_tokens)
+            if completion_tokens:
+                self._tokens.labels(provider, model, "completion").inc(completion_tokens)
+        any_attempt = False
+        for attempt in attempts:
+            any_attempt = True
+            self.record_attempt(attempt, client=client_name)
+        if not any_attempt:
+            spent = float(cost_usd)
+            if spent > 0:
+                self._cost.labels(provider, model, client_name).inc(spent)
+
+    def record_attempt(self, attempt: AttemptLike, *, client: str | None = None) -> None:
+        """Record one upstream call (already included by :meth:`record_request`)."""
+        provider, kind = attempt.provider, attempt.kind
+        self._attempts.labels(provider, attempt.model, kind, attempt.outcome).inc()
+        started = self._started_by_kind.get(kind)
+        if started is not None:
+            started.labels(provider).inc()
+            won = self._won_by_kind.get(kind)
+            if won is not None and attempt.outcome == "won":
+                won.labels(provider).inc()
+        spent = float(attempt.cost_usd)
+        if spent > 0:
+            self._cost.labels(provider, attempt.model, client or ANONYMOUS).inc(spent)
+
+    @contextmanager
+    def track_in_flight(self) -> Iterator[None]:
+        """Count the block as one request in flight."""
+        self._in_flight.inc()
+        try:
+            yield
+        finally:
+            self._in_flight.dec()
+
+    # -- resilience and cache -------------------------------------------------------------------
+
+    def set_breaker_state(self, provider: str, model: str, state: str | Enum) -> None:
+        """Publish a breaker's state: ``"closed"``, ``"half_open"``, ``"open"`` (or the enum).
+
+        Raises ValueError for any other state.
+        """
+        name = state.value if isinstance(state, Enum) else state
+        try:
+            value = _BREAKER_STATE_VALUES[str(name)]
+        except KeyError:
+            raise ValueError(f"unknown breaker state {name!r}") from None
+        self._breaker.labels(provider, model).set(value)
+
+    def observe_limiter_wait(self, provider: str, seconds: float) -> None:
+        """Record the time a call waited for the local rate limiter, seconds."""
+        self._limiter_wait.labels(provider).observe(seconds)
+
+    def record_cache_hit(self) -> None:
+        self._cache_hits.inc()
+
+    def record_cache_miss(self) -> None:
+        self._cache_misses.inc()
+
+    def record_cache_coalesced(self) -> None:
+        self._cache_coalesced.inc()
+
+    # -- exposition -----------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition (format 0.0.4) of every metric."""
+        return generate_latest(self.registry)
+
+    def _label_value(self, value: str) -> str:
+        if not value:
+            return _NO_LABEL
+        if _LABEL_SHAPE.fullmatch(value) is None:
+            return _INVALID_LABEL
+        if self._redact(value) != value:
+            return _REDACTED_LABEL
+        return value
+
+
+# -- the scrape endpoint ------------------------------------------------------------------------
+
+#: A scraper that keeps a connection open longer than this is cut off, seconds.
+_CONNECTION_SECONDS: Final = 30.0
+_MAX_HEADER_BYTES: Final = 16 * 1024
+_RECEIVE_BYTES: Final = 64 * 1024
+
+
+async def serve_metrics(
+    metrics: Metrics,
+    host: str,
+    port: int,
+    *,
+    task_status: TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer ``GET /metrics`` on ``host``:``port`` until cancelled; ``port == 0``: do not serve.
+
+    Start it with ``await task_group.start(serve_metrics, metrics, host, port)``, which returns
+    the bound port (None when not serving). Raises OSError when the address cannot be bound.
+    """
+    if port == 0:
+        task_status.started(None)
+        return
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    await serve_metrics_on(metrics, listener, task_status=task_status)
+
+
+async def serve_metrics_on(
+    metrics: Metrics,
+    listener: Listener[SocketStream],
+    *,
+    task_status: TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the scrape endpoint on an open listener (closed on return) until cancelled."""
+    async with listener:
+        task_status.started(int(listener.extra(SocketAttribute.local_port)))
+        await listener.serve(functools.partial(_serve_connection, metrics))
+
+
+async def _serve_connection(metrics: Metrics, stream: SocketStream) -> None:
+    # Errors end this connection only: an exception escaping the handler would tear down the
+    # listener's task group, and with it the endpoint.
+    async with stream:
+        with anyio.move_on_after(_CONNECTION_SECONDS):
+            try:
+                await _converse(metrics, stream, h11.Connection(h11.SERVER, _MAX_HEADER_BYTES))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+            except Exception:
+                log.exception("metrics endpoint: connection failed")
+
+
+async def _converse(metrics: Metrics, stream: SocketStream, connection: h11.Connection) -> None:
+    while True:
+        try:
+            request = await _next_request(stream, connection)
+        except h11.RemoteProtocolError:
+            if connection.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await _respond(stream, connection, 400, b"bad request\n")
+            return
+        if request is None:
+            return
+        target = request.target.partition(b"?")[0]
+        if target != b"/metrics":
+            await _respond(stream, connection, 404, b"not found\n")
+        elif request.method not in (b"GET", b"HEAD"):
+            await _respond(stream, connection, 405, b"method not allowed\n", allow=b"GET, HEAD")
+        else:
+            await _respond(stream, connection, 200, metrics.render(), CONTENT_TYPE_LATEST.encode())
+        if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+            return  # h11 says the connection must close (HTTP/1.0, Connection: close, ...)
+        connection.start_next_cycle()
+
+
+async def _next_request(stream: SocketStream, connection: h11.Connection) -> h11.Request | None:
+    """The next request, its (ignored) body read; None once the client closed."""
+    request: h11.Request | None = None
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            try:
+                data = await stream.receive(_RECEIVE_BYTES)
+            except anyio.EndOfStream:
+                data = b""
+            connection.receive_data(data)
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.EndOfMessage):
+            return request
+        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return None
+
+
+async def _respond(
+    stream: SocketStream,
+    connection: h11.Connection,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    *,
+    allow: bytes | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if allow is not None:
+        headers.append((b"allow", allow))
+    if status >= 400:
+        headers.append((b"connection", b"close"))
+    data = connection.send(h11.Response(status_code=status, headers=headers))
+    data = (data or b"") + (connection.send(h11.Data(data=body)) or b"")
+    data += connection.send(h11.EndOfMessage()) or b""
+    await stream.send(data)

@@ -1,0 +1,283 @@
+"""The Anthropic Messages adapter: the direct API, and Claude models on Vertex AI.
+
+The two differ only in transport (:class:`AnthropicEndpoint`): the direct API posts to
+``/v1/messages`` with ``x-api-key`` and ``anthropic-version`` headers; Vertex AI posts to the
+model's ``:rawPredict`` / ``:streamRawPredict`` URL with an OAuth bearer token, names the model in
+the URL rather than the body and puts ``anthropic_version`` in the body. Bodies, answers and
+streams are the same and live in :mod:`._anthropic_wire`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+
+from delos.runtime.catalog import Catalog
+from delos.runtime.config import Settings
+from delos.runtime.errors import (
+    EmbeddingsNotSupported,
+    ProviderError,
+    UpstreamProtocolError,
+    UpstreamUnavailable,
+)
+from delos.runtime.providers._anthropic_wire import (
+    MessageStreamReader,
+    OutputTool,
+    error_message,
+    messages_body,
+    parse_message,
+)
+from delos.runtime.providers._http import (
+    decode_json,
+    error_from_status,
+    read_bounded,
+    upstream_errors,
+)
+from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
+from delos.runtime.types import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
+from delos.runtime.wire import SseDecoder, SseEvent, WireProtocolError
+
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "DEFAULT_BASE_URL",
+    "VERTEX_ANTHROPIC_VERSION",
+    "AnthropicEndpoint",
+    "AnthropicProvider",
+    "build_anthropic",
+    "default_vertex_base_url",
+]
+
+DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
+#: The ``anthropic-version`` header of the direct API.
+ANTHROPIC_VERSION: Final = "2023-06-01"
+#: The ``anthropic_version`` body field Vertex AI requires instead of the header.
+VERTEX_ANTHROPIC_VERSION: Final = "vertex-2023-10-16"
+
+
+def default_vertex_base_url(location: str) -> str:
+    """Vertex AI's host for ``location``: regional, global, or the ``us``/``eu`` multi-regions."""
+    if location == "global":
+        return "https://aiplatform.googleapis.com"
+    if location in ("us", "eu"):
+        return f"https://aiplatform.{location}.rep.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicEndpoint:
+    """Where Messages requests go and how they are authenticated.
+
+    Build one with :meth:`direct` or :meth:`vertex`. ``headers`` hold the credential and are
+    kept out of ``repr``.
+    """
+
+    name: str
+    base_url: str
+    headers: Mapping[str, str] = field(repr=False)
+    #: ``(project, location)`` for Claude on Vertex AI; None for the direct API.
+    vertex: tuple[str, str] | None = None
+
+    @classmethod
+    def direct(cls, api_key: str, base_url: str | None = None) -> AnthropicEndpoint:
+        headers = {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
+        return cls("anthropic", (base_url or DEFAULT_BASE_URL).rstrip("/"), headers)
+
+    @classmethod
+    def for_vertex(
+        cls, project: str, location: str, access_token: str, base_url: str | None = None
+    ) -> AnthropicEndpoint:
+        base = (base_url or default_vertex_base_url(location)).rstrip("/")
+        headers = {"authorization": f"Bearer {access_token}"}
+        return cls("vertex", base, headers, vertex=(project, location))
+
+    def url(self, model: str, *, stream: bool) -> str:
+        if self.vertex is None:
+            return f"{self.base_url}/v1/messages"
+        project, location = self.vertex
+        method = "streamRawPredict" if stream else "rawPredict"
+        # Vertex ids carry "@" (claude-3-5-haiku@20241022), which a path segment allows as is.
+        return (
+            f"{self.base_url}/v1/projects/{quote(project, safe='')}/locations/"
+            f"{quote(location, safe='')}/publishers/anthropic/models/"
+            f"{quote(model, safe='@')}:{method}"
+        )
+
+    def transport_fields(self, model: str) -> dict[str, Any]:
+        """Body fields that depend on the endpoint: the model, or Vertex's API version."""
+        if self.vertex is None:
+            return {"model": model}
+        return {"anthropic_version": VERTEX_ANTHROPIC_VERSION}
+
+
+class AnthropicProvider(HttpProvider):
+    """Chat completions through the Messages API. There are no embeddings.
+
+    Errors: upstream statuses map through :func:`~delos.runtime.providers._http.error_from_status`,
+    except 529 and any ``overloaded_error``, which are :class:`UpstreamUnavailable` saying
+    "overloaded". In-stream ``error`` events, malformed answers and streams that end before
+    ``message_stop`` raise :class:`UpstreamProtocolError`.
+    """
+
+    def __init__(
+        self,
+        endpoint: AnthropicEndpoint,
+        *,
+        client: httpx.AsyncClient,
+        catalog: Catalog,
+        on_rate_limits: RateLimitListener | None = None,
+    ) -> None:
+        super().__init__(
+            endpoint.name,
+            client=client,
+            catalog=catalog,
+            base_url=endpoint.base_url,
+            on_rate_limits=on_rate_limits,
+        )
+        self.endpoint = endpoint
+
+    @classmethod
+    def for_vertex(
+        cls,
+        *,
+        project: str,
+        location: str,
+        access_token: str,
+        client: httpx.AsyncClient,
+        catalog: Catalog,
+        base_url: str | None = None,
+        on_rate_limits: RateLimitListener | None = None,
+    ) -> AnthropicProvider:
+        """Claude on Vertex AI, named ``"vertex"``; serves the catalog's Vertex Claude models.
+
+        ``base_url`` defaults to the location's Vertex AI host (see
+        :func:`default_vertex_base_url`); it has no ``/v1`` suffix.
+        """
+        endpoint = AnthropicEndpoint.for_vertex(project, location, access_token, base_url)
+        return cls(endpoint, client=client, catalog=catalog, on_rate_limits=on_rate_limits)
+
+    # -- catalog ----------------------------------------------------------------------------------
+
+    def _serves(self, model_id: str) -> bool:
+        # The Vertex catalog also lists Gemini models, which another adapter serves.
+        return self.endpoint.vertex is None or model_id.startswith("claude")
+
+    def models(self) -> Sequence[str]:
+        return tuple(m for m in super().models() if self._serves(m))
+
+    def cost_per_1k_tokens(self) -> Mapping[str, tuple[Decimal, Decimal]]:
+        return {m: p for m, p in super().cost_per_1k_tokens().items() if self._serves(m)}
+
+    async def embed(self, request: EmbedRequest) -> Embeddings:
+        if self.endpoint.vertex is not None:
+            raise EmbeddingsNotSupported(
+                "vertex: Claude models have no embeddings API; ask for a Vertex AI "
+                "embedding model such as text-embedding-005"
+            )
+        return await super().embed(request)
+
+    # -- chat -------------------------------------------------------------------------------------
+
+    def _body(
+        self, request: ChatRequest, output_tool: OutputTool | None, *, stream: bool
+    ) -> dict[str, Any]:
+        return {
+            **self.endpoint.transport_fields(request.model),
+            **messages_body(request, output_tool=output_tool, stream=stream),
+        }
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        if response.status_code < 300:
+            return
+        body = await read_bounded(self.name, response, limit=64 * 1024)
+        raise self._status_error(response, body)
+
+    def _status_error(self, response: httpx.Response, body: bytes) -> ProviderError:
+        error = error_from_status(self.name, response, body, message_of=error_message)
+        if response.status_code == 529 or b'"overloaded_error"' in body:
+            # Anthropic's own status for "no capacity now": transient, unlike most 5xx.
+            detail = error.detail.split(" ", 1)[1] if " " in error.detail else error.detail
+            return UpstreamUnavailable(
+                self.name,
+                f"overloaded {detail}",
+                http_status=response.status_code,
+                retry_after=error.retry_after,
+            )
+        return error
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        output_tool = _output_tool(request)
+        with upstream_errors(self.name):
+            async with self._client.stream(
+                "POST",
+                self.endpoint.url(request.model, stream=False),
+                json=self._body(request, output_tool, stream=False),
+                headers=self.endpoint.headers,
+            ) as response:
+                self._observe_headers(response.headers)
+                await self._raise_for_status(response)
+                body = await read_bounded(self.name, response)
+        payload = decode_json(self.name, body, response.headers.get("content-type"))
+        return parse_message(self.name, payload, model=request.model, output_tool=output_tool)
+
+    @asynccontextmanager
+    async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        output_tool = _output_tool(request)
+        with upstream_errors(self.name):
+            async with self._client.stream(
+                "POST",
+                self.endpoint.url(request.model, stream=True),
+                json=self._body(request, output_tool, stream=True),
+                headers=self.endpoint.headers,
+            ) as response:
+                self._observe_headers(response.headers)
+                await self._raise_for_status(response)
+                content_type = response.headers.get("content-type", "")
+                if "text/event-stream" not in content_type:
+                    raise UpstreamProtocolError(
+                        self.name, f"expected an event stream, got {content_type!r}"
+                    )
+                reader = MessageStreamReader(
+                    self.name, model=request.model, output_tool=output_tool
+                )
+                async with aclosing(self._events(response, reader)) as events:
+                    yield events
+
+    async def _events(
+        self, response: httpx.Response, reader: MessageStreamReader
+    ) -> AsyncGenerator[StreamEvent, None]:
+        decoder = SseDecoder()
+        with upstream_errors(self.name):
+            async for data in response.aiter_bytes():
+                try:
+                    events = decoder.feed(data)
+                except WireProtocolError as exc:
+                    raise UpstreamProtocolError(self.name, f"malformed stream: {exc}") from None
+                for event in events:
+                    if not isinstance(event, SseEvent):
+                        continue  # comments
+                    for item in reader.feed(event):
+                        yield item
+                    if reader.finished:
+                        return
+        raise UpstreamProtocolError(
+            self.name, "stream ended before message_stop: the answer is truncated"
+        )
+
+
+def _output_tool(request: ChatRequest) -> OutputTool | None:
+    if request.output_schema is None:
+        return None
+    return OutputTool.for_schema(request.output_schema)
+
+
+def build_anthropic(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+    """The direct-API provider from ``DELOS_RUNTIME_ANTHROPIC_KEY`` (and its base URL)."""
+    key = settings.anthropic_key.get_secret_value() if settings.anthropic_key else ""
+    endpoint = AnthropicEndpoint.direct(key, settings.anthropic_base_url)
+    return AnthropicProvider(endpoint, client=client, catalog=catalog)

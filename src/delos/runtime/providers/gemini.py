@@ -1,0 +1,361 @@
+"""Google Gemini, through the Gemini API or through Vertex AI: one adapter, two surfaces.
+
+The two surfaces share the ``generateContent`` bodies (:mod:`._gemini_wire`) and differ in data
+(:class:`_Surface`): the URL of a model, the credentials header, and the embeddings method
+(``batchEmbedContents`` on the Gemini API, ``predict`` on Vertex AI, which alone reports tokens).
+
+Streams use ``streamGenerateContent?alt=sse`` and have no terminator: the server closes the
+connection after the chunk that carries ``finishReason``, so a stream that ends without one was
+cut short. The last ``usageMetadata`` of a stream is the total; earlier ones are running counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+
+from delos.resilience import RateLimitHints
+from delos.runtime.catalog import Catalog
+from delos.runtime.config import Settings
+from delos.runtime.errors import (
+    ProviderError,
+    UpstreamAuthenticationError,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+)
+from delos.runtime.providers import _gemini_wire as wire
+from delos.runtime.providers._http import (
+    decode_json,
+    error_from_status,
+    read_bounded,
+    upstream_errors,
+)
+from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
+from delos.runtime.types import (
+    ChatRequest,
+    Completion,
+    Embeddings,
+    EmbedRequest,
+    StreamEvent,
+    StreamFinished,
+    TextDelta,
+    Usage,
+)
+from delos.runtime.wire import SseDecoder, SseEvent, WireProtocolError
+
+__all__ = ["GEMINI_API_BASE_URL", "GeminiProvider", "build_gemini", "vertex_base_url"]
+
+GEMINI_API_BASE_URL: Final = "https://generativelanguage.googleapis.com"
+#: Texts per embeddings call: the documented maxima of ``batchEmbedContents`` and ``predict``.
+_GEMINI_EMBED_BATCH: Final = 100
+_VERTEX_EMBED_BATCH: Final = 250
+#: Largest error body we read (bytes).
+_ERROR_BODY_LIMIT: Final = 64 * 1024
+
+
+def vertex_base_url(location: str) -> str:
+    """Vertex AI's host for ``location``: regional, the global host, or a multi-region one."""
+    if location == "global":
+        return "https://aiplatform.googleapis.com"
+    if location in ("us", "eu"):
+        return f"https://aiplatform.{location}.rep.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
+
+
+@dataclass(frozen=True, slots=True)
+class _Surface:
+    name: str
+    #: Path from the base URL to the model collection (no trailing slash).
+    models_path: str
+    headers: Mapping[str, str]
+    vertex: bool
+
+
+class GeminiProvider(HttpProvider):
+    """Gemini chat and embeddings. Build the Vertex AI variant with :meth:`for_vertex`."""
+
+    supports_embeddings = True
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        client: httpx.AsyncClient,
+        catalog: Catalog,
+        base_url: str | None = None,
+        on_rate_limits: RateLimitListener | None = None,
+        _surface: _Surface | None = None,
+    ) -> None:
+        # The key goes in a header, never in ``?key=``: URLs end up in logs.
+        surface = _surface or _Surface(
+            "gemini", "/v1beta/models", {"x-goog-api-key": api_key}, vertex=False
+        )
+        super().__init__(
+            surface.name,
+            client=client,
+            catalog=catalog,
+            base_url=base_url or GEMINI_API_BASE_URL,
+            on_rate_limits=on_rate_limits,
+        )
+        self._surface = surface
+
+    @classmethod
+    def for_vertex(
+        cls,
+        project: str,
+        location: str,
+        access_token: str,
+        client: httpx.AsyncClient,
+        catalog: Catalog,
+        base_url: str | None = None,
+        *,
+        on_rate_limits: RateLimitListener | None = None,
+    ) -> GeminiProvider:
+        """Gemini models published by Google on Vertex AI, named ``vertex``.
+
+        ``access_token`` is an OAuth2 access token (``GOOGLE_CLOUD_ACCESS_TOKEN``); ``base_url``
+        defaults to the host of ``location``.
+        """
+        path = (
+            f"/v1/projects/{quote(project, safe='')}/locations/{quote(location, safe='')}"
+            "/publishers/google/models"
+        )
+        surface = _Surface(
+            "vertex", path, {"authorization": f"Bearer {access_token}"}, vertex=True
+        )
+        return cls(
+            api_key="",
+            client=client,
+            catalog=catalog,
+            base_url=base_url or vertex_base_url(location),
+            on_rate_limits=on_rate_limits,
+            _surface=surface,
+        )
+
+    def models(self) -> Sequence[str]:
+        # Vertex's catalog also lists partner models (Claude) that this adapter does not speak.
+        return tuple(m for m in super().models() if not self._surface.vertex or "gemini" in m)
+
+    def _url(self, model: str, method: str) -> str:
+        return f"{self.base_url}{self._surface.models_path}/{quote(model, safe='')}:{method}"
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        if response.status_code < 300:
+            return
+        body = await read_bounded(self.name, response, limit=_ERROR_BODY_LIMIT)
+        raise self._error_for(response, body)
+
+    def _error_for(self, response: httpx.Response, body: bytes) -> ProviderError:
+        error = error_from_status(self.name, response, body, message_of=wire.message_of)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return error
+        reason = wire.error_reason(payload)
+        if response.status_code == 400 and reason in wire.AUTH_REASONS:
+            detail = (wire.message_of(payload) or reason)[:300]
+            return UpstreamAuthenticationError(
+                self.name,
+                f"rejected the gateway's credentials (HTTP 400 {reason}: {detail})",
+                http_status=400,
+            )
+        if isinstance(error, UpstreamRateLimited) and error.retry_after is None:
+            error.retry_after = wire.retry_delay(payload)
+            if error.retry_after is not None and self.on_rate_limits is not None:
+                self.on_rate_limits(RateLimitHints(retry_after=error.retry_after))
+        return error
+
+    # -- chat -----------------------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        with upstream_errors(self.name):
+            async with self._client.stream(
+                "POST",
+                self._url(request.model, "generateContent"),
+                json=wire.generate_body(request),
+                headers=self._surface.headers,
+            ) as response:
+                self._observe_headers(response.headers)
+                await self._raise_for_status(response)
+                raw = await read_bounded(self.name, response)
+        payload = decode_json(self.name, raw, response.headers.get("content-type"))
+        answer = wire.parse_answer(self.name, payload)
+        self._check_not_blocked(answer)
+        if answer.finish_reason is None and not _has_candidates(payload):
+            raise UpstreamProtocolError(self.name, "answer has no candidates")
+        return Completion(
+            content=answer.text,
+            model=answer.model or request.model,
+            # A whole answer is complete even when the candidate omits its finish reason.
+            finish_reason=answer.finish_reason or "stop",
+            usage=answer.usage,
+        )
+
+    def _check_not_blocked(self, answer: wire.GeminiAnswer) -> None:
+        # A refused prompt is a 200 with no candidates. Retrying it, here or elsewhere, would
+        # only route around a safety decision about the caller's own input: it is a rejection.
+        if answer.block_reason is not None:
+            raise UpstreamRejected(
+                self.name, f"blocked the prompt (promptFeedback.blockReason {answer.block_reason})"
+            )
+
+    @asynccontextmanager
+    async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        with upstream_errors(self.name):
+            async with self._client.stream(
+                "POST",
+                self._url(request.model, "streamGenerateContent") + "?alt=sse",
+                json=wire.generate_body(request),
+                headers=self._surface.headers,
+            ) as response:
+                self._observe_headers(response.headers)
+                await self._raise_for_status(response)
+                content_type = response.headers.get("content-type", "")
+                if "text/event-stream" not in content_type:
+                    raise UpstreamProtocolError(
+                        self.name, f"expected an event stream, got {content_type!r}"
+                    )
+                async with aclosing(self._events(response, request)) as events:
+                    yield events
+
+    async def _events(
+        self, response: httpx.Response, request: ChatRequest
+    ) -> AsyncGenerator[StreamEvent, None]:
+        decoder = SseDecoder()
+        finish: str | None = None
+        usage: Usage | None = None
+        model = request.model
+        with upstream_errors(self.name):
+            async for data in response.aiter_bytes():
+                for event in self._decode(decoder, data):
+                    answer = wire.parse_answer(self.name, self._chunk(event.data))
+                    self._check_not_blocked(answer)
+                    if answer.text:
+                        yield TextDelta(answer.text)
+                    # Running counts: the last report is the total, never a sum of reports.
+                    usage = answer.usage or usage
+                    model = answer.model or model
+                    finish = answer.finish_reason or finish
+        try:
+            decoder.close()
+        except WireProtocolError:
+            raise UpstreamProtocolError(
+                self.name, "stream ended in the middle of an event: the answer is truncated"
+            ) from None
+        if finish is None:
+            raise UpstreamProtocolError(
+                self.name, "stream ended without a finishReason: the answer is truncated"
+            )
+        yield StreamFinished(finish, usage, model)
+
+    def _decode(self, decoder: SseDecoder, data: bytes) -> list[SseEvent]:
+        try:
+            events = decoder.feed(data)
+        except WireProtocolError as exc:
+            raise UpstreamProtocolError(self.name, f"malformed stream: {exc}") from None
+        return [event for event in events if isinstance(event, SseEvent)]
+
+    def _chunk(self, data: str) -> Any:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise UpstreamProtocolError(self.name, "stream event is not valid JSON") from None
+        if wire.error_object(chunk) is not None:
+            detail = wire.message_of(chunk) or "unknown error"
+            raise UpstreamProtocolError(self.name, f"error in the stream: {detail}")
+        return chunk
+
+    # -- embeddings -----------------------------------------------------------------------------
+
+    async def embed(self, request: EmbedRequest) -> Embeddings:
+        """Vectors in input order, split into as many calls as the upstream's batch limit needs.
+
+        ``usage`` is None on the Gemini API, which reports no tokens for embeddings; Vertex AI's
+        ``predict`` reports each text's ``token_count``, summed here.
+        """
+        texts = list(request.texts)
+        size = _VERTEX_EMBED_BATCH if self._surface.vertex else _GEMINI_EMBED_BATCH
+        vectors: list[list[float]] = []
+        tokens: int | None = 0
+        for start in range(0, len(texts), size):
+            batch = texts[start : start + size]
+            if self._surface.vertex:
+                batch_vectors, batch_tokens = await self._predict(request.model, batch)
+            else:
+                batch_vectors, batch_tokens = await self._batch_embed(request.model, batch), None
+            if len(batch_vectors) != len(batch):
+                raise UpstreamProtocolError(self.name, "embeddings answer has the wrong count")
+            vectors += batch_vectors
+            tokens = None if tokens is None or batch_tokens is None else tokens + batch_tokens
+        usage = Usage(tokens, 0) if tokens is not None else None
+        return Embeddings(vectors, request.model, usage)
+
+    async def _post_json(self, url: str, body: dict[str, Any]) -> Any:
+        with upstream_errors(self.name):
+            async with self._client.stream(
+                "POST", url, json=body, headers=self._surface.headers
+            ) as response:
+                self._observe_headers(response.headers)
+                await self._raise_for_status(response)
+                raw = await read_bounded(self.name, response)
+        return decode_json(self.name, raw, response.headers.get("content-type"))
+
+    async def _batch_embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        body = {
+            "requests": [
+                {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}
+                for text in texts
+            ]
+        }
+        payload = await self._post_json(self._url(model, "batchEmbedContents"), body)
+        try:
+            return [_floats(item["values"]) for item in payload["embeddings"]]
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamProtocolError(
+                self.name, "embeddings answer has an unexpected shape"
+            ) from None
+
+    async def _predict(self, model: str, texts: list[str]) -> tuple[list[list[float]], int | None]:
+        body = {"instances": [{"content": text} for text in texts]}
+        payload = await self._post_json(self._url(model, "predict"), body)
+        try:
+            embeddings = [item["embeddings"] for item in payload["predictions"]]
+            vectors = [_floats(item["values"]) for item in embeddings]
+            counts = [(item.get("statistics") or {}).get("token_count") for item in embeddings]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UpstreamProtocolError(
+                self.name, "embeddings answer has an unexpected shape"
+            ) from None
+        # Exact usage only: one text without a count makes the whole batch's count unknown.
+        if all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            return vectors, sum(counts)
+        return vectors, None
+
+
+def _has_candidates(payload: Any) -> bool:
+    if isinstance(payload, list) and len(payload) == 1:
+        payload = payload[0]
+    return isinstance(payload, dict) and bool(payload.get("candidates"))
+
+
+def _floats(values: Any) -> list[float]:
+    if not isinstance(values, list):
+        raise TypeError("embedding values are not a list")
+    return [float(v) for v in values]
+
+
+def build_gemini(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+    """The Gemini API provider from ``DELOS_RUNTIME_GEMINI_KEY`` (and its base-URL override)."""
+    key = settings.gemini_key.get_secret_value() if settings.gemini_key is not None else ""
+    return GeminiProvider(
+        api_key=key, client=client, catalog=catalog, base_url=settings.gemini_base_url
+    )

@@ -1,0 +1,146 @@
+"""The resilience state around every provider: breakers, limiters, latency table, retry budget.
+
+One :class:`Guards` per process. Breakers are per (provider, model); limiters per provider;
+the latency table per (provider, model); the retry budget is gateway-wide.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from delos.resilience import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    CircuitBreakerFactory,
+    CircuitOpenError,
+    LatencyTable,
+    ProviderLimiter,
+    RateLimitHints,
+    RateLimitWouldWait,
+    Reservation,
+    RetryBudget,
+)
+from delos.runtime.config import Settings
+from delos.runtime.errors import CircuitOpen, LocalRateLimited
+from delos.runtime.routing._candidates import Candidate
+
+__all__ = ["Guards", "ResiliencePolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResiliencePolicy:
+    """The knobs of the resilience layer (seconds, ratios)."""
+
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    race_width: int = 2
+    hedging: bool = False
+    #: A hedge never starts before this many seconds, whatever the p95 says.
+    hedge_min_delay: float = 0.05
+    #: Attempts on one provider for one request (1 = no retry on the same provider).
+    attempts_per_provider: int = 2
+    retry_initial_backoff: float = 0.1
+    retry_max_backoff: float = 2.0
+    budget_ratio: float = 0.1
+    budget_min_per_second: float = 1.0
+    #: Longest a request may queue in a provider's limiter before trying another provider.
+    limiter_max_wait: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ResiliencePolicy:
+        return cls(race_width=settings.race_width, hedging=settings.hedging)
+
+
+class Guards:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: ResiliencePolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        workers: int = 1,
+    ) -> None:
+        self.policy = policy or ResiliencePolicy.from_settings(settings)
+        self.clock = clock
+        self.breakers = CircuitBreakerFactory(self.policy.breaker, clock=clock)
+        self.latency: LatencyTable[tuple[str, str]] = LatencyTable(clock=clock)
+        self.budget = RetryBudget(
+            self.policy.budget_ratio, min_per_second=self.policy.budget_min_per_second, clock=clock
+        )
+        self.limiters: dict[str, ProviderLimiter] = {}
+        for provider, limits in settings.limits.items():
+            self.limiters[provider] = ProviderLimiter.for_worker_share(
+                limits.requests_per_minute,
+                limits.tokens_per_minute,
+                workers,
+                clock=_anyio_time,
+                sleep=_anyio_sleep,
+            )
+
+    def breaker(self, candidate: Candidate) -> CircuitBreaker:
+        provider, model = candidate.key
+        return self.breakers.get_breaker(f"{provider}/{model}")
+
+    def breaker_state(self, provider: str, model: str) -> BreakerState:
+        return self.breakers.get_breaker(f"{provider}/{model}").state
+
+    def admitted(self, candidate: Candidate) -> bool:
+        """False while the candidate's breaker is open (half-open candidates stay eligible)."""
+        return self.breaker(candidate).state is not BreakerState.OPEN
+
+    def acquire_permit(self, candidate: Candidate):  # type: ignore[no-untyped-def]
+        try:
+            return self.breaker(candidate).try_acquire()
+        except CircuitOpenError as error:
+            provider, model = candidate.key
+            raise CircuitOpen(
+                provider,
+                f"circuit open for {model} after repeated failures; "
+                f"next trial in {error.retry_after_seconds:.1f} s",
+            ) from None
+
+    async def reserve(self, candidate: Candidate, estimated_tokens: int) -> Reservation | None:
+        limiter = self.limiters.get(candidate.provider.name)
+        if limiter is None:
+            return None
+        try:
+            return await limiter.reserve(estimated_tokens, max_wait=self.policy.limiter_max_wait)
+        except RateLimitWouldWait as error:
+            raise LocalRateLimited(
+                candidate.provider.name,
+                f"local rate limit reached (would wait {error.wait_seconds:.1f} s)",
+                retry_after=error.wait_seconds,
+            ) from None
+
+    def rate_limit_listener(self, provider: str) -> Callable[[RateLimitHints], None]:
+        """What an adapter calls with the rate-limit headers it sees (only when limited here)."""
+
+        def listener(hints: RateLimitHints) -> None:
+            limiter = self.limiters.get(provider)
+            if limiter is not None:
+                limiter.apply_hints(hints)
+
+        return listener
+
+    def pause(self, provider: str, seconds: float) -> None:
+        """A 429's Retry-After: hold this provider's limiter for ``seconds``."""
+        limiter = self.limiters.get(provider)
+        if limiter is None:
+            limiter = self.limiters[provider] = ProviderLimiter(
+                None, None, clock=_anyio_time, sleep=_anyio_sleep
+            )
+        limiter.pause_until(_anyio_time() + seconds)
+
+
+def _anyio_time() -> float:
+    import anyio
+
+    return anyio.current_time()
+
+
+async def _anyio_sleep(seconds: float) -> None:
+    import anyio
+
+    await anyio.sleep(seconds)
