@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 from grpclib.client import Channel
 
 from delos.runtime.config import Settings
+from delos.runtime.routing import ResiliencePolicy
 from delos.runtime.server import RunningServer, open_server
 from delos.runtime.v1.runtime_grpc import RuntimeServiceStub
 from delos.testing import FakeControl, FakeServer, open_fake_server
@@ -36,6 +37,8 @@ async def open_harness(
     providers: tuple[str, ...] = ("openai",),
     *,
     settings: Mapping[str, Any] | None = None,
+    policy: ResiliencePolicy | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[Harness]:
     """Fakes for ``providers`` (OpenAI-compatible ones), a gateway on them, and a channel."""
     async with AsyncExitStack() as stack:
@@ -51,7 +54,12 @@ async def open_harness(
             values[f"{name}_key"] = SENTINEL_KEYS[name]
             values[f"{name}_base_url"] = fake.url + flavour.prefix
         values.update(settings or {})
-        running = await stack.enter_async_context(open_server(Settings.model_validate(values)))
+        extra: dict[str, Any] = {"policy": policy}
+        if clock is not None:
+            extra["clock"] = clock
+        running = await stack.enter_async_context(
+            open_server(Settings.model_validate(values), **extra)
+        )
         channel = Channel("127.0.0.1", running.port)
         stack.callback(channel.close)
         yield Harness(running, channel, RuntimeServiceStub(channel), fakes, controls)

@@ -6,7 +6,7 @@ Everything is built from the settings at start and passed down explicitly; nothi
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -31,11 +31,12 @@ class Gateway:
         *,
         policy: ResiliencePolicy | None = None,
         workers: int = 1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.providers = providers
-        self.guards = Guards(settings, policy, workers=workers)
+        self.guards = Guards(settings, policy, workers=workers, clock=clock)
         for name, provider in providers.items():
             if isinstance(provider, HttpProvider):
                 provider.on_rate_limits = self.guards.rate_limit_listener(name)
@@ -61,12 +62,13 @@ async def open_gateway(
     transport: httpx.AsyncBaseTransport | None = None,
     policy: ResiliencePolicy | None = None,
     workers: int = 1,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Gateway]:
     """Build the gateway; leaving the block closes every provider's connection pool."""
     catalog = Catalog.load(settings.catalog_path)
     providers = build_providers(settings, catalog, transport=transport)
     try:
-        yield Gateway(settings, catalog, providers, policy=policy, workers=workers)
+        yield Gateway(settings, catalog, providers, policy=policy, workers=workers, clock=clock)
     finally:
         with anyio.CancelScope(shield=True):
             for provider in providers.values():

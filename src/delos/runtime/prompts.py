@@ -2,7 +2,8 @@
 
 ``PromptStore`` is what the service needs (a Prompt service can implement it);
 ``DirectoryPromptStore`` reads prompt files from a directory. ``resolve_prompt`` turns a request
-that names a prompt into a plain request. The template language is in ``_prompt_render``.
+that names a prompt into a plain request. ``Prompt``, ``render`` and the template language
+live in ``_prompt_render``.
 
 A directory holds one folder per prompt and one file per version; JSON works as YAML does::
 
@@ -30,7 +31,8 @@ Inside a prompt's folder, ``name`` and ``version`` may be omitted (they come fro
 the file name); when present they must agree. ``latest`` is the highest version under a
 natural order: digit runs compare as numbers (``v2.10`` > ``v2.9`` > ``v2``), and a version
 with a ``-`` followed by a letter is a pre-release of the part before it (``v3-rc1`` < ``v3``).
-Files with other extensions and hidden files are ignored.
+Files with other extensions and hidden files are ignored. In YAML, quote a numeric version
+(``version: "2.10"``): unquoted it would be read as the number 2.1, so it is rejected.
 """
 
 from __future__ import annotations
@@ -39,27 +41,17 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Final, Literal, Protocol
 
 import anyio.lowlevel
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from delos.runtime._prompt_render import (
-    VARIABLE_NAME,
-    Segment,
-    TemplateError,
-    parse_template,
-    placeholder_names,
-    substitute,
-)
+from delos.runtime._prompt_render import PROMPT_NAME, PROMPT_VERSION, Prompt, render
 from delos.runtime.errors import InvalidRequest, PromptNotFound
 from delos.runtime.requests import LIMITS, CompletionInput
-from delos.runtime.types import ROLES, ChatMessage
 
 __all__ = [
     "DirectoryPromptStore",
@@ -72,90 +64,7 @@ __all__ = [
     "version_order",
 ]
 
-_PROMPT_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_PROMPT_VERSION: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _FILE_SUFFIXES: Final = frozenset({".yaml", ".yml", ".json"})
-
-
-@dataclass(frozen=True, slots=True)
-class Prompt:
-    """One version of a prompt. ``messages`` are (role, template) pairs; ``variables`` maps a
-    placeholder name to its default value. ``temperature``, ``top_p``, ``max_tokens`` (tokens)
-    and ``model`` are defaults for requests that leave them unset.
-
-    Raises ``ValueError`` on a bad name, version, role, variable name or template.
-    """
-
-    name: str
-    version: str
-    messages: tuple[tuple[str, str], ...]
-    model: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    top_p: float | None = None
-    variables: Mapping[str, str] = field(default_factory=dict)
-    description: str = ""
-    _templates: tuple[tuple[Segment, ...], ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if not _PROMPT_NAME.fullmatch(self.name):
-            raise ValueError(f"name: {self.name[:80]!r} is not a valid prompt name")
-        if not _PROMPT_VERSION.fullmatch(self.version):
-            raise ValueError(f"version: {self.version[:80]!r} is not a valid version")
-        if not self.messages:
-            raise ValueError("messages: at least one message is required")
-        templates = []
-        for index, (role, template) in enumerate(self.messages):
-            if role not in ROLES:
-                raise ValueError(
-                    f"messages[{index}].role: {role!r} is not system, user or assistant"
-                )
-            try:
-                templates.append(parse_template(template))
-            except TemplateError as error:
-                raise ValueError(f"messages[{index}].content: {error}") from None
-        for variable in self.variables:
-            if not VARIABLE_NAME.fullmatch(variable):
-                raise ValueError(f"variables: {variable!r} is not a valid variable name")
-        object.__setattr__(self, "_templates", tuple(templates))
-        # A read-only copy: the prompt is shared by every request that names it.
-        object.__setattr__(self, "variables", MappingProxyType(dict(self.variables)))
-
-    @property
-    def ref(self) -> str:
-        """``name:version``, as a request would name this exact version."""
-        return f"{self.name}:{self.version}"
-
-    @property
-    def variable_names(self) -> frozenset[str]:
-        """Every placeholder name the messages refer to."""
-        return frozenset().union(*(placeholder_names(t) for t in self._templates))
-
-
-def render(prompt: Prompt, variables: Mapping[str, str]) -> tuple[ChatMessage, ...]:
-    """The prompt's messages with ``variables`` (over the prompt's defaults) substituted.
-
-    Unused variables are ignored. Raises :class:`InvalidRequest` naming every missing variable
-    (sorted), or when a rendered message exceeds the per-message character limit.
-    """
-    values = {**prompt.variables, **variables}
-    missing = sorted(prompt.variable_names - values.keys())
-    if missing:
-        raise InvalidRequest(
-            f"variables: prompt {prompt.ref!r} needs a value for {', '.join(missing)}"
-        )
-    messages = []
-    for index, ((role, _), template) in enumerate(
-        zip(prompt.messages, prompt._templates, strict=True)
-    ):
-        try:
-            content = substitute(template, values, max_chars=LIMITS.message_characters)
-        except TemplateError as error:
-            raise InvalidRequest(
-                f"variables: message {index} of prompt {prompt.ref!r} would be {error}"
-            ) from None
-        messages.append(ChatMessage(role, content))
-    return tuple(messages)
 
 
 class PromptStore(Protocol):
@@ -177,14 +86,14 @@ def parse_prompt_ref(ref: str) -> tuple[str, str | None]:
     """
     text = ref.strip()
     name, colon, version = text.partition(":")
-    if not _PROMPT_NAME.fullmatch(name):
+    if not PROMPT_NAME.fullmatch(name):
         raise InvalidRequest(
             f"prompt_ref: {text[:80]!r} does not start with a prompt name "
             "(letters, digits, '_', '.', '-'); use name or name:version"
         )
     if not colon:
         return name, None
-    if not _PROMPT_VERSION.fullmatch(version):
+    if not PROMPT_VERSION.fullmatch(version):
         raise InvalidRequest(
             f"prompt_ref: {text[:80]!r} has no valid version after ':' "
             "(letters, digits, '_', '.', '+', '-'); use name or name:version"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -21,7 +22,9 @@ from grpclib.server import Server
 
 from delos.runtime.config import Settings
 from delos.runtime.gateway import Gateway, open_gateway
+from delos.runtime.routing import ResiliencePolicy
 from delos.runtime.service import RuntimeService
+from delos.runtime.status import serving
 
 __all__ = ["RunningServer", "open_server", "serve_until_signalled"]
 
@@ -56,16 +59,23 @@ async def open_server(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     reuse_port: bool = False,
+    policy: ResiliencePolicy | None = None,
+    workers: int = 1,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[RunningServer]:
-    """Serve on ``settings.host``/``settings.port`` (0: an ephemeral port) for the block."""
-    async with open_gateway(settings, transport=transport) as gateway:
+    """Serve on ``settings.host``/``settings.port`` (0: an ephemeral port) for the block.
+
+    ``policy`` and ``clock`` tune the resilience layer (tests inject a fake clock).
+    """
+    async with open_gateway(
+        settings, transport=transport, policy=policy, workers=workers, clock=clock
+    ) as gateway:
         service = RuntimeService(gateway)
 
-        async def serving() -> bool:
-            availability = await gateway.provider_availability()
-            return any(availability.values())
+        async def check_serving() -> bool:
+            return await serving(gateway)
 
-        check = ServiceCheck(serving, check_ttl=1.0, check_timeout=3.0)
+        check = ServiceCheck(check_serving, check_ttl=1.0, check_timeout=3.0)
         health = Health({service: [check]})
         handlers = ServerReflection.extend([service, health])
         server = Server(handlers)

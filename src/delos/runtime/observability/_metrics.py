@@ -22,7 +22,7 @@ import h11
 from anyio.abc import Listener, SocketAttribute, SocketStream, TaskStatus
 from grpclib.const import Status
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -322,6 +322,9 @@ class Metrics:
 _CONNECTION_SECONDS: Final = 30.0
 _MAX_HEADER_BYTES: Final = 16 * 1024
 _RECEIVE_BYTES: Final = 64 * 1024
+# render() writes the classic text format; its content type is what prometheus_client's own
+# server sends when the scraper asks for nothing newer.
+_CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4.encode()
 
 
 async def serve_metrics(
@@ -384,7 +387,7 @@ async def _converse(metrics: Metrics, stream: SocketStream, connection: h11.Conn
         elif request.method not in (b"GET", b"HEAD"):
             await _respond(stream, connection, 405, b"method not allowed\n", allow=b"GET, HEAD")
         else:
-            await _respond(stream, connection, 200, metrics.render(), CONTENT_TYPE_LATEST.encode())
+            await _respond(stream, connection, 200, metrics.render(), _CONTENT_TYPE)
         if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
             return  # h11 says the connection must close (HTTP/1.0, Connection: close, ...)
         connection.start_next_cycle()

@@ -29,7 +29,14 @@ from delos.runtime.errors import (
     UpstreamUnavailable,
 )
 from delos.runtime.providers._http import error_from_status, parse_retry_after
-from delos.runtime.types import ChatRequest, Completion, StreamEvent, StreamFinished, TextDelta, Usage
+from delos.runtime.types import (
+    ChatRequest,
+    Completion,
+    StreamEvent,
+    StreamFinished,
+    TextDelta,
+    Usage,
+)
 from delos.runtime.wire import EventStreamMessage
 
 __all__ = [

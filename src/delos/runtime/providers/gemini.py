@@ -127,9 +127,7 @@ class GeminiProvider(HttpProvider):
             f"/v1/projects/{quote(project, safe='')}/locations/{quote(location, safe='')}"
             "/publishers/google/models"
         )
-        surface = _Surface(
-            "vertex", path, {"authorization": f"Bearer {access_token}"}, vertex=True
-        )
+        surface = _Surface("vertex", path, {"authorization": f"Bearer {access_token}"}, vertex=True)
         return cls(
             api_key="",
             client=client,
@@ -336,9 +334,8 @@ class GeminiProvider(HttpProvider):
                 self.name, "embeddings answer has an unexpected shape"
             ) from None
         # Exact usage only: one text without a count makes the whole batch's count unknown.
-        if all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
-            return vectors, sum(counts)
-        return vectors, None
+        tokens = [c for c in counts if isinstance(c, int) and not isinstance(c, bool)]
+        return vectors, sum(tokens) if len(tokens) == len(counts) else None
 
 
 def _has_candidates(payload: Any) -> bool:

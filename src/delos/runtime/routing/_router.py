@@ -90,12 +90,18 @@ class Router:
         return found
 
     def _explore_first(self, found: list[Candidate]) -> list[Candidate]:
-        """The best explored candidate, then unexplored ones, then the other explored ones."""
+        """Latency order that explores: an untried (or stale) candidate is never assumed fast.
+
+        Racing, the best explored candidate races the unexplored ones, so exploring costs the
+        client nothing; without a race, an unexplored candidate goes first, once.
+        """
         table = self.guards.latency
         explored = [c for c in found if table.load(c.key) is not None]
         unexplored = [c for c in found if table.load(c.key) is None]
         explored.sort(key=lambda c: table.load(c.key) or 0.0)
-        return explored[:1] + unexplored + explored[1:]
+        if self.guards.policy.race_width > 1:
+            return explored[:1] + unexplored + explored[1:]
+        return unexplored + explored
 
     def _hedging(self, request: CompletionInput) -> bool:
         flag = request.metadata.get("delos.hedge")

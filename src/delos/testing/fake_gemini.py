@@ -1,0 +1,775 @@
+"""A fake of the Gemini API and of Gemini on Vertex AI (Google's publisher models).
+
+Paths served (``{v}`` is ``v1beta`` or ``v1`` on the Gemini API, ``v1`` or ``v1beta1`` on Vertex):
+
+- ``GET /{v}/models`` and ``GET /{v}/models/{model}``;
+- ``POST /{v}/models/{model}:generateContent | :streamGenerateContent | :batchEmbedContents |
+  :embedContent`` with ``x-goog-api-key`` (or ``?key=``);
+- ``POST /{v}/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent |
+  :streamGenerateContent | :predict`` with ``Authorization: Bearer``.
+
+Byte-level fidelity: pretty-printed JSON answers as Google sends them, ``data: {...}\\r\\n\\r\\n``
+SSE events with no terminator (the body just ends after the chunk carrying ``finishReason``), a
+JSON array without ``alt=sse``, running ``usageMetadata`` counts whose last value is the total,
+proto3's omission of zero counts, google.rpc error bodies (a list for streaming calls), HTTP 400
+``API_KEY_INVALID`` for a wrong key, ``RetryInfo`` on 429, and Google's HTML page for unknown paths.
+The request is checked like the real service checks it, unknown JSON field names included.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qs, unquote
+
+import anyio
+
+from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens, reply_words
+from delos.testing._schema import sample_instance
+from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse, Handler
+from delos.testing.fake_openai import embedding_of
+
+__all__ = ["GEMINI_MODELS", "THOUGHT_TOKENS", "VERTEX_MODELS", "fake_gemini_handler"]
+
+#: Chat and embedding models of each surface.
+GEMINI_MODELS: Final = {
+    "chat": (
+        "gemini-1.5-pro",
+        "gemini-1.5-flash",
+        "gemini-1.5-flash-8b",
+        "gemini-pro",
+        "gemini-2.0-flash",
+        "gemini-2.5-flash",
+        "gemini-2.5-pro",
+    ),
+    "embedding": ("text-embedding-004", "gemini-embedding-001"),
+}
+VERTEX_MODELS: Final = {
+    "chat": (
+        "gemini-1.5-pro-002",
+        "gemini-1.5-flash-002",
+        "gemini-2.0-flash-001",
+        "gemini-2.5-flash",
+        "gemini-2.5-pro",
+    ),
+    "embedding": ("text-embedding-005", "text-multilingual-embedding-002", "gemini-embedding-001"),
+}
+#: Thinking tokens a ``gemini-2.5-*`` model reports (``thoughtsTokenCount``) unless its
+#: ``thinkingBudget`` is 0.
+THOUGHT_TOKENS: Final = 5
+_THOUGHT_SUMMARY = "Considering the request before answering."
+_EMBEDDING_DIMENSIONS = 8
+_SERVED_AS = {"gemini-1.5-flash": "gemini-1.5-flash-002", "gemini-1.5-pro": "gemini-1.5-pro-002"}
+
+_GEMINI_PATH = re.compile(r"^/(v1|v1beta)/models(?:/([^/:]+)(?::([A-Za-z]+))?)?$")
+_VERTEX_PATH = re.compile(
+    r"^/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/publishers/google/models/([^/:]+)"
+    r":([A-Za-z]+)$"
+)
+
+# The request fields the real service knows, as proto JSON accepts them (camelCase or snake_case).
+_REQUEST_FIELDS = frozenset(
+    "contents systemInstruction system_instruction generationConfig generation_config "
+    "safetySettings safety_settings tools toolConfig tool_config cachedContent cached_content "
+    "labels model".split()
+)
+_CONFIG_FIELDS = frozenset(
+    "temperature topP top_p topK top_k candidateCount candidate_count maxOutputTokens "
+    "max_output_tokens stopSequences stop_sequences presencePenalty presence_penalty "
+    "frequencyPenalty frequency_penalty seed responseMimeType response_mime_type responseSchema "
+    "response_schema responseJsonSchema response_json_schema responseLogprobs response_logprobs "
+    "logprobs responseModalities response_modalities thinkingConfig thinking_config "
+    "mediaResolution media_resolution speechConfig speech_config".split()
+)
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def fake_gemini_handler(
+    control: FakeControl, *, api_key: str | None = None, access_token: str | None = None
+) -> Handler:
+    """A handler for :func:`~delos.testing.open_fake_server` serving both surfaces.
+
+    ``api_key`` None accepts any ``x-goog-api-key``; ``access_token`` None accepts any bearer
+    token on the Vertex paths. Configure adapters and SDKs with the server's URL as base URL.
+    """
+    return _FakeGemini(control, api_key, access_token).handle
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One routed request."""
+
+    vertex: bool
+    version: str
+    model: str
+    method: str
+    #: ``projects/p/locations/l/publishers/google/models/m`` or ``models/m``.
+    resource: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    pieces: list[str]
+    prompt_tokens: int
+    finish: str
+    thoughts: int
+    thought_summary: bool
+
+
+class _Rejection(Exception):
+    """A request the real service refuses: a google.rpc error, or ``page`` as it is."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        *,
+        page: FakeResponse | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+        self.page = page
+
+
+class _FakeGemini:
+    def __init__(self, control: FakeControl, api_key: str | None, access_token: str | None) -> None:
+        self.control = control
+        self.api_key = api_key
+        self.access_token = access_token
+        self.sequence = 0
+
+    async def handle(self, request: FakeRequest) -> FakeResponse:
+        behaviour = self.control.next_behaviour()
+        streaming = ":streamGenerateContent" in request.path
+        try:
+            call = self._route(request)
+            self._check_credentials(request, call)
+            if request.method == "GET":
+                return self._model_info(call)
+            body = _parse_body(request)
+            early = await self._before_headers(behaviour, streaming)
+            if early is not None:
+                return early
+            self._check_model(call)
+            if call.method in ("generateContent", "streamGenerateContent"):
+                _check_generate_body(body, call.vertex)
+                if call.method == "generateContent":
+                    return self._completion(call, body, behaviour)
+                sse = parse_qs(request.query).get("alt") == ["sse"]
+                return self._stream(call, body, behaviour, sse)
+            return self._embeddings(call, body)
+        except _Rejection as rejection:
+            if rejection.page is not None:
+                return rejection.page
+            return _error(
+                rejection.status, rejection.message, details=rejection.details, wrap=streaming
+            )
+
+    # -- routing and checks -----------------------------------------------------------------------
+
+    def _route(self, request: FakeRequest) -> _Call:
+        match = _VERTEX_PATH.match(request.path)
+        if match and request.method == "POST":
+            version, project, location, model, method = match.groups()
+            if method in ("generateContent", "streamGenerateContent", "predict"):
+                model = unquote(model)
+                resource = f"projects/{unquote(project)}/locations/{unquote(location)}"
+                resource += f"/publishers/google/models/{model}"
+                return _Call(True, version, model, method, resource)
+        match = _GEMINI_PATH.match(request.path)
+        if match:
+            version, model, method = match.groups()
+            get_ok = request.method == "GET" and method is None
+            post_ok = request.method == "POST" and method in (
+                "generateContent",
+                "streamGenerateContent",
+                "batchEmbedContents",
+                "embedContent",
+            )
+            if get_ok or (post_ok and model):
+                model = unquote(model or "")
+                return _Call(False, version, model, method or "get", f"models/{model}")
+        raise _Rejection(404, "Not Found", page=_not_found_page(request.path))
+
+    def _check_credentials(self, request: FakeRequest, call: _Call) -> None:
+        if call.vertex:
+            authorization = request.header("authorization") or ""
+            if not authorization.startswith("Bearer "):
+                raise _Rejection(
+                    401,
+                    "Request is missing required authentication credential. Expected OAuth 2 "
+                    "access token, login cookie or other valid authentication credential. See "
+                    "https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                    [_error_info("CREDENTIALS_MISSING", "aiplatform")],
+                )
+            if self.access_token is not None and authorization != f"Bearer {self.access_token}":
+                raise _Rejection(
+                    401,
+                    "Request had invalid authentication credentials. Expected OAuth 2 access "
+                    "token, login cookie or other valid authentication credential. See "
+                    "https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                    [_error_info("ACCESS_TOKEN_EXPIRED", "aiplatform")],
+                )
+            return
+        key = request.header("x-goog-api-key") or (parse_qs(request.query).get("key") or [""])[0]
+        if not key:
+            raise _Rejection(
+                403,
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to call "
+                "this API.",
+            )
+        if self.api_key is not None and key != self.api_key:
+            # A wrong key is a 400 INVALID_ARGUMENT, told apart only by ErrorInfo.reason.
+            message = "API key not valid. Please pass a valid API key."
+            raise _Rejection(
+                400,
+                message,
+                [
+                    _error_info("API_KEY_INVALID", "generativelanguage"),
+                    {
+                        "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                        "locale": "en-US",
+                        "message": message,
+                    },
+                ],
+            )
+
+    def _check_model(self, call: _Call) -> None:
+        models = VERTEX_MODELS if call.vertex else GEMINI_MODELS
+        kind = "chat" if call.method.endswith("enerateContent") else "embedding"
+        if call.model in models[kind]:
+            return
+        if call.vertex:
+            message = (
+                f"Publisher Model `{call.resource}` was not found or your project does not have "
+                "access to it. Please ensure you are using a valid model version. For more "
+                "information, see: "
+                "https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions"
+            )
+        else:
+            message = (
+                f"{call.resource} is not found for API version {call.version}, or is not "
+                f"supported for {call.method}. Call ListModels to see the list of available "
+                "models and their supported methods."
+            )
+        raise _Rejection(404, message)
+
+    async def _before_headers(self, behaviour: Behaviour, streaming: bool) -> FakeResponse | None:
+        await anyio.sleep(behaviour.latency.draw(self.control.rng))
+        match behaviour.fault:
+            case Fault.RESET_BEFORE_HEADERS:
+                return FakeResponse.reset()
+            case Fault.SILENCE_BEFORE_HEADERS:
+                await anyio.sleep_forever()
+            case Fault.HTTP_ERROR:
+                return _status_error(behaviour.error_status, behaviour.retry_after, streaming)
+            case Fault.INVALID_JSON if not streaming:
+                return FakeResponse(200, _headers(_JSON), b'{\n  "candidates": [\n    {\n  "')
+            case Fault.WRONG_CONTENT_TYPE:
+                return FakeResponse(
+                    200,
+                    [("content-type", "text/html; charset=UTF-8")],
+                    b"<html><body>Service temporarily unavailable</body></html>",
+                )
+            case Fault.OVERSIZED_BODY:
+                return FakeResponse(200, _headers(_JSON), _oversized())
+        return None
+
+    # -- model listing ----------------------------------------------------------------------------
+
+    def _model_info(self, call: _Call) -> FakeResponse:
+        if call.model:
+            if call.model not in (*GEMINI_MODELS["chat"], *GEMINI_MODELS["embedding"]):
+                return _error(404, f"Model is not found: {call.resource} for api version v1beta")
+            return _json_response(_model_entry(call.model))
+        entries = [_model_entry(m) for m in (*GEMINI_MODELS["chat"], *GEMINI_MODELS["embedding"])]
+        return _json_response({"models": entries})
+
+    # -- generation -------------------------------------------------------------------------------
+
+    def _answer(self, call: _Call, body: dict[str, Any], behaviour: Behaviour) -> _Answer:
+        system = _texts([body.get("systemInstruction") or body.get("system_instruction") or {}])
+        turns = _texts(body.get("contents") or [])
+        prompt_tokens = count_tokens([*system, *turns])
+        config = body.get("generationConfig") or body.get("generation_config") or {}
+        thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
+        # Nested messages pass through python-genai unconverted, so both spellings arrive.
+        budget = thinking.get("thinkingBudget", thinking.get("thinking_budget"))
+        include = thinking.get("includeThoughts", thinking.get("include_thoughts"))
+        thoughts = THOUGHT_TOKENS if call.model.startswith("gemini-2.5") and budget != 0 else 0
+        summary = bool(thoughts and include)
+        mime = config.get("responseMimeType") or config.get("response_mime_type")
+        if mime == "application/json":
+            schema = config.get("responseJsonSchema") or config.get("responseSchema") or {}
+            value = (
+                {"unexpected": True}
+                if behaviour.fault is Fault.NONCONFORMING_JSON
+                else sample_instance(schema)
+            )
+            text = json.dumps(value)
+            pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
+            return _Answer(pieces, prompt_tokens, "STOP", thoughts, summary)
+        limit = config.get("maxOutputTokens") or config.get("max_output_tokens")
+        if behaviour.reply is not None:
+            words = behaviour.reply.split(" ")
+            finish = "STOP"
+        else:
+            count = (
+                min(behaviour.completion_tokens, limit) if limit else behaviour.completion_tokens
+            )
+            words = reply_words(turns[-1] if turns else "", count)
+            finish = "MAX_TOKENS" if limit and behaviour.completion_tokens > limit else "STOP"
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        stops = config.get("stopSequences") or config.get("stop_sequences") or []
+        pieces, stopped = _cut_at_stop(pieces, [str(s) for s in stops])
+        return _Answer(pieces, prompt_tokens, "STOP" if stopped else finish, thoughts, summary)
+
+    def _base(self, call: _Call) -> dict[str, Any]:
+        self.sequence += 1
+        digest = hashlib.sha256(f"{call.model}/{self.sequence}".encode()).digest()
+        base: dict[str, Any] = {
+            "modelVersion": _SERVED_AS.get(call.model, call.model),
+            "responseId": base64.urlsafe_b64encode(digest).decode()[:23],
+        }
+        if call.vertex:
+            base["createTime"] = "2026-01-01T00:00:00.000000Z"
+        return base
+
+    def _completion(self, call: _Call, body: dict[str, Any], behaviour: Behaviour) -> FakeResponse:
+        answer = self._answer(call, body, behaviour)
+        parts: list[dict[str, Any]] = []
+        if answer.thought_summary:
+            parts.append({"text": _THOUGHT_SUMMARY, "thought": True})
+        parts.append({"text": "".join(answer.pieces)})
+        payload: dict[str, Any] = {
+            "candidates": [_candidate(call, parts, answer.finish)],
+            "usageMetadata": _usage(call, answer, len(answer.pieces)),
+            **self._base(call),
+        }
+        if behaviour.fault is Fault.NO_FINAL_USAGE:
+            del payload["usageMetadata"]
+        encoded = _pretty(payload)
+        if behaviour.fault is Fault.TRUNCATED:
+            return FakeResponse(
+                200, _headers(_JSON), _items([encoded[: len(encoded) // 2], HANG_UP])
+            )
+        return FakeResponse(200, _headers(_JSON), encoded)
+
+    def _stream(
+        self, call: _Call, body: dict[str, Any], behaviour: Behaviour, sse: bool
+    ) -> FakeResponse:
+        content_type = "text/event-stream" if sse else _JSON
+        headers = [*_headers(content_type), ("content-disposition", "attachment")]
+        return FakeResponse(200, headers, self._events(call, body, behaviour, sse))
+
+    async def _events(
+        self, call: _Call, body: dict[str, Any], behaviour: Behaviour, sse: bool
+    ) -> AsyncIterator[BodyItem]:
+        answer = self._answer(call, body, behaviour)
+        base = self._base(call)
+        send_usage = behaviour.fault is not Fault.NO_FINAL_USAGE
+        first = True
+
+        def frame(payload: dict[str, Any]) -> bytes:
+            nonlocal first
+            text = json.dumps(payload, ensure_ascii=False).encode()
+            if sse:
+                return b"data: " + text + b"\r\n\r\n"
+            # Without alt=sse the stream is one JSON array, elements separated by ",\r\n".
+            prefix = b"[" if first else b"\r\n,\r\n"
+            first = False
+            return prefix + text
+
+        def chunk(parts: list[dict[str, Any]], produced: int, finish: str | None) -> bytes:
+            payload: dict[str, Any] = {"candidates": [_candidate(call, parts, finish)]}
+            if send_usage:
+                # Running counts on every chunk; only the last one is the total.
+                payload["usageMetadata"] = _usage(call, answer, produced)
+            return frame({**payload, **base})
+
+        if behaviour.fault is Fault.HEADERS_THEN_SILENCE:
+            await anyio.sleep_forever()
+        await anyio.sleep(behaviour.time_to_first_token.draw(self.control.rng))
+        if answer.thought_summary:
+            yield chunk([{"text": _THOUGHT_SUMMARY, "thought": True}], 0, None)
+        interval = (
+            1.0
+            if behaviour.fault is Fault.SLOW_DRIP
+            else (1.0 / behaviour.tokens_per_second if behaviour.tokens_per_second else 0.0)
+        )
+        mid_stream = (
+            Fault.RESET_MID_BODY,
+            Fault.TRUNCATED,
+            Fault.STREAM_ERROR_EVENT,
+            Fault.INVALID_JSON,
+        )
+        pieces = answer.pieces or [""]
+        for index, piece in enumerate(pieces):
+            if behaviour.fault in mid_stream and index == behaviour.tokens_before_fault:
+                if behaviour.fault is Fault.RESET_MID_BODY:
+                    yield RESET
+                elif behaviour.fault is Fault.STREAM_ERROR_EVENT:
+                    yield frame(_stream_error())
+                elif behaviour.fault is Fault.INVALID_JSON:
+                    broken = b'{"candidates": [{"content": {"parts": [{"text": "tru'
+                    yield b"data: " + broken + b"\r\n\r\n" if sse else b"\r\n,\r\n" + broken
+                # TRUNCATED: the body ends cleanly without the finishing chunk, which is all a
+                # cut-short Gemini stream looks like (there is no terminator to miss).
+                return
+            if index and interval:
+                await anyio.sleep(interval)
+            last = index == len(pieces) - 1
+            yield chunk([{"text": piece}], index + 1, answer.finish if last else None)
+        if not sse:
+            yield b"]"
+
+    # -- embeddings -------------------------------------------------------------------------------
+
+    def _embeddings(self, call: _Call, body: dict[str, Any]) -> FakeResponse:
+        if call.method == "predict":
+            return self._predict(body)
+        if call.method == "embedContent":
+            text = " ".join(_texts([body.get("content") or {}]))
+            dimensions = body.get("outputDimensionality") or _EMBEDDING_DIMENSIONS
+            return _json_response({"embedding": {"values": embedding_of(text, dimensions)}})
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            return _error(400, "* BatchEmbedContentsRequest.requests: requests is not specified")
+        if len(requests) > 100:
+            return _error(
+                400,
+                "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch",
+            )
+        embeddings = []
+        for index, item in enumerate(requests):
+            if not isinstance(item, dict) or item.get("model") != call.resource:
+                return _error(
+                    400,
+                    f"* BatchEmbedContentsRequest.requests[{index}].model: the model must match "
+                    f"the batch's model {call.resource}",
+                )
+            text = " ".join(_texts([item.get("content") or {}]))
+            dimensions = item.get("outputDimensionality") or _EMBEDDING_DIMENSIONS
+            embeddings.append({"values": embedding_of(text, dimensions)})
+        return _json_response({"embeddings": embeddings})
+
+    def _predict(self, body: dict[str, Any]) -> FakeResponse:
+        instances = body.get("instances")
+        if not isinstance(instances, list) or not instances:
+            return _error(400, "Instances field is required.")
+        if len(instances) > 250:
+            return _error(400, "A maximum of 250 instances is allowed per request.")
+        parameters = body.get("parameters") or {}
+        dimensions = parameters.get("outputDimensionality") or _EMBEDDING_DIMENSIONS
+        predictions, characters = [], 0
+        for item in instances:
+            content = item.get("content") if isinstance(item, dict) else None
+            if not isinstance(content, str):
+                return _error(400, "Invalid instance: content must be a string.")
+            characters += len(content)
+            statistics = {"token_count": count_tokens([content]), "truncated": False}
+            predictions.append(
+                {
+                    "embeddings": {
+                        "values": embedding_of(content, dimensions),
+                        "statistics": statistics,
+                    }
+                }
+            )
+        return _json_response(
+            {"predictions": predictions, "metadata": {"billableCharacterCount": characters}}
+        )
+
+
+# -- request checks ------------------------------------------------------------------------------
+
+
+def _parse_body(request: FakeRequest) -> dict[str, Any]:
+    try:
+        body = request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise _Rejection(400, "Invalid JSON payload received. Unexpected token.")
+    return body
+
+
+def _check_generate_body(body: dict[str, Any], vertex: bool) -> None:
+    for name in body:
+        if name not in _REQUEST_FIELDS:
+            raise _unknown_field(name, None)
+    config = body.get("generationConfig") or body.get("generation_config") or {}
+    if not isinstance(config, dict):
+        raise _Rejection(400, "Invalid JSON payload received. Unexpected token.")
+    for name in config:
+        if name not in _CONFIG_FIELDS:
+            raise _unknown_field(name, "generation_config")
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise _Rejection(400, "* GenerateContentRequest.contents: contents is not specified\n")
+    for index, content in enumerate(contents):
+        role = content.get("role") if isinstance(content, dict) else None
+        # The Gemini API defaults a missing role to "user"; Vertex AI requires it.
+        if role not in ("user", "model") and (vertex or role is not None):
+            raise _Rejection(400, "Please use a valid role: user, model.")
+        if not isinstance(content, dict) or not content.get("parts"):
+            raise _Rejection(
+                400,
+                f"* GenerateContentRequest.contents[{index}].parts: contents.parts must not be "
+                "empty.\n",
+            )
+    has_schema = "responseSchema" in config or "response_schema" in config
+    has_json_schema = "responseJsonSchema" in config or "response_json_schema" in config
+    if has_schema and has_json_schema:
+        raise _Rejection(
+            400,
+            "* GenerateContentRequest.generation_config.response_json_schema: only one of "
+            "response_schema and response_json_schema may be set.\n",
+        )
+    mime = config.get("responseMimeType") or config.get("response_mime_type")
+    if (has_schema or has_json_schema) and mime != "application/json":
+        raise _Rejection(
+            400,
+            "* GenerateContentRequest.generation_config.response_mime_type: a response schema "
+            "needs response_mime_type application/json.\n",
+        )
+
+
+def _unknown_field(name: str, parent: str | None) -> _Rejection:
+    where = f" at '{parent}'" if parent else ""
+    message = f'Invalid JSON payload received. Unknown name "{name}"{where}: Cannot find field.'
+    violation = {"field": parent or "", "description": message}
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [violation]}
+    ]
+    return _Rejection(400, message, details)
+
+
+# -- bodies --------------------------------------------------------------------------------------
+
+_JSON = "application/json; charset=UTF-8"
+
+
+def _headers(content_type: str) -> list[tuple[str, str]]:
+    return [
+        ("content-type", content_type),
+        ("vary", "Origin"),
+        ("vary", "X-Origin"),
+        ("vary", "Referer"),
+        ("server", "scaffolding on HTTPServer2"),
+        ("x-xss-protection", "0"),
+        ("x-frame-options", "SAMEORIGIN"),
+        ("x-content-type-options", "nosniff"),
+        ("server-timing", "gfet4t7; dur=1"),
+    ]
+
+
+def _pretty(payload: Any) -> bytes:
+    # Google's unary answers are indented JSON with a final newline.
+    return json.dumps(payload, indent=2, ensure_ascii=False).encode() + b"\n"
+
+
+def _json_response(payload: Any) -> FakeResponse:
+    return FakeResponse(200, _headers(_JSON), _pretty(payload))
+
+
+def _texts(contents: Sequence[Any]) -> list[str]:
+    """The text of each content (its parts joined)."""
+    texts = []
+    for content in contents:
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if isinstance(parts, list):
+            texts.append("".join(str(p.get("text", "")) for p in parts if isinstance(p, dict)))
+    return texts
+
+
+def _cut_at_stop(pieces: list[str], stops: list[str]) -> tuple[list[str], bool]:
+    """The pieces up to the first stop sequence (excluded), and whether one was met."""
+    text = ""
+    for index, piece in enumerate(pieces):
+        combined = text + piece
+        hits = [combined.find(s) for s in stops if s and s in combined]
+        if hits:
+            kept = combined[: min(hits)][len(text) :]
+            return [*pieces[:index], *([kept] if kept else [])], True
+        text = combined
+    return pieces, False
+
+
+def _candidate(call: _Call, parts: list[dict[str, Any]], finish: str | None) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
+    if finish is not None:
+        candidate["finishReason"] = finish
+        if call.vertex:
+            candidate["avgLogprobs"] = -0.0625
+    if not call.vertex:
+        candidate["index"] = 0
+    return candidate
+
+
+def _usage(call: _Call, answer: _Answer, produced: int) -> dict[str, Any]:
+    """usageMetadata after ``produced`` pieces; zero counts are left out, as proto3 JSON does."""
+    prompt = answer.prompt_tokens
+    usage: dict[str, Any] = {"promptTokenCount": prompt}
+    if produced:
+        usage["candidatesTokenCount"] = produced
+    usage["totalTokenCount"] = prompt + produced + answer.thoughts
+    usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
+    if answer.thoughts:
+        usage["thoughtsTokenCount"] = answer.thoughts
+    if call.vertex:
+        if produced:
+            usage["candidatesTokensDetails"] = [{"modality": "TEXT", "tokenCount": produced}]
+        usage["trafficType"] = "ON_DEMAND"
+    return usage
+
+
+def _model_entry(model: str) -> dict[str, Any]:
+    embedding = model in GEMINI_MODELS["embedding"]
+    entry: dict[str, Any] = {
+        "name": f"models/{model}",
+        "version": "001",
+        "displayName": model.replace("-", " ").title(),
+        "description": f"Fake {model}.",
+        "inputTokenLimit": 2048 if embedding else 1048576,
+        "outputTokenLimit": 1 if embedding else 8192,
+        "supportedGenerationMethods": (
+            ["embedContent", "batchEmbedContents"]
+            if embedding
+            else ["generateContent", "countTokens"]
+        ),
+    }
+    if not embedding:
+        entry.update({"temperature": 1, "topP": 0.95, "topK": 40, "maxTemperature": 2})
+    return entry
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def _error_info(reason: str, service: str) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {"service": f"{service}.googleapis.com"},
+    }
+
+
+def _error(
+    status: int,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    wrap: bool = False,
+    headers: list[tuple[str, str]] | None = None,
+) -> FakeResponse:
+    """A google.rpc ``Status`` body; streaming calls get it wrapped in a one-element list."""
+    error: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "status": _STATUS_NAMES.get(status, "UNKNOWN"),
+    }
+    if details:
+        error["details"] = details
+    payload: Any = [{"error": error}] if wrap else {"error": error}
+    return FakeResponse(status, [*_headers(_JSON), *(headers or [])], _pretty(payload))
+
+
+def _status_error(status: int, retry_after: float | str | None, streaming: bool) -> FakeResponse:
+    details: list[dict[str, Any]] = []
+    headers: list[tuple[str, str]] = []
+    if status == 429:
+        details += [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/"
+                        "generate_content_paid_tier_input_token_count",
+                        "quotaId": "GenerateContentPaidTierInputTokensPerModelPerMinute",
+                        "quotaDimensions": {"location": "global", "model": "gemini-1.5-flash"},
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [
+                    {
+                        "description": "Learn more about Gemini API quotas",
+                        "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+                    }
+                ],
+            },
+        ]
+    if isinstance(retry_after, int | float):
+        # Google's retry hint is RetryInfo in the body, a protobuf Duration; no header.
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after}s"}
+        )
+    elif retry_after is not None:
+        headers.append(("retry-after", retry_after))
+    return _error(status, _status_message(status), details=details, wrap=streaming, headers=headers)
+
+
+def _status_message(status: int) -> str:
+    return {
+        400: "Request contains an invalid argument.",
+        401: "Request had invalid authentication credentials.",
+        403: "The caller does not have permission",
+        404: "Requested entity was not found.",
+        429: "You exceeded your current quota, please check your plan and billing details. For "
+        "more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
+        500: "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+        503: "The model is overloaded. Please try again later.",
+        504: "Deadline expired before operation could complete.",
+    }.get(status, "Unknown error.")
+
+
+def _stream_error() -> dict[str, Any]:
+    return {"error": {"code": 500, "message": _status_message(500), "status": "INTERNAL"}}
+
+
+def _not_found_page(path: str) -> FakeResponse:
+    # Google's front end answers unknown paths with an HTML page, not a JSON error.
+    page = (
+        "<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n  <title>Error 404 (Not Found)!!1"
+        f"</title>\n  <p><b>404.</b> <ins>That’s an error.</ins>\n  <p>The requested URL <code>"
+        f"{path}</code> was not found on this server.  <ins>That’s all we know.</ins>\n"
+    )
+    return FakeResponse(404, [("content-type", "text/html; charset=UTF-8")], page.encode())
+
+
+async def _items(items: Sequence[BodyItem]) -> AsyncIterator[BodyItem]:
+    for item in items:
+        yield item
+
+
+async def _oversized() -> AsyncIterator[BodyItem]:
+    block = b" " * (1 << 20)
+    yield b'{"padding": "'
+    for _ in range(40):
+        yield block
+    yield b'"}'

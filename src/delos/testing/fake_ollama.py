@@ -1,0 +1,467 @@
+"""A fake of Ollama's native API: ``/api/chat``, ``/api/embed``, ``/api/tags``, ``/api/version``.
+
+Byte-level fidelity with the Go server: bodies are encoded as Go's ``encoding/json`` does (no
+spaces, ``<``, ``>``, ``&``, U+2028 and U+2029 escaped), unary answers are
+``application/json; charset=utf-8`` with a Content-Length, streams are ``application/x-ndjson``
+sent chunked with one flushed write per line, and the last line carries ``"done":true``, the
+``done_reason`` and the token counts. Zero counts and durations are left out, as Go's
+``omitempty`` does. Errors are ``{"error":"<message>"}``, an unknown model is
+``404 model 'x' not found``, and an error after streaming has begun is an ``{"error":...}`` line
+under status 200.
+
+A model name without a tag means ``:latest``, as in Ollama: with the default models,
+``llama3.2`` and ``llama3.2:latest`` are both served, and answers echo the name as sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+import anyio
+
+from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens, reply_words
+from delos.testing._schema import sample_instance
+from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse, Handler
+
+__all__ = ["OLLAMA_VERSION", "embedding_of", "fake_ollama_handler"]
+
+#: What ``GET /api/version`` answers.
+OLLAMA_VERSION: Final = "0.12.6"
+
+_JSON: Final = "application/json; charset=utf-8"
+_NDJSON: Final = "application/x-ndjson"
+#: What the Go server's runner reports when a model process dies mid-answer.
+_RUNNER_ERROR: Final = "an error was encountered while running the model: unexpected EOF"
+_UNKNOWN_ERROR: Final = "something went wrong, please see the ollama server logs for details"
+_STATUS_MESSAGES: Final = {
+    400: "invalid request",
+    401: "unauthorized",
+    403: "forbidden",
+    429: "too many requests",
+    500: "llama runner process has terminated: exit status 2",
+    502: "remote model is unavailable",
+    503: "server busy, please try again.  maximum pending requests exceeded",
+}
+#: Vector length of each known embedding model; others get 768.
+_DIMENSIONS: Final = {"nomic-embed-text": 768, "mxbai-embed-large": 1024, "all-minilm": 384}
+# Durations (nanoseconds) that make the reported rates plausible and the answers reproducible.
+_LOAD_NS: Final = 1_250_000
+_PROMPT_NS_PER_TOKEN: Final = 400_000
+_EVAL_NS_PER_TOKEN: Final = 20_000_000
+
+
+def fake_ollama_handler(
+    control: FakeControl,
+    *,
+    models: Sequence[str] = ("llama3.2:latest", "nomic-embed-text:latest"),
+) -> Handler:
+    """A handler for :func:`~delos.testing.open_fake_server`; the base URL is the server's root.
+
+    ``models`` are the installed models ``/api/tags`` lists, most recently modified first.
+    """
+    return _FakeOllama(control, tuple(models)).handle
+
+
+def go_json(payload: Any) -> bytes:
+    """``payload`` encoded as Go's ``json.Marshal`` writes it."""
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    # Characters that can only occur inside strings, so a plain replacement is exact.
+    for raw, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(raw, escaped)
+    return text.encode()
+
+
+def embedding_of(text: str, dimensions: int = 768) -> list[float]:
+    """A deterministic unit vector for ``text``: four components of ±0.5, the rest zero.
+
+    Exact in float32 (so the JSON round-trips) and of unit length, as Ollama's vectors are.
+    """
+    seed = sum(text.encode())
+    if dimensions < 4:
+        return [1.0] + [0.0] * (dimensions - 1)
+    # Ints for the zeros: Go prints a float32 zero as ``0``.
+    vector: list[float] = [0] * dimensions
+    start = seed % (dimensions - 3)
+    for k in range(4):
+        vector[start + k] = -0.5 if (seed >> k) & 1 else 0.5
+    return vector
+
+
+class _FakeOllama:
+    def __init__(self, control: FakeControl, models: tuple[str, ...]) -> None:
+        self.control = control
+        self.models = models
+
+    async def handle(self, request: FakeRequest) -> FakeResponse:
+        route = (request.method, request.path)
+        if route == ("GET", "/"):
+            return _text(200, "Ollama is running")
+        if route == ("GET", "/api/version"):
+            return _json({"version": OLLAMA_VERSION})
+        if route not in (("GET", "/api/tags"), ("POST", "/api/chat"), ("POST", "/api/embed")):
+            known = {"/", "/api/version", "/api/tags", "/api/chat", "/api/embed"}
+            if request.path in known:
+                return _text(405, "405 method not allowed")
+            return _text(404, "404 page not found")
+        behaviour = self.control.next_behaviour()
+        await anyio.sleep(behaviour.latency.draw(self.control.rng))
+        early = await _before_headers(behaviour)
+        if early is not None:
+            return early
+        if request.path == "/api/tags":
+            return _unary(self._tags(), behaviour)
+        if not request.body.strip():
+            return _error(400, "missing request body")
+        try:
+            body = request.json()
+        except ValueError:
+            return _error(400, "invalid character looking for beginning of value")
+        if not isinstance(body, dict):
+            kind = "EmbedRequest" if request.path == "/api/embed" else "ChatRequest"
+            return _error(400, f"json: cannot unmarshal array into Go value of type api.{kind}")
+        if request.path == "/api/embed":
+            return self._embed(body, behaviour)
+        return self._chat(body, behaviour)
+
+    # -- /api/tags ------------------------------------------------------------------------------
+
+    def _tags(self) -> FakeResponse:
+        entries = []
+        for age, name in enumerate(self.models):
+            family = name.partition(":")[0]
+            digest = hashlib.sha256(name.encode()).hexdigest()
+            embedding = "embed" in family
+            # The architecture, as GGUF files name it: "llama" for llama3.2, "qwen" for qwen2.5.
+            architecture = "nomic-bert" if embedding else re.sub(r"[^a-z].*", "", family) or family
+            entries.append(
+                {
+                    "name": name,
+                    "model": name,
+                    # Local time with nanoseconds, as the Go server writes a file's mtime.
+                    "modified_at": f"2025-06-{20 - age % 19:02d}T14:38:13.416963443+02:00",
+                    "size": 274302450 if embedding else 2019393189,
+                    "digest": digest,
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": architecture,
+                        "families": [architecture],
+                        "parameter_size": "137M" if embedding else "3.2B",
+                        "quantization_level": "F16" if embedding else "Q4_K_M",
+                    },
+                }
+            )
+        return _json({"models": entries})
+
+    def _installed(self, name: str) -> bool:
+        wanted = name.lower()
+        if ":" not in wanted.rpartition("/")[2]:
+            wanted += ":latest"
+        return any(m.lower() == wanted for m in self.models)
+
+    # -- /api/chat ------------------------------------------------------------------------------
+
+    def _chat(self, body: dict[str, Any], behaviour: Behaviour) -> FakeResponse:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _error(400, "model is required")
+        if not self._installed(model):
+            return _error(404, f"model '{model}' not found")
+        if "embed" in model.lower():
+            return _error(400, f'"{model}" does not support chat')
+        problem = _options_problem(body.get("options"))
+        if problem is not None:
+            return _error(500, problem)
+        messages = body.get("messages") or []
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return _error(400, "json: cannot unmarshal messages into Go struct field")
+        stream = body.get("stream", True) is not False  # Ollama streams unless told not to
+        if not messages:  # an empty chat only loads the model
+            return _json(_line(model, "", done="load", usage=None))
+        answer = _Answer.of(body, behaviour)
+        if stream:
+            lines = self._lines(model, answer, behaviour)
+            return FakeResponse(200, [("content-type", _NDJSON)], lines)
+        return self._unary(model, answer, behaviour)
+
+    def _unary(self, model: str, answer: _Answer, behaviour: Behaviour) -> FakeResponse:
+        if behaviour.fault is Fault.STREAM_ERROR_EVENT:
+            # The server gathers the whole answer before it writes, so the failure is a status.
+            return _error(500, _RUNNER_ERROR)
+        usage = None if behaviour.fault is Fault.NO_FINAL_USAGE else answer.usage
+        content = "".join(answer.pieces)
+        return _unary(_json(_line(model, content, done=answer.done_reason, usage=usage)), behaviour)
+
+    async def _lines(
+        self, model: str, answer: _Answer, behaviour: Behaviour
+    ) -> AsyncIterator[BodyItem]:
+        rng = self.control.rng
+        if behaviour.fault is Fault.HEADERS_THEN_SILENCE:
+            await anyio.sleep_forever()
+        await anyio.sleep(behaviour.time_to_first_token.draw(rng))
+        if behaviour.fault is Fault.SLOW_DRIP:
+            interval = 1.0
+        elif behaviour.tokens_per_second:
+            interval = 1.0 / behaviour.tokens_per_second
+        else:
+            interval = 0.0
+        # A short answer still fails: at its end rather than after tokens_before_fault tokens.
+        fault_at = min(behaviour.tokens_before_fault, len(answer.pieces))
+        for index in range(len(answer.pieces) + 1):
+            if index == fault_at and behaviour.fault in _MID_STREAM_FAULTS:
+                async for item in _mid_stream_fault(model, behaviour.fault):
+                    yield item
+                return
+            if index == len(answer.pieces):
+                break
+            if index and interval:
+                await anyio.sleep(interval)
+            yield go_json(_line(model, answer.pieces[index], done=None, usage=None)) + b"\n"
+        usage = None if behaviour.fault is Fault.NO_FINAL_USAGE else answer.usage
+        yield go_json(_line(model, "", done=answer.done_reason, usage=usage)) + b"\n"
+
+    # -- /api/embed -----------------------------------------------------------------------------
+
+    def _embed(self, body: dict[str, Any], behaviour: Behaviour) -> FakeResponse:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _error(404, "model '' not found")
+        raw = body.get("input")
+        texts: list[str]
+        if isinstance(raw, str):
+            texts = [raw] if raw else []
+        elif isinstance(raw, list) and all(isinstance(t, str) for t in raw):
+            texts = list(raw)
+        elif raw is None:
+            texts = []
+        else:
+            return _error(400, "invalid input type")
+        if not self._installed(model):
+            return _error(404, f'model "{model}" not found, try pulling it first')
+        if not texts:
+            return _json({"model": model, "embeddings": []})
+        dimensions = _DIMENSIONS.get(model.partition(":")[0], 768)
+        wanted = body.get("dimensions")
+        if isinstance(wanted, int) and 0 < wanted < dimensions:
+            dimensions = wanted
+        payload: dict[str, Any] = {
+            "model": model,
+            "embeddings": [embedding_of(text, dimensions) for text in texts],
+            "total_duration": _LOAD_NS + 2_000_000 * len(texts),
+            "load_duration": _LOAD_NS,
+        }
+        if behaviour.fault is not Fault.NO_FINAL_USAGE:
+            payload["prompt_eval_count"] = count_tokens(texts)
+        return _unary(_json(payload), behaviour)
+
+
+class _Answer:
+    """The generated answer of one chat request: its stream pieces, finish and usage."""
+
+    def __init__(self, pieces: list[str], done_reason: str, prompt_tokens: int) -> None:
+        self.pieces = pieces
+        self.done_reason = done_reason
+        self.usage = (prompt_tokens, len(pieces))
+
+    @classmethod
+    def of(cls, body: dict[str, Any], behaviour: Behaviour) -> _Answer:
+        texts = [str(m.get("content", "")) for m in body["messages"]]
+        prompt_tokens = count_tokens(texts)
+        schema = body.get("format")
+        if isinstance(schema, dict) or schema == "json":
+            if behaviour.fault is Fault.NONCONFORMING_JSON:
+                value: Any = {"unexpected": True}
+            else:
+                value = sample_instance(schema) if isinstance(schema, dict) else {}
+            text = go_json(value).decode()
+            pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
+            return cls(pieces, "stop", prompt_tokens)
+        if behaviour.reply is not None:
+            words = behaviour.reply.split(" ")
+            return cls(_spaced(words), "stop", prompt_tokens)
+        options = body.get("options") or {}
+        limit = options.get("num_predict")
+        # -1 is "no limit" and -2 "fill the context"; only a positive number caps the answer.
+        count = behaviour.completion_tokens
+        capped = False
+        if isinstance(limit, int | float) and 0 < limit < count:
+            count, capped = int(limit), True
+        words = reply_words(texts[-1] if texts else "", count)
+        return cls(_spaced(words), "length" if capped else "stop", prompt_tokens)
+
+
+def _spaced(words: list[str]) -> list[str]:
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def _options_problem(options: Any) -> str | None:
+    """The Go server's message for an option of the wrong JSON type, or None."""
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        return "json: cannot unmarshal options into Go struct field"
+    for key in ("temperature", "top_p"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return f'option "{key}" must be of type float32'
+    value = options.get("num_predict")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        return 'option "num_predict" must be of type integer'
+    stop = options.get("stop")
+    if stop is not None and not isinstance(stop, list):
+        return 'option "stop" must be of type array'
+    if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
+        return 'option "stop" must be of an array of strings'
+    return None
+
+
+def _line(
+    model: str, content: str, *, done: str | None, usage: tuple[int, int] | None
+) -> dict[str, Any]:
+    """One chat object, its keys in the order of the Go struct ``api.ChatResponse``.
+
+    ``done`` is the done reason of the last object, None for the others; ``usage`` is
+    (prompt tokens, completion tokens), None to report no counts.
+    """
+    line: dict[str, Any] = {
+        "model": model,
+        "created_at": _created_at(),
+        "message": {"role": "assistant", "content": content},
+    }
+    if done is None:
+        line["done"] = False
+        return line
+    line["done_reason"] = done
+    line["done"] = True
+    if done == "load":
+        return line
+    prompt_tokens, completion_tokens = usage or (0, 0)
+    prompt_ns = _PROMPT_NS_PER_TOKEN * prompt_tokens
+    eval_ns = _EVAL_NS_PER_TOKEN * completion_tokens
+    metrics = {
+        "total_duration": _LOAD_NS + prompt_ns + eval_ns,
+        "load_duration": _LOAD_NS,
+        "prompt_eval_count": prompt_tokens,
+        "prompt_eval_duration": prompt_ns,
+        "eval_count": completion_tokens,
+        "eval_duration": eval_ns,
+    }
+    # Go leaves zero counts and durations out (omitempty), which is also how "no usage" looks.
+    line.update((key, value) for key, value in metrics.items() if value)
+    return line
+
+
+def _created_at() -> str:
+    """Now, in UTC, as Go's RFC 3339 with nanoseconds (trailing zeros trimmed)."""
+    nanoseconds = time.time_ns()
+    seconds, fraction = divmod(nanoseconds, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    digits = f"{fraction:09d}".rstrip("0")
+    return f"{stamp}.{digits}Z" if digits else f"{stamp}Z"
+
+
+def _json(payload: Any, status: int = 200, headers: Sequence[tuple[str, str]] = ()) -> FakeResponse:
+    return FakeResponse(status, [("content-type", _JSON), *headers], go_json(payload))
+
+
+def _text(status: int, text: str) -> FakeResponse:
+    return FakeResponse(status, [("content-type", "text/plain; charset=utf-8")], text.encode())
+
+
+def _error(status: int, message: str, *, retry_after: float | str | None = None) -> FakeResponse:
+    headers = [] if retry_after is None else [("retry-after", str(retry_after))]
+    return _json({"error": message}, status, headers)
+
+
+async def _before_headers(behaviour: Behaviour) -> FakeResponse | None:
+    """The faults that strike before any header is sent, whatever the endpoint."""
+    match behaviour.fault:
+        case Fault.RESET_BEFORE_HEADERS:
+            return FakeResponse.reset()
+        case Fault.SILENCE_BEFORE_HEADERS:
+            await anyio.sleep_forever()
+        case Fault.HTTP_ERROR:
+            status = behaviour.error_status
+            message = _STATUS_MESSAGES.get(status, _UNKNOWN_ERROR)
+            return _error(status, message, retry_after=behaviour.retry_after)
+        case Fault.WRONG_CONTENT_TYPE:
+            return FakeResponse(200, [("content-type", "text/html")], b"<html>Bad gateway</html>")
+    return None
+
+
+_MID_STREAM_FAULTS: Final = frozenset(
+    {
+        Fault.RESET_MID_BODY,
+        Fault.TRUNCATED,
+        Fault.STREAM_ERROR_EVENT,
+        Fault.INVALID_JSON,
+        Fault.OVERSIZED_BODY,
+    }
+)
+
+
+async def _mid_stream_fault(model: str, fault: Fault) -> AsyncIterator[BodyItem]:
+    match fault:
+        case Fault.RESET_MID_BODY:
+            yield RESET
+        case Fault.TRUNCATED:
+            # A partial line with no LF, then the connection closes.
+            yield b'{"model":"' + model.encode() + b'","created_at":"2025-'
+            yield HANG_UP
+        case Fault.STREAM_ERROR_EVENT:
+            # Under status 200 the server can only report the failure as a line of its own.
+            yield go_json({"error": _RUNNER_ERROR}) + b"\n"
+        case Fault.INVALID_JSON:
+            yield b'{"model":"' + model.encode() + b'","created_at":2025-\n'
+        case Fault.OVERSIZED_BODY:
+            async for item in _oversized():
+                yield item
+
+
+def _unary(response: FakeResponse, behaviour: Behaviour) -> FakeResponse:
+    """``response`` (a whole JSON answer), spoiled by the body faults of ``behaviour``."""
+    body = response.body
+    assert isinstance(body, bytes)
+    half = body[: len(body) // 2]
+    match behaviour.fault:
+        case Fault.TRUNCATED:
+            response.body = _items(half, HANG_UP)
+        case Fault.RESET_MID_BODY:
+            response.body = _items(half, RESET)
+        case Fault.HEADERS_THEN_SILENCE:
+            response.body = _silence()
+        case Fault.INVALID_JSON:
+            response.body = half
+        case Fault.OVERSIZED_BODY:
+            response.body = _oversized()
+    return response
+
+
+async def _items(*items: BodyItem) -> AsyncIterator[BodyItem]:
+    for item in items:
+        yield item
+
+
+async def _silence() -> AsyncIterator[BodyItem]:
+    await anyio.sleep_forever()
+    yield b""  # never reached: the client goes away first
+
+
+async def _oversized() -> AsyncIterator[BodyItem]:
+    """One JSON value of 33 MiB: more than a unary answer or an NDJSON line may hold."""
+    block = b" " * (1 << 20)
+    yield b'{"padding":"'
+    for _ in range(33):
+        yield block
+    yield b'"}\n'

@@ -1,0 +1,186 @@
+"""The official ollama client parses every answer of the Ollama fake and raises its own errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import ollama
+import pytest
+
+from delos.testing import FakeControl, FakeServer, Fault, serve_in_thread
+from delos.testing.fake_ollama import OLLAMA_VERSION, embedding_of, fake_ollama_handler
+
+MODELS = ("llama3.2:latest", "qwen2.5:7b", "nomic-embed-text:latest")
+
+
+@pytest.fixture
+def control() -> FakeControl:
+    return FakeControl()
+
+
+@pytest.fixture
+def fake(control: FakeControl) -> Iterator[FakeServer]:
+    with serve_in_thread(fake_ollama_handler(control, models=MODELS)) as server:
+        yield server
+
+
+@pytest.fixture
+def sdk(fake: FakeServer) -> Iterator[ollama.Client]:
+    """The client for the fake (it never retries); its connection pool is closed afterwards."""
+    client = ollama.Client(host=fake.url)
+    yield client
+    client.close()
+
+
+def test_unary_chat_parses_with_usage_and_a_length_finish(
+    sdk: ollama.Client, fake: FakeServer
+) -> None:
+    answer = sdk.chat(
+        model="llama3.2",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        options={"num_predict": 4, "temperature": 0.2},
+        stream=False,
+    )
+    assert answer.model == "llama3.2"  # echoed as sent, tag or not
+    assert answer.done is True and answer.done_reason == "length"
+    assert answer.message.role == "assistant"
+    assert len((answer.message.content or "").split()) == 4
+    assert (answer.prompt_eval_count, answer.eval_count) == (3, 4)
+    assert answer.total_duration and answer.eval_duration and answer.created_at
+
+
+def test_streamed_chat_ends_with_one_done_part_carrying_the_counts(
+    sdk: ollama.Client, fake: FakeServer
+) -> None:
+    parts = list(
+        sdk.chat(model="llama3.2:latest", messages=[{"role": "user", "content": "hi"}], stream=True)
+    )
+    assert [p.done for p in parts] == [False] * 12 + [True]
+    text = "".join(p.message.content or "" for p in parts)
+    assert len(text.split()) == 12
+    last = parts[-1]
+    assert last.done_reason == "stop" and (last.prompt_eval_count, last.eval_count) == (1, 12)
+    assert all(p.eval_count is None for p in parts[:-1])
+
+
+def test_structured_output_answers_json_of_the_schema(sdk: ollama.Client, fake: FakeServer) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    answer = sdk.chat(
+        model="llama3.2", messages=[{"role": "user", "content": "where?"}], format=schema
+    )
+    assert set(json.loads(answer.message.content or "")) == {"city"}
+
+
+def test_embed_returns_one_unit_vector_per_input_and_the_prompt_count(
+    sdk: ollama.Client, fake: FakeServer
+) -> None:
+    answer = sdk.embed(model="nomic-embed-text", input=["a b", "c"])
+    assert answer.model == "nomic-embed-text"
+    assert [list(v) for v in answer.embeddings] == [embedding_of("a b"), embedding_of("c")]
+    assert len(answer.embeddings[0]) == 768
+    assert sum(x * x for x in answer.embeddings[0]) == 1.0
+    assert answer.prompt_eval_count == 3
+
+
+def test_list_names_every_installed_model_with_details(
+    sdk: ollama.Client, fake: FakeServer
+) -> None:
+    listed = sdk.list()
+    assert [m.model for m in listed.models] == list(MODELS)
+    first = listed.models[0]
+    assert first.details is not None and first.details.family == "llama"
+    assert first.size and first.digest and first.modified_at is not None
+
+
+def test_version_and_root_answer_like_the_server(fake: FakeServer) -> None:
+    assert httpx.get(fake.url + "/api/version").json() == {"version": OLLAMA_VERSION}
+    root = httpx.get(fake.url + "/")
+    assert root.text == "Ollama is running"
+    assert httpx.get(fake.url + "/api/nothing").status_code == 404
+    assert httpx.get(fake.url + "/api/chat").status_code == 405
+
+
+@pytest.mark.parametrize("status", [400, 404, 429, 500, 502, 503])
+def test_http_errors_raise_response_error_with_the_status(
+    fake: FakeServer, control: FakeControl, status: int
+) -> None:
+    control.fail_next(1, Fault.HTTP_ERROR, error_status=status)
+    with pytest.raises(ollama.ResponseError) as raised:
+        sdk.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.status_code == status
+    assert raised.value.error and not raised.value.error.startswith("{")  # the message, unwrapped
+
+
+def test_an_unknown_model_is_a_404_naming_it(sdk: ollama.Client, fake: FakeServer) -> None:
+    with pytest.raises(ollama.ResponseError) as raised:
+        sdk.chat(model="mistral", messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.status_code == 404
+    assert raised.value.error == "model 'mistral' not found"
+
+
+def test_a_missing_model_field_is_a_400(fake: FakeServer) -> None:
+    response = httpx.post(fake.url + "/api/chat", json={"messages": []})
+    assert response.status_code == 400
+    assert response.json() == {"error": "model is required"}
+
+
+def test_an_option_of_the_wrong_type_is_refused(sdk: ollama.Client, fake: FakeServer) -> None:
+    with pytest.raises(ollama.ResponseError) as raised:
+        sdk.chat(
+            model="llama3.2",
+            messages=[{"role": "user", "content": "hi"}],
+            options={"num_predict": "many"},
+        )
+    assert 'option "num_predict" must be of type integer' in raised.value.error
+
+
+def test_a_mid_stream_error_line_raises_response_error(
+    fake: FakeServer, control: FakeControl
+) -> None:
+    control.fail_next(1, Fault.STREAM_ERROR_EVENT, tokens_before_fault=2)
+    received: list[str] = []
+    with pytest.raises(ollama.ResponseError) as raised:
+        for part in sdk.chat(
+            model="llama3.2", messages=[{"role": "user", "content": "hi"}], stream=True
+        ):
+            received.append(part.message.content or "")
+    assert len(received) == 2
+    assert "error was encountered while running the model" in raised.value.error
+
+
+def test_stream_bytes_are_ndjson_lines_encoded_as_go_does(fake: FakeServer) -> None:
+    with httpx.stream(
+        "POST",
+        fake.url + "/api/chat",
+        json={"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]},
+    ) as response:
+        assert response.headers["content-type"] == "application/x-ndjson"
+        assert response.headers["transfer-encoding"] == "chunked"
+        body = response.read()
+    lines = body.split(b"\n")
+    assert lines[-1] == b""  # every line ends with LF, the last one included
+    assert lines[0].startswith(b'{"model":"llama3.2","created_at":"')
+    assert b": " not in lines[0] and b", " not in lines[0]
+    assert lines[-2].endswith(b'"done_reason":"stop","done":true,' + lines[-2].split(b"true,")[1])
+
+
+def test_go_escapes_html_characters_and_line_separators(
+    fake: FakeServer, control: FakeControl
+) -> None:
+    control.queue([control.behaviour.with_fault(Fault.NONE, reply="<a> & b\u2028c")])
+    body = httpx.post(
+        fake.url + "/api/chat",
+        json={"model": "llama3.2", "stream": False, "messages": [{"role": "user", "content": "x"}]},
+    ).content
+    assert b'"content":"\\u003ca\\u003e \\u0026 b\\u2028c"' in body
+
+
+def test_no_final_usage_leaves_the_counts_out(
+    sdk: ollama.Client, fake: FakeServer, control: FakeControl
+) -> None:
+    control.fail_next(1, Fault.NO_FINAL_USAGE)
+    answer = sdk.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
+    assert answer.done is True
+    assert answer.prompt_eval_count is None and answer.eval_count is None
