@@ -34,9 +34,7 @@ def sdk(fake: FakeServer) -> Iterator[ollama.Client]:
     client.close()
 
 
-def test_unary_chat_parses_with_usage_and_a_length_finish(
-    sdk: ollama.Client, fake: FakeServer
-) -> None:
+def test_unary_chat_parses_with_usage_and_a_length_finish(sdk: ollama.Client) -> None:
     answer = sdk.chat(
         model="llama3.2",
         messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
@@ -51,9 +49,7 @@ def test_unary_chat_parses_with_usage_and_a_length_finish(
     assert answer.total_duration and answer.eval_duration and answer.created_at
 
 
-def test_streamed_chat_ends_with_one_done_part_carrying_the_counts(
-    sdk: ollama.Client, fake: FakeServer
-) -> None:
+def test_streamed_chat_ends_with_one_done_part_carrying_the_counts(sdk: ollama.Client) -> None:
     parts = list(
         sdk.chat(model="llama3.2:latest", messages=[{"role": "user", "content": "hi"}], stream=True)
     )
@@ -65,7 +61,7 @@ def test_streamed_chat_ends_with_one_done_part_carrying_the_counts(
     assert all(p.eval_count is None for p in parts[:-1])
 
 
-def test_structured_output_answers_json_of_the_schema(sdk: ollama.Client, fake: FakeServer) -> None:
+def test_structured_output_answers_json_of_the_schema(sdk: ollama.Client) -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     answer = sdk.chat(
         model="llama3.2", messages=[{"role": "user", "content": "where?"}], format=schema
@@ -73,9 +69,7 @@ def test_structured_output_answers_json_of_the_schema(sdk: ollama.Client, fake: 
     assert set(json.loads(answer.message.content or "")) == {"city"}
 
 
-def test_embed_returns_one_unit_vector_per_input_and_the_prompt_count(
-    sdk: ollama.Client, fake: FakeServer
-) -> None:
+def test_embed_returns_one_unit_vector_per_input_and_the_prompt_count(sdk: ollama.Client) -> None:
     answer = sdk.embed(model="nomic-embed-text", input=["a b", "c"])
     assert answer.model == "nomic-embed-text"
     assert [list(v) for v in answer.embeddings] == [embedding_of("a b"), embedding_of("c")]
@@ -84,9 +78,7 @@ def test_embed_returns_one_unit_vector_per_input_and_the_prompt_count(
     assert answer.prompt_eval_count == 3
 
 
-def test_list_names_every_installed_model_with_details(
-    sdk: ollama.Client, fake: FakeServer
-) -> None:
+def test_list_names_every_installed_model_with_details(sdk: ollama.Client) -> None:
     listed = sdk.list()
     assert [m.model for m in listed.models] == list(MODELS)
     first = listed.models[0]
@@ -104,7 +96,7 @@ def test_version_and_root_answer_like_the_server(fake: FakeServer) -> None:
 
 @pytest.mark.parametrize("status", [400, 404, 429, 500, 502, 503])
 def test_http_errors_raise_response_error_with_the_status(
-    fake: FakeServer, control: FakeControl, status: int
+    sdk: ollama.Client, control: FakeControl, status: int
 ) -> None:
     control.fail_next(1, Fault.HTTP_ERROR, error_status=status)
     with pytest.raises(ollama.ResponseError) as raised:
@@ -113,7 +105,7 @@ def test_http_errors_raise_response_error_with_the_status(
     assert raised.value.error and not raised.value.error.startswith("{")  # the message, unwrapped
 
 
-def test_an_unknown_model_is_a_404_naming_it(sdk: ollama.Client, fake: FakeServer) -> None:
+def test_an_unknown_model_is_a_404_naming_it(sdk: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as raised:
         sdk.chat(model="mistral", messages=[{"role": "user", "content": "hi"}])
     assert raised.value.status_code == 404
@@ -126,7 +118,7 @@ def test_a_missing_model_field_is_a_400(fake: FakeServer) -> None:
     assert response.json() == {"error": "model is required"}
 
 
-def test_an_option_of_the_wrong_type_is_refused(sdk: ollama.Client, fake: FakeServer) -> None:
+def test_an_option_of_the_wrong_type_is_refused(sdk: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as raised:
         sdk.chat(
             model="llama3.2",
@@ -137,7 +129,7 @@ def test_an_option_of_the_wrong_type_is_refused(sdk: ollama.Client, fake: FakeSe
 
 
 def test_a_mid_stream_error_line_raises_response_error(
-    fake: FakeServer, control: FakeControl
+    sdk: ollama.Client, control: FakeControl
 ) -> None:
     control.fail_next(1, Fault.STREAM_ERROR_EVENT, tokens_before_fault=2)
     received: list[str] = []
@@ -163,7 +155,20 @@ def test_stream_bytes_are_ndjson_lines_encoded_as_go_does(fake: FakeServer) -> N
     assert lines[-1] == b""  # every line ends with LF, the last one included
     assert lines[0].startswith(b'{"model":"llama3.2","created_at":"')
     assert b": " not in lines[0] and b", " not in lines[0]
-    assert lines[-2].endswith(b'"done_reason":"stop","done":true,' + lines[-2].split(b"true,")[1])
+    # Keys in the order of the Go struct, counts and durations last.
+    assert list(json.loads(lines[-2])) == [
+        "model",
+        "created_at",
+        "message",
+        "done_reason",
+        "done",
+        "total_duration",
+        "load_duration",
+        "prompt_eval_count",
+        "prompt_eval_duration",
+        "eval_count",
+        "eval_duration",
+    ]
 
 
 def test_go_escapes_html_characters_and_line_separators(
@@ -177,9 +182,7 @@ def test_go_escapes_html_characters_and_line_separators(
     assert b'"content":"\\u003ca\\u003e \\u0026 b\\u2028c"' in body
 
 
-def test_no_final_usage_leaves_the_counts_out(
-    sdk: ollama.Client, fake: FakeServer, control: FakeControl
-) -> None:
+def test_no_final_usage_leaves_the_counts_out(sdk: ollama.Client, control: FakeControl) -> None:
     control.fail_next(1, Fault.NO_FINAL_USAGE)
     answer = sdk.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
     assert answer.done is True

@@ -14,8 +14,13 @@ from tests.gateway.harness import open_harness
 
 pytestmark = pytest.mark.anyio
 
-BREAKER = BreakerConfig(window_size=10, minimum_calls=4, failure_rate_threshold=0.5,
-                        wait_in_open=30.0, half_open_trial_calls=2)
+BREAKER = BreakerConfig(
+    window_size=10,
+    minimum_calls=4,
+    failure_rate_threshold=0.5,
+    wait_in_open=30.0,
+    half_open_trial_calls=2,
+)
 
 
 def gpt4o(**fields: object) -> pb.CompleteRequest:
@@ -55,8 +60,9 @@ async def test_under_total_failure_attempts_per_request_stay_within_the_retry_bu
     clock = FakeClock(1000.0)
     # A breaker that never opens, so only the budget bounds the retries.
     never_opens = BreakerConfig(window_size=1000, minimum_calls=1000)
-    policy = ResiliencePolicy(breaker=never_opens, attempts_per_provider=3, budget_ratio=0.1,
-                              budget_min_per_second=0.5)
+    policy = ResiliencePolicy(
+        breaker=never_opens, attempts_per_provider=3, budget_ratio=0.1, budget_min_per_second=0.5
+    )
     requests = 100
     async with open_harness(("openai",), policy=policy, clock=clock) as h:
         control = h.controls["openai"]
@@ -85,7 +91,9 @@ async def test_a_hedge_starts_after_the_live_p95_and_the_first_token_wins() -> N
             await h.fakes["openai"].wait_until(lambda s: s.client_disconnects >= 1)
     assert response.provider == "openrouter"
     assert {(a.provider, a.kind, a.outcome) for a in response.attempts} == {
-        ("openai", "primary", "cancelled"), ("openrouter", "hedge", "won")}
+        ("openai", "primary", "cancelled"),
+        ("openrouter", "hedge", "won"),
+    }
     assert elapsed < 30.0  # the hedge answered long before the slow primary would have
 
 

@@ -115,24 +115,39 @@ async def test_a_caller_error_is_not_retried_elsewhere() -> None:
 
 async def test_quality_routing_prefers_the_configured_order() -> None:
     async with open_harness(("openai", "openrouter", "together")) as h:
-        response = await h.stub.Complete(pb.CompleteRequest(params=pb.CompletionParams(
-            messages=[pb.Message(role="user", content="hi")],
-            routing=pb.ROUTING_STRATEGY_QUALITY_OPTIMIZED)))
+        response = await h.stub.Complete(
+            pb.CompleteRequest(
+                params=pb.CompletionParams(
+                    messages=[pb.Message(role="user", content="hi")],
+                    routing=pb.ROUTING_STRATEGY_QUALITY_OPTIMIZED,
+                )
+            )
+        )
     assert response.provider == "openai"  # anthropic is not configured; openai comes next
 
 
 async def test_cost_routing_picks_the_cheapest_default_model() -> None:
     async with open_harness(("openai", "openrouter", "together")) as h:
-        response = await h.stub.Complete(pb.CompleteRequest(params=pb.CompletionParams(
-            messages=[pb.Message(role="user", content="hi")], max_tokens=50)))
+        response = await h.stub.Complete(
+            pb.CompleteRequest(
+                params=pb.CompletionParams(
+                    messages=[pb.Message(role="user", content="hi")], max_tokens=50
+                )
+            )
+        )
     # gpt-4o-mini ($0.00015/$0.0006) beats Llama 3.3 70B ($0.00088) and gpt-4o on OpenRouter.
     assert (response.provider, response.model) == ("openai", "gpt-4o-mini-2024-07-18")
 
 
 async def test_a_model_family_is_served_by_any_provider_that_has_it() -> None:
     async with open_harness(("together", "openrouter")) as h:
-        response = await h.stub.Complete(pb.CompleteRequest(params=pb.CompletionParams(
-            messages=[pb.Message(role="user", content="hi")], model="llama-3.1-405b")))
+        response = await h.stub.Complete(
+            pb.CompleteRequest(
+                params=pb.CompletionParams(
+                    messages=[pb.Message(role="user", content="hi")], model="llama-3.1-405b"
+                )
+            )
+        )
     # OpenRouter's Llama 3.1 405B ($0.0008) is cheaper than Together's ($0.0035).
     assert response.provider == "openrouter"
     assert response.attempts[0].model == "meta-llama/llama-3.1-405b-instruct"

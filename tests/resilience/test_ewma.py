@@ -269,7 +269,8 @@ def test_ttft_percentile_forgets_samples_beyond_the_window(clock: FakeClock) -> 
 
 
 def test_snapshot_of_an_unknown_key_is_empty(clock: FakeClock) -> None:
-    snapshot = LatencyTable(clock=clock).snapshot(KEY)
+    table: LatencyTable[tuple[str, str]] = LatencyTable(clock=clock)
+    snapshot = table.snapshot(KEY)
     assert snapshot.ttft_ewma_ms is None
     assert snapshot.tokens_per_second is None
     assert snapshot.p95_ttft_ms is None

@@ -13,6 +13,7 @@ import anyio
 from delos.runtime import __version__
 from delos.runtime.catalog import CatalogError
 from delos.runtime.config import ConfigError, Settings
+from delos.runtime.prompts import PromptFileError
 from delos.runtime.server import serve_until_signalled
 
 __all__ = ["main"]
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         anyio.run(
             _serve, settings, arguments.demo, backend="asyncio", backend_options=backend_options
         )
-    except CatalogError as error:
+    except (CatalogError, PromptFileError) as error:
         print(f"delos-runtime: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

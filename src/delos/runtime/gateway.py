@@ -12,8 +12,11 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx
 
+from delos.runtime.cache import ResponseCache
 from delos.runtime.catalog import Catalog
+from delos.runtime.completions import Completions, NoPromptStore
 from delos.runtime.config import Settings
+from delos.runtime.prompts import DirectoryPromptStore, PromptStore
 from delos.runtime.providers import Provider, build_providers
 from delos.runtime.providers.base import HttpProvider
 from delos.runtime.redaction import Redactor
@@ -41,6 +44,15 @@ class Gateway:
             if isinstance(provider, HttpProvider):
                 provider.on_rate_limits = self.guards.rate_limit_listener(name)
         self.router = Router(providers, catalog, self.guards, quality_order=settings.quality_order)
+        self.cache = ResponseCache(
+            max_entries=settings.cache_max_entries,
+            max_bytes=settings.cache_max_bytes,
+            default_ttl_seconds=settings.cache_default_ttl_seconds,
+        )
+        prompts: PromptStore = (
+            DirectoryPromptStore(settings.prompts_dir) if settings.prompts_dir else NoPromptStore()
+        )
+        self.completions = Completions(self.router, catalog, self.cache, prompts)
         self.redact = Redactor(settings.secrets())
         self.started_at = time.monotonic()
 

@@ -95,8 +95,9 @@ class RuntimeService(RuntimeServiceBase):
         message = await stream.recv_message()
         assert message is not None
         async with self._rpc(stream, "Complete") as request_id:
-            request = completion_input_from_proto(message.params)
-            answer = await self.gateway.router.complete(request)
+            completions = self.gateway.completions
+            request = await completions.prepare(completion_input_from_proto(message.params))
+            answer = await completions.complete(request)
             response = pb.CompleteResponse(
                 content=answer.content,
                 provider=answer.provider,
@@ -119,7 +120,8 @@ class RuntimeService(RuntimeServiceBase):
         message = await stream.recv_message()
         assert message is not None
         async with self._rpc(stream, "CompleteStream") as request_id:
-            request = completion_input_from_proto(message.params)
+            completions = self.gateway.completions
+            request = await completions.prepare(completion_input_from_proto(message.params))
             index = 0
 
             async def send_delta(delta: str) -> None:
@@ -127,7 +129,7 @@ class RuntimeService(RuntimeServiceBase):
                 await stream.send_message(pb.StreamChunk(delta=delta, index=index))
                 index += 1
 
-            answer = await self.gateway.router.stream(request, send_delta)
+            answer = await completions.stream(request, send_delta)
             await stream.send_message(_final_chunk(answer, index, request_id))
 
     async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:

@@ -28,7 +28,7 @@ from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens
 from delos.testing._schema import sample_instance
 from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse, Handler
 
-__all__ = ["OLLAMA_VERSION", "embedding_of", "fake_ollama_handler"]
+__all__ = ["OLLAMA_VERSION", "embedding_of", "fake_ollama_handler", "go_json"]
 
 #: What ``GET /api/version`` answers.
 OLLAMA_VERSION: Final = "0.12.6"
@@ -62,9 +62,11 @@ def fake_ollama_handler(
 ) -> Handler:
     """A handler for :func:`~delos.testing.open_fake_server`; the base URL is the server's root.
 
-    ``models`` are the installed models ``/api/tags`` lists, most recently modified first.
+    ``models`` are the installed models ``/api/tags`` lists, most recently modified first. The
+    sequence is read on every request: a list changed while the fake runs is a model pulled or
+    removed.
     """
-    return _FakeOllama(control, tuple(models)).handle
+    return _FakeOllama(control, models).handle
 
 
 def go_json(payload: Any) -> bytes:
@@ -99,7 +101,7 @@ def embedding_of(text: str, dimensions: int = 768) -> list[float]:
 
 
 class _FakeOllama:
-    def __init__(self, control: FakeControl, models: tuple[str, ...]) -> None:
+    def __init__(self, control: FakeControl, models: Sequence[str]) -> None:
         self.control = control
         self.models = models
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import quote
 
 import httpx
@@ -252,19 +252,24 @@ class AnthropicProvider(HttpProvider):
         self, response: httpx.Response, reader: MessageStreamReader
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
+        # Leaving at message_stop abandons the body iterator: close it now rather than when the
+        # garbage collector finds it (trio warns, and the connection would wait for it).
         with upstream_errors(self.name):
-            async for data in response.aiter_bytes():
-                try:
-                    events = decoder.feed(data)
-                except WireProtocolError as exc:
-                    raise UpstreamProtocolError(self.name, f"malformed stream: {exc}") from None
-                for event in events:
-                    if not isinstance(event, SseEvent):
-                        continue  # comments
-                    for item in reader.feed(event):
-                        yield item
-                    if reader.finished:
-                        return
+            # httpx annotates aiter_bytes as an iterator; it is an async generator.
+            body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+            async with aclosing(body) as chunks:
+                async for data in chunks:
+                    try:
+                        events = decoder.feed(data)
+                    except WireProtocolError as exc:
+                        raise UpstreamProtocolError(self.name, f"malformed stream: {exc}") from None
+                    for event in events:
+                        if not isinstance(event, SseEvent):
+                            continue  # comments
+                        for item in reader.feed(event):
+                            yield item
+                        if reader.finished:
+                            return
         raise UpstreamProtocolError(
             self.name, "stream ended before message_stop: the answer is truncated"
         )

@@ -33,7 +33,7 @@ class RoutedAnswer:
     finish_reason: str
     provider: str
     model: str
-    model_info: ModelInfo
+    model_info: ModelInfo | None
     usage: Usage
     cost_usd: Decimal
     latency_s: float

@@ -1,0 +1,116 @@
+"""Complete and CompleteStream, above the router: prompt references, then the response cache.
+
+Order: validate → resolve ``prompt_ref`` → cache lookup (single flight for unary requests) →
+router. A cache hit costs nothing and reports what it saved; a stream hit is replayed as chunks.
+A streamed miss fills the cache only once the stream completed well. Concurrent identical
+*streams* are not coalesced: each streams its own answer, since a follower would otherwise
+wait for a whole answer before its first token.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Final
+
+from delos.runtime.cache import CachedAnswer, ResponseCache, replay_chunks, request_cache_key
+from delos.runtime.catalog import Catalog
+from delos.runtime.errors import ProviderNotConfigured
+from delos.runtime.prompts import Prompt, PromptStore, resolve_prompt
+from delos.runtime.requests import CompletionInput
+from delos.runtime.routing import RoutedAnswer, Router, Sink
+from delos.runtime.types import Usage
+
+__all__ = ["Completions", "NoPromptStore"]
+
+
+class NoPromptStore:
+    """The store used when no prompt directory is configured."""
+
+    _HOW: Final = "prompt_ref needs a prompt store: set DELOS_RUNTIME_PROMPTS_DIR"
+
+    async def get(self, name: str, version: str | None) -> Prompt:
+        raise ProviderNotConfigured(self._HOW)
+
+    async def versions(self, name: str) -> list[str]:
+        raise ProviderNotConfigured(self._HOW)
+
+
+class Completions:
+    def __init__(
+        self, router: Router, catalog: Catalog, cache: ResponseCache, prompts: PromptStore
+    ) -> None:
+        self.router = router
+        self.catalog = catalog
+        self.cache = cache
+        self.prompts = prompts
+
+    async def prepare(self, request: CompletionInput) -> CompletionInput:
+        """Apply the request's prompt reference, when it has one."""
+        return await resolve_prompt(self.prompts, request)
+
+    def _key(self, request: CompletionInput) -> str:
+        if request.model is not None:
+            matches = self.catalog.resolve(request.model, kind="chat")
+            family = matches[0].family if matches else request.model
+        else:  # each provider's default model: scope by what picks it
+            family = f"default:{request.provider or '*'}:{request.routing.value}"
+        return request_cache_key(request, family=family)
+
+    async def complete(self, request: CompletionInput) -> RoutedAnswer:
+        if not request.use_cache:
+            return await self.router.complete(request)
+        started = time.perf_counter()
+        produced: list[RoutedAnswer] = []
+
+        async def compute() -> tuple[CachedAnswer, bool]:
+            answer = await self.router.complete(request)
+            produced.append(answer)
+            return CachedAnswer.from_routed(answer), answer.finish_reason in _CACHEABLE
+
+        cached, outcome = await self.cache.get_or_compute(
+            self._key(request), compute, ttl_seconds=request.cache_ttl_seconds
+        )
+        if outcome == "miss":
+            return produced[0]
+        return _from_cache(cached, time.perf_counter() - started)
+
+    async def stream(self, request: CompletionInput, sink: Sink) -> RoutedAnswer:
+        if not request.use_cache:
+            return await self.router.stream(request, sink)
+        started = time.perf_counter()
+        key = self._key(request)
+        cached = self.cache.get(key)
+        if cached is not None:
+            first_token: float | None = None
+            for piece in replay_chunks(cached):
+                await sink(piece)
+                first_token = first_token or time.perf_counter() - started
+            return _from_cache(cached, time.perf_counter() - started, first_token)
+        answer = await self.router.stream(request, sink)
+        if answer.finish_reason in _CACHEABLE:
+            self.cache.put(key, CachedAnswer.from_routed(answer), request.cache_ttl_seconds)
+        return answer
+
+
+#: Answers worth serving again: complete ones (a filtered or tool-call answer is not).
+_CACHEABLE: Final = frozenset({"stop", "length"})
+
+
+def _from_cache(
+    cached: CachedAnswer, elapsed: float, first_token: float | None = None
+) -> RoutedAnswer:
+    return RoutedAnswer(
+        content=cached.content,
+        finish_reason=cached.finish_reason,
+        provider=cached.provider,
+        model=cached.model,
+        model_info=None,
+        usage=Usage(cached.prompt_tokens, cached.completion_tokens, cached.usage_estimated),
+        cost_usd=Decimal(0),
+        latency_s=elapsed,
+        time_to_first_token_s=first_token if first_token is not None else elapsed,
+        attempts=[],
+        cached=True,
+        cost_saved_usd=cached.cost_usd,
+    )
