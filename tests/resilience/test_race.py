@@ -335,6 +335,17 @@ async def test_a_base_exception_from_an_attempt_propagates_alone_not_in_a_group(
     assert journal.closed == [0]
 
 
+async def test_an_error_in_may_start_propagates_alone_and_cancels_the_attempts() -> None:
+    journal = Journal()
+
+    def broken_budget(index: int) -> bool:
+        raise RuntimeError("budget store unavailable")
+
+    with pytest.raises(RuntimeError, match="budget store unavailable"):
+        await race([journal.hangs(), journal.hangs()], may_start=broken_budget)
+    assert journal.closed == [0]
+
+
 async def test_no_exception_group_escapes_when_several_attempts_fail_together() -> None:
     async def fail_after_all_started(ticket: RaceTicket) -> str:
         await anyio.wait_all_tasks_blocked()

@@ -134,8 +134,8 @@ class LatencyStats:
         window: int = 200,
         min_samples: int = 20,
     ) -> None:
-        if window < 1 or not 1 <= min_samples <= window:
-            raise ValueError("need window >= 1 and 1 <= min_samples <= window")
+        if not 1 <= min_samples <= window:
+            raise ValueError(f"need 1 <= min_samples <= window, got {min_samples!r}, {window!r}")
         self.ttft = PeakEwma(tau, clock=clock)
         self.in_flight = 0
         self.samples = 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -69,7 +69,7 @@ class AllAttemptsFailed(Exception):
 class RaceTicket:
     """Handed to each attempt: its ``index`` in the race, and `claim` to become the winner."""
 
-    def __init__(self, index: int, race: _Race) -> None:
+    def __init__(self, index: int, race: _Race[Any]) -> None:
         self.index = index
         self._race = race
 
@@ -80,7 +80,7 @@ class RaceTicket:
         return self._race.claim(self.index)
 
 
-class _Race:
+class _Race(Generic[T]):
     """Shared state of one `race` call. Mutated only between checkpoints, so no locks."""
 
     def __init__(self, count: int) -> None:
@@ -88,7 +88,8 @@ class _Race:
         self.outcomes: list[AttemptOutcome | None] = [None] * count
         self.scopes: dict[int, anyio.CancelScope] = {}
         self.winner: int | None = None
-        self.value: object = None
+        # Holds the winner's return value once it has one (a list: T may include None).
+        self.won_value: list[T] = []
         self.committed_error: Exception | None = None
         self.started = 0
         self.running = 0
@@ -143,8 +144,10 @@ async def race(
     raised by an attempt before claiming are recorded and do not stop the race.
 
     Raises `AllAttemptsFailed` when no attempt won, `ValueError` for bad arguments. Outside
-    cancellation (a deadline) cancels every attempt and propagates. Every task has ended when
-    this returns or raises.
+    cancellation (a deadline) cancels every attempt and propagates; so does, alone and never
+    in an `ExceptionGroup`, an exception from ``may_start`` or ``sleep`` or a `BaseException`
+    that is not an `Exception` raised by an attempt. Every task has ended when this returns or
+    raises.
     """
     count = len(attempts)
     delays = [0.0] * count if start_delays is None else list(start_delays)
@@ -153,8 +156,14 @@ async def race(
     if len(delays) != count or any(delay < 0 for delay in delays):
         raise ValueError("start_delays needs one non-negative delay, in seconds, per attempt")
 
-    state = _Race(count)
+    state: _Race[T] = _Race(count)
     fatal: list[BaseException] = []
+
+    def abort(error: BaseException) -> None:
+        # KeyboardInterrupt, or a bug in may_start or sleep: end the race and re-raise the error
+        # alone, not inside the task group's ExceptionGroup.
+        fatal.append(error)
+        task_group.cancel_scope.cancel()
 
     async with anyio.create_task_group() as task_group:
 
@@ -165,10 +174,7 @@ async def race(
             except anyio.get_cancelled_exc_class():
                 raise
             except BaseException as error:
-                # KeyboardInterrupt and the like end the race and are re-raised alone, not
-                # inside the task group's ExceptionGroup.
-                fatal.append(error)
-                task_group.cancel_scope.cancel()
+                abort(error)
             finally:
                 state.running -= 1
                 if state.outcomes[index] is None:
@@ -177,21 +183,26 @@ async def race(
                     # Nothing left running: start the next attempt now, not after its delay.
                     state.wake_scheduler()
 
-        for index in range(count):
-            if index == 0:
-                if delays[0] > 0:
-                    await sleep(delays[0])
-            elif state.winner is None and not state.all_failed():
-                await _wait_for_turn(state, delays[index], sleep)
-            if state.winner is not None:
-                break
-            if index > 0 and not may_start(index):
-                state.outcomes[index] = AttemptOutcome(AttemptStatus.SKIPPED)
-                continue
-            scope = state.scopes[index] = anyio.CancelScope()
-            state.started += 1
-            state.running += 1
-            task_group.start_soon(run, index, scope)
+        try:
+            for index in range(count):
+                if index == 0:
+                    if delays[0] > 0:
+                        await sleep(delays[0])
+                elif state.winner is None and not state.all_failed():
+                    await _wait_for_turn(state, delays[index], sleep)
+                if state.winner is not None:
+                    break
+                if index > 0 and not may_start(index):
+                    state.outcomes[index] = AttemptOutcome(AttemptStatus.SKIPPED)
+                    continue
+                scope = state.scopes[index] = anyio.CancelScope()
+                state.started += 1
+                state.running += 1
+                task_group.start_soon(run, index, scope)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as error:
+            abort(error)
 
     if fatal:
         raise fatal[0]
@@ -201,7 +212,7 @@ async def race(
     if state.winner is None:
         raise AllAttemptsFailed([o.error for o in outcomes if o.error is not None], outcomes)
     return RaceResult(
-        value=state.value,  # type: ignore[arg-type]  # only the winner stores it: a T
+        value=state.won_value[0],
         winner_index=state.winner,
         started=state.started,
         outcomes=outcomes,
@@ -209,7 +220,7 @@ async def race(
 
 
 async def _run_attempt(
-    attempt: Callable[[RaceTicket], Awaitable[T]], index: int, state: _Race
+    attempt: Callable[[RaceTicket], Awaitable[T]], index: int, state: _Race[T]
 ) -> None:
     """Run one attempt inside its cancel scope and record how it ended."""
     try:
@@ -224,11 +235,11 @@ async def _run_attempt(
     # Returning without claiming claims at return; a loser that returned anyway stays CANCELLED.
     state.claim(index)
     if state.winner == index:
-        state.value = value
+        state.won_value.append(value)
 
 
 async def _wait_for_turn(
-    state: _Race, delay: float, sleep: Callable[[float], Awaitable[None]]
+    state: _Race[Any], delay: float, sleep: Callable[[float], Awaitable[None]]
 ) -> None:
     """Sleep ``delay`` seconds, cut short when an attempt claims or all started ones failed."""
     if delay <= 0:

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 import anyio
 
 from delos.runtime import __version__
-from delos.runtime.catalog import CatalogError
+from delos.runtime.catalog import Catalog, CatalogError
 from delos.runtime.config import ConfigError, Settings
-from delos.runtime.prompts import PromptFileError
+from delos.runtime.prompts import DirectoryPromptStore, PromptFileError
 from delos.runtime.server import serve_until_signalled
+from delos.runtime.workers import default_worker_count, run_workers
 
 __all__ = ["main"]
 
@@ -31,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="listen address (default: DELOS_RUNTIME_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default: DELOS_RUNTIME_PORT or 9001)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes sharing the port (SO_REUSEPORT); default: one per core",
+    )
     return parser
 
 
@@ -59,17 +66,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    workers = arguments.workers if arguments.workers is not None else default_worker_count()
+    if workers < 1:
+        print("delos-runtime: --workers must be at least 1", file=sys.stderr)
+        return 2
     try:
-        backend_options = {"use_uvloop": True} if _has_uvloop() else {}
-        anyio.run(
-            _serve, settings, arguments.demo, backend="asyncio", backend_options=backend_options
-        )
+        # Fail fast, once, on a malformed catalog or prompt directory (before any worker starts).
+        Catalog.load(settings.catalog_path)
+        if settings.prompts_dir:
+            DirectoryPromptStore(settings.prompts_dir)
     except (CatalogError, PromptFileError) as error:
         print(f"delos-runtime: {error}", file=sys.stderr)
         return 2
+    if workers > 1:
+        return _serve_workers(settings, arguments.demo, workers)
+    backend_options = {"use_uvloop": True} if _has_uvloop() else {}
+    try:
+        anyio.run(
+            _serve, settings, arguments.demo, backend="asyncio", backend_options=backend_options
+        )
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _serve_workers(settings: Settings, demo: bool, workers: int) -> int:
+    if not demo:
+        return run_workers(settings, workers)
+    # The demo fakes live in this (supervising) process, shared by every worker.
+    from delos.testing.demo import demo_providers_in_thread
+
+    with demo_providers_in_thread(settings) as demo_settings:
+        return run_workers(demo_settings, workers)
 
 
 def _has_uvloop() -> bool:

@@ -98,10 +98,12 @@ def _bound_port(server: Server, configured: int) -> int:
     return int(sockets[0].getsockname()[1]) if sockets else configured
 
 
-async def serve_until_signalled(settings: Settings, *, reuse_port: bool = False) -> None:
+async def serve_until_signalled(
+    settings: Settings, *, reuse_port: bool = False, workers: int = 1
+) -> None:
     """Serve until SIGTERM or SIGINT, then drain within the configured grace period."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with open_server(settings, reuse_port=reuse_port) as running:
+        async with open_server(settings, reuse_port=reuse_port, workers=workers) as running:
             names = ", ".join(running.gateway.providers) or "none"
             log.info(
                 "delos-runtime listening on %s:%d (providers: %s)",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
+
+import anyio
 
 from delos.runtime.config import Settings
 from delos.testing._behaviour import Behaviour, FakeControl, Latency
 from delos.testing._server import open_fake_server
 from delos.testing.fake_openai import OpenAIFlavour, fake_openai_handler
 
-__all__ = ["DEMO_KEY", "open_demo_providers"]
+__all__ = ["DEMO_KEY", "demo_providers_in_thread", "open_demo_providers"]
 
 DEMO_KEY = "demo-key-not-secret"
 
@@ -48,3 +50,11 @@ async def open_demo_providers(
             updates[f"{flavour.value}_base_url"] = server.url + flavour.prefix
         demo_settings = Settings.model_validate({**settings.model_dump(), **updates})
         yield demo_settings, controls
+
+
+@contextmanager
+def demo_providers_in_thread(settings: Settings) -> Iterator[Settings]:
+    """The demo fakes served from a background event loop (for the multi-process supervisor)."""
+    with anyio.from_thread.start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(open_demo_providers(settings)) as (demo, _):
+            yield demo

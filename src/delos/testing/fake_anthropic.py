@@ -17,8 +17,9 @@ failures (authentication, quota). Requests are checked as the service checks the
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -202,7 +203,7 @@ class _FakeAnthropic:
                 return self._error(status, kind, message, retry_after=behaviour.retry_after)
             case Fault.INVALID_JSON if stream:
                 event = b'event: message_start\ndata: {"type":"message_start","message":{"id\n\n'
-                return FakeResponse(200, self._headers("text/event-stream"), _items([event]))
+                return FakeResponse(200, self._headers("text/event-stream"), _Script([event]))
             case Fault.INVALID_JSON:
                 return FakeResponse(200, self._headers("application/json"), b'{"id":"msg_01')
             case Fault.WRONG_CONTENT_TYPE:
@@ -351,7 +352,7 @@ class _FakeAnthropic:
         plan = self._plan(body, behaviour)
         message_id = f"msg_{'vrtx_' if vertex else ''}01Fake{self.sequence:018d}"
         if body.get("stream"):
-            events = self._events(plan, behaviour, message_id, model)
+            events = _Script(self._events(plan, behaviour, message_id, model))
             return FakeResponse(200, self._headers("text/event-stream", vertex=vertex), events)
         if plan.tool is not None:
             name, value = plan.tool
@@ -379,19 +380,19 @@ class _FakeAnthropic:
         headers = self._headers("application/json", vertex=vertex)
         match behaviour.fault:
             case Fault.TRUNCATED:
-                return FakeResponse(200, headers, _items([encoded[: len(encoded) // 2], HANG_UP]))
+                return FakeResponse(200, headers, _Script([encoded[: len(encoded) // 2], HANG_UP]))
             case Fault.RESET_MID_BODY:
-                return FakeResponse(200, headers, _items([encoded[: len(encoded) // 2], RESET]))
+                return FakeResponse(200, headers, _Script([encoded[: len(encoded) // 2], RESET]))
             case Fault.HEADERS_THEN_SILENCE:
-                return FakeResponse(200, headers, _silence())
+                return FakeResponse(200, headers, _Script([_FOREVER]))
         return FakeResponse(200, headers, encoded)
 
-    async def _events(
+    def _events(
         self, plan: _Plan, behaviour: Behaviour, message_id: str, model: str
-    ) -> AsyncIterator[BodyItem]:
+    ) -> Iterator[BodyItem | _Pause]:
         rng = self.control.rng
         if behaviour.fault is Fault.HEADERS_THEN_SILENCE:
-            await anyio.sleep_forever()
+            yield _FOREVER
         with_usage = behaviour.fault is not Fault.NO_FINAL_USAGE
         message: dict[str, Any] = {
             "id": message_id,
@@ -420,7 +421,7 @@ class _FakeAnthropic:
         )
         # The real service's ping carries a space after the colon, unlike every other event.
         yield b'event: ping\ndata: {"type": "ping"}\n\n'
-        await anyio.sleep(behaviour.time_to_first_token.draw(rng))
+        yield _Pause(behaviour.time_to_first_token.draw(rng))
         if plan.tool is not None:  # the first fragment of a tool's input is empty
             yield _delta({"type": "input_json_delta", "partial_json": ""})
         interval = (
@@ -442,7 +443,7 @@ class _FakeAnthropic:
                     yield _event("error", {"type": "error", "error": error})
                     return
             if index and interval:
-                await anyio.sleep(interval)
+                yield _Pause(interval)
             if plan.tool is not None:
                 yield _delta({"type": "input_json_delta", "partial_json": piece})
             else:
@@ -568,17 +569,45 @@ def _delta(delta: dict[str, Any]) -> bytes:
     )
 
 
-async def _items(items: Sequence[BodyItem]) -> AsyncIterator[BodyItem]:
-    for item in items:
-        yield item
+@dataclass(frozen=True, slots=True)
+class _Pause:
+    """A pause in a response body, seconds (``math.inf``: until the client goes away)."""
+
+    seconds: float
 
 
-async def _silence() -> AsyncIterator[BodyItem]:
-    await anyio.sleep_forever()
-    yield b""  # pragma: no cover - never reached
+_FOREVER: Final = _Pause(math.inf)
 
 
-async def _oversized(stream: bool) -> AsyncIterator[BodyItem]:
+class _Script:
+    """A response body as a sequence of writes and pauses.
+
+    An async iterator that is not an async generator: a body the server abandons when its client
+    goes away needs no finalisation, which trio would otherwise report as a leak.
+    """
+
+    def __init__(self, items: Iterable[BodyItem | _Pause]) -> None:
+        self._items = iter(items)
+
+    def __aiter__(self) -> _Script:
+        return self
+
+    async def __anext__(self) -> BodyItem:
+        for item in self._items:
+            if not isinstance(item, _Pause):
+                return item
+            if item.seconds == math.inf:
+                await anyio.sleep_forever()
+            await anyio.sleep(item.seconds)
+        raise StopAsyncIteration
+
+
+def _oversized(stream: bool) -> _Script:
+    """80 MiB of padding in one JSON document or one stream event."""
+    return _Script(_padding(stream))
+
+
+def _padding(stream: bool) -> Iterator[BodyItem]:
     block = b" " * (1 << 20)
     if stream:
         yield b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"pad":"'

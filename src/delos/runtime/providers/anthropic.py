@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
@@ -40,7 +40,14 @@ from delos.runtime.providers._http import (
     upstream_errors,
 )
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
-from delos.runtime.types import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
+from delos.runtime.types import (
+    ChatRequest,
+    Completion,
+    Embeddings,
+    EmbedRequest,
+    StreamEvent,
+    StreamFinished,
+)
 from delos.runtime.wire import SseDecoder, SseEvent, WireProtocolError
 
 __all__ = [
@@ -58,6 +65,8 @@ DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
 ANTHROPIC_VERSION: Final = "2023-06-01"
 #: The ``anthropic_version`` body field Vertex AI requires instead of the header.
 VERTEX_ANTHROPIC_VERSION: Final = "vertex-2023-10-16"
+#: Bytes read after ``message_stop`` while waiting for the body to end.
+_MAX_TRAILING_BYTES: Final = 64 * 1024
 
 
 def default_vertex_base_url(location: str) -> str:
@@ -252,27 +261,45 @@ class AnthropicProvider(HttpProvider):
         self, response: httpx.Response, reader: MessageStreamReader
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
-        # Leaving at message_stop abandons the body iterator: close it now rather than when the
-        # garbage collector finds it (trio warns, and the connection would wait for it).
+        finish: list[StreamEvent] = []
+        trailing = 0
         with upstream_errors(self.name):
-            # httpx annotates aiter_bytes as an iterator; it is an async generator.
-            body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
-            async with aclosing(body) as chunks:
-                async for data in chunks:
+            try:
+                async for data in response.aiter_bytes():
+                    if reader.finished:
+                        # The server ends the body right after message_stop. Reading that end before
+                        # the last event lets the connection go back to the pool instead of being
+                        # dropped when a consumer stops at the finish.
+                        trailing += len(data)
+                        if trailing > _MAX_TRAILING_BYTES:
+                            break
+                        continue
                     try:
                         events = decoder.feed(data)
                     except WireProtocolError as exc:
                         raise UpstreamProtocolError(self.name, f"malformed stream: {exc}") from None
                     for event in events:
-                        if not isinstance(event, SseEvent):
-                            continue  # comments
-                        for item in reader.feed(event):
-                            yield item
+                        if isinstance(event, SseEvent):  # not a comment
+                            for item in reader.feed(event):
+                                if isinstance(item, StreamFinished):
+                                    finish.append(item)
+                                else:
+                                    yield item
                         if reader.finished:
-                            return
-        raise UpstreamProtocolError(
-            self.name, "stream ended before message_stop: the answer is truncated"
-        )
+                            break
+            except httpx.RemoteProtocolError:
+                # The connection closed inside the body (an unfinished chunk): the stream was
+                # cut short, which is a truncation like a clean end before message_stop.
+                if not reader.finished:
+                    raise UpstreamProtocolError(
+                        self.name, "connection closed before message_stop: the answer is truncated"
+                    ) from None
+        if not reader.finished:
+            raise UpstreamProtocolError(
+                self.name, "stream ended before message_stop: the answer is truncated"
+            )
+        for item in finish:
+            yield item
 
 
 def _output_tool(request: ChatRequest) -> OutputTool | None:

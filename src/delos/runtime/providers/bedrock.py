@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import quote
 
 import anyio
@@ -146,19 +146,23 @@ class BedrockProvider(HttpProvider):
         reader = ConverseStreamReader(
             self.name, request.model, structured=request.output_schema is not None
         )
+        # Close the body iterator when leaving early (after metadata, on an error, or when the
+        # consumer stops) rather than when the garbage collector finds it: trio warns about that.
+        body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
         with upstream_errors(self.name):
-            async for data in response.aiter_bytes():
-                try:
-                    messages = decoder.feed(data)
-                except WireProtocolError as exc:
-                    raise UpstreamProtocolError(
-                        self.name, f"malformed event stream: {exc}"
-                    ) from None
-                for message in messages:
-                    for event in reader.feed(message):
-                        yield event
-                    if reader.finished:
-                        return
+            async with aclosing(body) as chunks:
+                async for data in chunks:
+                    try:
+                        messages = decoder.feed(data)
+                    except WireProtocolError as exc:
+                        raise UpstreamProtocolError(
+                            self.name, f"malformed event stream: {exc}"
+                        ) from None
+                    for message in messages:
+                        for event in reader.feed(message):
+                            yield event
+                        if reader.finished:
+                            return
         try:
             decoder.close()
         except WireProtocolError:

@@ -317,9 +317,15 @@ class OllamaProvider(HttpProvider):
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = NdjsonDecoder()
         model = request.model
+        finished: StreamFinished | None = None
         with upstream_errors(self.name):
             try:
                 async for data in response.aiter_bytes():
+                    # After the done line the body is read to its end, which Ollama sends right
+                    # away: httpx's iterators left unexhausted are only finalised by the garbage
+                    # collector, which trio reports as a ResourceWarning.
+                    if finished is not None:
+                        continue
                     for line in self._decode(decoder, data):
                         chunk = self._stream_object(line)
                         model = str(chunk.get("model") or model)
@@ -329,13 +335,16 @@ class OllamaProvider(HttpProvider):
                             yield TextDelta(str(text))
                         if chunk.get("done") is True:
                             finish = _finish_reason(chunk.get("done_reason"))
-                            yield StreamFinished(finish, _usage(chunk), model)
-                            return
+                            finished = StreamFinished(finish, _usage(chunk), model)
+                            break
             except httpx.RemoteProtocolError:
                 # The server closed the connection inside the chunked body.
                 raise UpstreamProtocolError(
                     self.name, "connection closed inside the stream: the answer is truncated"
                 ) from None
+            if finished is not None:
+                yield finished
+                return
             self._decode(decoder, None)
         raise UpstreamProtocolError(
             self.name, "stream ended without its done line: the answer is truncated"
