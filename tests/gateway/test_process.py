@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import anyio
 import pytest
@@ -45,10 +46,8 @@ def test_an_invalid_variable_stops_start_up_naming_it() -> None:
     assert "sk-secret-123456" not in result.stderr + result.stdout
 
 
-def test_a_malformed_catalog_stops_start_up_saying_where(tmp_path: object) -> None:
-    from pathlib import Path
-
-    catalog = Path(str(tmp_path)) / "prices.yaml"
+def test_a_malformed_catalog_stops_start_up_saying_where(tmp_path: Path) -> None:
+    catalog = tmp_path / "prices.yaml"
     catalog.write_text(
         "providers:\n  openai:\n    models:\n      - {id: gpt-4o, input_per_1k: x}\n"
     )

@@ -57,10 +57,7 @@ pytestmark = [
     # the fake server's body when the client goes away mid-answer. Only those are ignored: a
     # generator of the adapter left unclosed still fails the test.
     pytest.mark.filterwarnings(r"ignore:Async generator 'http(x|core)\._:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        r"ignore:Async generator 'delos\.testing\.fake_ollama\.(_FakeOllama\._lines|_silence|_items)'"
-        ":ResourceWarning"
-    ),
+    pytest.mark.filterwarnings(r"ignore:Async generator 'delos\.testing\.fake_ollama\.:ResourceWarning"),
 ]
 
 SYSTEM = "answer briefly"
@@ -418,7 +415,8 @@ def line(content: str, **fields: object) -> bytes:
         "done": False,
     }
     payload.update(fields)
-    return go_json(payload) + b"\n"
+    # Raw UTF-8, U+2028 included: what a server other than Go's may well send.
+    return json.dumps(payload, ensure_ascii=False).encode() + b"\n"
 
 
 def final(**fields: object) -> bytes:

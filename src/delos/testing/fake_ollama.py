@@ -20,6 +20,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import Any, Final
 
 import anyio
@@ -222,8 +223,9 @@ class _FakeOllama:
         fault_at = min(behaviour.tokens_before_fault, len(answer.pieces))
         for index in range(len(answer.pieces) + 1):
             if index == fault_at and behaviour.fault in _MID_STREAM_FAULTS:
-                async for item in _mid_stream_fault(model, behaviour.fault):
-                    yield item
+                async with aclosing(_mid_stream_fault(model, behaviour.fault)) as items:
+                    async for item in items:
+                        yield item
                 return
             if index == len(answer.pieces):
                 break
@@ -427,8 +429,9 @@ async def _mid_stream_fault(model: str, fault: Fault) -> AsyncIterator[BodyItem]
         case Fault.INVALID_JSON:
             yield b'{"model":"' + model.encode() + b'","created_at":2025-\n'
         case Fault.OVERSIZED_BODY:
-            async for item in _oversized():
-                yield item
+            async with aclosing(_oversized()) as items:
+                async for item in items:
+                    yield item
 
 
 def _unary(response: FakeResponse, behaviour: Behaviour) -> FakeResponse:
