@@ -54,9 +54,9 @@ from delos.testing.fake_openai import embedding_of
 pytestmark = [
     pytest.mark.anyio,
     # Leaving a response early (an error event, a consumer that stops) closes the adapter's
-    # generators, but httpx nests its own body generators, which only the garbage collector
+    # generators, but httpx and httpcore nest their own body generators, which only the garbage collector
     # reaches; trio then closes them itself and warns. Our own generators stay covered.
-    pytest.mark.filterwarnings(r"ignore:Async generator 'httpx\.:ResourceWarning"),
+    pytest.mark.filterwarnings(r"ignore:Async generator 'http(x|core)\.:ResourceWarning"),
 ]
 
 MODEL = "anthropic.claude-3-5-sonnet-20241022-v2:0"

@@ -71,7 +71,12 @@ from delos.resilience._race import (
     RaceTicket,
     race,
 )
-from delos.resilience._retry import retrying
+from delos.resilience._retry import (
+    StopBeforeDeadline,
+    StopWhenBudgetRefuses,
+    WaitAtLeastRetryAfter,
+    retrying,
+)
 
 __all__ = [
     "AllAttemptsFailed",
@@ -106,6 +111,9 @@ __all__ = [
     "RateLimitWouldWait",
     "Reservation",
     "RetryBudget",
+    "StopBeforeDeadline",
+    "StopWhenBudgetRefuses",
+    "WaitAtLeastRetryAfter",
     "choose_power_of_two",
     "count_every_exception",
     "race",

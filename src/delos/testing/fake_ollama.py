@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any, Final
 
@@ -208,7 +208,7 @@ class _FakeOllama:
 
     async def _lines(
         self, model: str, answer: _Answer, behaviour: Behaviour
-    ) -> AsyncIterator[BodyItem]:
+    ) -> AsyncGenerator[BodyItem, None]:
         rng = self.control.rng
         if behaviour.fault is Fault.HEADERS_THEN_SILENCE:
             await anyio.sleep_forever()
@@ -415,7 +415,7 @@ _MID_STREAM_FAULTS: Final = frozenset(
 )
 
 
-async def _mid_stream_fault(model: str, fault: Fault) -> AsyncIterator[BodyItem]:
+async def _mid_stream_fault(model: str, fault: Fault) -> AsyncGenerator[BodyItem, None]:
     match fault:
         case Fault.RESET_MID_BODY:
             yield RESET
@@ -453,17 +453,17 @@ def _unary(response: FakeResponse, behaviour: Behaviour) -> FakeResponse:
     return response
 
 
-async def _items(*items: BodyItem) -> AsyncIterator[BodyItem]:
+async def _items(*items: BodyItem) -> AsyncGenerator[BodyItem, None]:
     for item in items:
         yield item
 
 
-async def _silence() -> AsyncIterator[BodyItem]:
+async def _silence() -> AsyncGenerator[BodyItem, None]:
     await anyio.sleep_forever()
     yield b""  # never reached: the client goes away first
 
 
-async def _oversized() -> AsyncIterator[BodyItem]:
+async def _oversized() -> AsyncGenerator[BodyItem, None]:
     """One JSON value of 33 MiB: more than a unary answer or an NDJSON line may hold."""
     block = b" " * (1 << 20)
     yield b'{"padding":"'

@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
@@ -232,21 +232,17 @@ class GeminiProvider(HttpProvider):
         finish: str | None = None
         usage: Usage | None = None
         model = request.model
-        # Close the body iterator when leaving early (an error chunk, a consumer that stops)
-        # rather than when the garbage collector finds it: trio warns, and it holds the response.
-        body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
         with upstream_errors(self.name):
-            async with aclosing(body) as chunks:
-                async for data in chunks:
-                    for event in self._decode(decoder, data):
-                        answer = wire.parse_answer(self.name, self._chunk(event.data))
-                        self._check_not_blocked(answer)
-                        if answer.text:
-                            yield TextDelta(answer.text)
-                        # Running counts: the last report is the total, never their sum.
-                        usage = answer.usage or usage
-                        model = answer.model or model
-                        finish = answer.finish_reason or finish
+            async for data in response.aiter_bytes():
+                for event in self._decode(decoder, data):
+                    answer = wire.parse_answer(self.name, self._chunk(event.data))
+                    self._check_not_blocked(answer)
+                    if answer.text:
+                        yield TextDelta(answer.text)
+                    # Running counts: the last report is the total, never a sum of reports.
+                    usage = answer.usage or usage
+                    model = answer.model or model
+                    finish = answer.finish_reason or finish
         try:
             decoder.close()
         except WireProtocolError:

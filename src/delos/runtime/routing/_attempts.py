@@ -40,6 +40,8 @@ class RequestRun:
     committed: bool = False
     prompt_tokens_estimate: int = 0
     schema_violations: int = 0
+    #: Candidates not yet tried after the current stage (a silent provider must leave time).
+    fallbacks_left: int = 0
 
     def __post_init__(self) -> None:
         self.prompt_tokens_estimate = estimate_prompt_tokens(

@@ -47,6 +47,13 @@ class ResiliencePolicy:
     budget_min_per_second: float = 1.0
     #: Longest a request may queue in a provider's limiter before trying another provider.
     limiter_max_wait: float = 2.0
+    #: A stream's first token, or a whole unary answer, must arrive within this many seconds;
+    #: with fallbacks left, within half the remaining deadline too, so a silent provider never
+    #: eats the whole deadline.
+    first_token_timeout: float = 30.0
+    unary_timeout: float = 120.0
+    #: Longest silence between two events of a stream that already started, seconds.
+    idle_timeout: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ResiliencePolicy:

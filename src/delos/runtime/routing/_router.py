@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -30,6 +32,7 @@ from delos.runtime.errors import (
     OutputSchemaViolation,
     ProviderError,
     UpstreamProtocolError,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from delos.runtime.providers.base import Provider
@@ -39,7 +42,7 @@ from delos.runtime.routing._candidates import Candidate, candidates_for
 from delos.runtime.routing._guards import Guards
 from delos.runtime.routing._outcome import RoutedAnswer
 from delos.runtime.schema import validation_error
-from delos.runtime.types import StreamFinished, TextDelta
+from delos.runtime.types import StreamEvent, StreamFinished, TextDelta
 
 __all__ = ["Router"]
 
@@ -134,13 +137,15 @@ class Router:
         self.guards.budget.deposit()
         first, rest = self._first_stage(run.request, candidates)
         won: _Won | None = None
+        run.fallbacks_left = len(rest)
         if len(first) > 1:
             won = await self._race(run, attempt, first)
         else:
             won = await self._with_retries(run, attempt, first[0][0], "primary")
-        for candidate in rest:
+        for index, candidate in enumerate(rest):
             if won is not None or run.committed or not self._may_fall_back(run):
                 break
+            run.fallbacks_left = len(rest) - index - 1
             won = await self._with_retries(run, attempt, candidate, "fallback")
         if won is None:
             raise AllCandidatesFailed(run.errors or [UpstreamUnavailable("gateway", "no attempt")])
@@ -237,7 +242,14 @@ class Router:
         self, run: RequestRun, candidate: Candidate, kind: str, ticket: RaceTicket | None
     ) -> _Won:
         async with guarded_attempt(self.guards, run, candidate, kind, self._clock) as scope:
-            completion = await candidate.provider.complete(run.chat_for(candidate))
+            limit = self._time_limit(run, self.guards.policy.unary_timeout)
+            try:
+                with anyio.fail_after(limit):
+                    completion = await candidate.provider.complete(run.chat_for(candidate))
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    candidate.provider.name, f"no answer within {limit:.1f} s"
+                ) from None
             scope.first_token()
             scope.text.append(completion.content)
             scope.usage = completion.usage
@@ -256,14 +268,24 @@ class Router:
         buffering = run.output_schema is not None
         async with guarded_attempt(self.guards, run, candidate, kind, self._clock) as scope:
             finished: StreamFinished | None = None
-            async with candidate.provider.open_stream(run.chat_for(candidate)) as events:
-                async for event in events:
+            policy = self.guards.policy
+            first_limit = self._time_limit(run, policy.first_token_timeout)
+            async with (
+                _first_token_deadline(candidate, first_limit) as first_token_scope,
+                candidate.provider.open_stream(run.chat_for(candidate)) as events,
+            ):
+                while True:
+                    limit = first_limit if scope.first_token_at is None else policy.idle_timeout
+                    event = await _next_event(candidate, events, limit)
+                    if event is None:
+                        break
                     if isinstance(event, StreamFinished):
                         finished = event
                         break
                     assert isinstance(event, TextDelta)
                     if scope.first_token_at is None:
                         scope.first_token()
+                        first_token_scope.deadline = math.inf
                         if not buffering:
                             await self._commit(run, scope, ticket)
                     scope.text.append(event.text)
@@ -292,6 +314,14 @@ class Router:
             await anyio.sleep_forever()  # another attempt won: the race is cancelling this one
         run.committed = True
 
+    def _time_limit(self, run: RequestRun, limit: float) -> float:
+        """``limit`` seconds, or half the remaining deadline when fallbacks are left."""
+        if run.fallbacks_left:
+            remaining = anyio.current_effective_deadline() - anyio.current_time()
+            if math.isfinite(remaining):
+                return max(0.0, min(limit, remaining / 2))
+        return limit
+
     def _check_schema(self, run: RequestRun, candidate: Candidate, content: str) -> None:
         schema = run.output_schema
         if schema is None:
@@ -302,6 +332,30 @@ class Router:
             raise OutputSchemaViolation(
                 candidate.provider.name, f"answer does not conform to output_schema: {problem}"
             )
+
+
+@asynccontextmanager
+async def _first_token_deadline(
+    candidate: Candidate, seconds: float
+) -> AsyncIterator[anyio.CancelScope]:
+    """Bound opening a stream and waiting for its first token (the caller lifts it after)."""
+    with anyio.move_on_after(seconds) as scope:
+        yield scope
+    if scope.cancelled_caught:
+        raise UpstreamTimeout(candidate.provider.name, f"no first token within {seconds:.1f} s")
+
+
+async def _next_event(
+    candidate: Candidate, events: AsyncIterator[StreamEvent], seconds: float
+) -> StreamEvent | None:
+    """The next event, None at the end; a silence longer than ``seconds`` is a timeout."""
+    with anyio.move_on_after(seconds) as scope:
+        try:
+            return await anext(events)
+        except StopAsyncIteration:
+            return None
+    assert scope.cancelled_caught
+    raise UpstreamTimeout(candidate.provider.name, f"stream silent for {seconds:.1f} s")
 
 
 async def _as_race_attempt(
