@@ -13,14 +13,10 @@ from delos.runtime.config import Settings
 from delos.runtime.routing import ResiliencePolicy
 from delos.runtime.server import RunningServer, open_server
 from delos.runtime.v1.runtime_grpc import RuntimeServiceStub
-from delos.testing import FakeControl, FakeServer, open_fake_server
-from delos.testing.fake_openai import OpenAIFlavour, fake_openai_handler
+from delos.testing import FakeControl, FakeServer
+from delos.testing.fakes import FAKE_KEYS, open_fakes
 
-SENTINEL_KEYS = {
-    "openai": "sk-sentinel-openai-0123456789abcdef",
-    "together": "sentinel-together-0123456789",
-    "openrouter": "sk-or-sentinel-0123456789abcdef",
-}
+SENTINEL_KEYS = FAKE_KEYS
 
 
 @dataclass
@@ -40,19 +36,10 @@ async def open_harness(
     policy: ResiliencePolicy | None = None,
     clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[Harness]:
-    """Fakes for ``providers`` (OpenAI-compatible ones), a gateway on them, and a channel."""
+    """Fakes for ``providers``, a gateway on them, and a channel to the gateway."""
     async with AsyncExitStack() as stack:
-        values: dict[str, Any] = {"port": 0}
-        fakes, controls = {}, {}
-        for name in providers:
-            flavour = OpenAIFlavour(name)
-            control = FakeControl()
-            fake = await stack.enter_async_context(
-                open_fake_server(fake_openai_handler(control, flavour, api_key=SENTINEL_KEYS[name]))
-            )
-            fakes[name], controls[name] = fake, control
-            values[f"{name}_key"] = SENTINEL_KEYS[name]
-            values[f"{name}_base_url"] = fake.url + flavour.prefix
+        fakes = await stack.enter_async_context(open_fakes(providers))
+        values: dict[str, Any] = {"port": 0, "metrics_port": 0, **fakes.settings}
         values.update(settings or {})
         extra: dict[str, Any] = {"policy": policy}
         if clock is not None:
@@ -62,4 +49,4 @@ async def open_harness(
         )
         channel = Channel("127.0.0.1", running.port)
         stack.callback(channel.close)
-        yield Harness(running, channel, RuntimeServiceStub(channel), fakes, controls)
+        yield Harness(running, channel, RuntimeServiceStub(channel), fakes.servers, fakes.controls)

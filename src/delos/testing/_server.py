@@ -116,6 +116,8 @@ class ServerStats:
     #: Responses abandoned because the client went away before they were complete.
     client_disconnects: int = 0
     completed_responses: int = 0
+    #: Requests being answered right now (0 once every request ended, however it ended).
+    active_responses: int = 0
 
 
 class FakeServer:
@@ -172,7 +174,12 @@ class _Connection:
             stats.requests.append(request)
             stats.request_count += 1
             self.server._notify()
-            finished = await self._answer(request)
+            stats.active_responses += 1
+            try:
+                finished = await self._answer(request)
+            finally:
+                stats.active_responses -= 1
+                self.server._notify()
             if not finished or self.h11.our_state is not h11.DONE:
                 return
             if self.h11.their_state is not h11.DONE:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import struct
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
@@ -261,7 +263,9 @@ class _FakeBedrock:
             case Fault.INVALID_JSON if not streaming:
                 return FakeResponse(200, self._headers("application/json"), b'{"metrics": {"lat')
             case Fault.OVERSIZED_BODY if not streaming:
-                return FakeResponse(200, self._headers("application/json"), _oversized_json())
+                return FakeResponse(
+                    200, self._headers("application/json"), _Script(_oversized_json())
+                )
         return None
 
     def _request_id(self) -> str:
@@ -363,20 +367,23 @@ class _FakeBedrock:
             headers.append(("content-length", str(len(encoded))))
             ending: BodyItem = RESET if behaviour.fault is Fault.RESET_MID_BODY else HANG_UP
             silent = behaviour.fault is Fault.HEADERS_THEN_SILENCE
-            return FakeResponse(200, headers, _body([] if silent else [half, ending], silent))
+            steps: list[BodyItem | _Pause] = [_Pause(math.inf)] if silent else [half, ending]
+            return FakeResponse(200, headers, _Script(steps))
         return FakeResponse(200, headers, encoded)
 
     def _tool_id(self) -> str:
         return f"tooluse_{self.sequence:022d}"
 
     def _stream(self, body: dict[str, Any], behaviour: Behaviour) -> FakeResponse:
-        return FakeResponse(200, self._headers(_EVENT_STREAM), self._events(body, behaviour))
+        return FakeResponse(
+            200, self._headers(_EVENT_STREAM), _Script(self._events(body, behaviour))
+        )
 
-    async def _events(self, body: dict[str, Any], behaviour: Behaviour) -> AsyncIterator[BodyItem]:
+    def _events(self, body: dict[str, Any], behaviour: Behaviour) -> Iterator[BodyItem | _Pause]:
         pieces, prompt_tokens, stop_reason, structured = self._answer(body, behaviour)
         if behaviour.fault is Fault.HEADERS_THEN_SILENCE:
-            await anyio.sleep_forever()
-        await anyio.sleep(behaviour.time_to_first_token.draw(self.control.rng))
+            yield _Pause(math.inf)
+        yield _Pause(behaviour.time_to_first_token.draw(self.control.rng))
         frames = _Frames()
         yield frames.event("messageStart", {"role": "assistant"})
         if structured:
@@ -389,7 +396,7 @@ class _FakeBedrock:
         )
         for index, piece in enumerate(pieces):
             if index and interval:
-                await anyio.sleep(interval)
+                yield _Pause(interval)
             delta = {"toolUse": {"input": piece}} if structured else {"text": piece}
             frame = frames.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta})
             if index == behaviour.tokens_before_fault:
@@ -408,8 +415,7 @@ class _FakeBedrock:
                     case Fault.INVALID_JSON:
                         frame = encode_event("contentBlockDelta", b'{"contentBlockIndex":0,"del')
                     case Fault.OVERSIZED_BODY:
-                        async for chunk in _oversized_frame():
-                            yield chunk
+                        yield from _oversized_frame()
                         return
             yield frame
         yield frames.event("contentBlockStop", {"contentBlockIndex": 0})
@@ -597,14 +603,39 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-async def _body(items: Sequence[BodyItem], silent: bool) -> AsyncIterator[BodyItem]:
-    for item in items:
-        yield item
-    if silent:
-        await anyio.sleep_forever()
+@dataclass(frozen=True, slots=True)
+class _Pause:
+    """A step of a scripted body: wait this many seconds (``math.inf``: until disconnected)."""
+
+    seconds: float
 
 
-async def _oversized_json() -> AsyncIterator[BodyItem]:
+class _Script:
+    """A response body played from steps: body items are sent, pauses are waited out.
+
+    A plain async iterator fed by a synchronous one, not an async generator: when the client
+    goes away mid-body the server drops it, and there is no generator left for the garbage
+    collector to finalise (which trio reports as a resource leak).
+    """
+
+    def __init__(self, steps: Iterable[BodyItem | _Pause]) -> None:
+        self._steps = iter(steps)
+
+    def __aiter__(self) -> _Script:
+        return self
+
+    async def __anext__(self) -> BodyItem:
+        for step in self._steps:
+            if not isinstance(step, _Pause):
+                return step
+            if step.seconds == math.inf:
+                await anyio.sleep_forever()
+            elif step.seconds > 0:
+                await anyio.sleep(step.seconds)
+        raise StopAsyncIteration
+
+
+def _oversized_json() -> Iterator[BodyItem]:
     block = b" " * (1 << 20)
     yield b'{"padding": "'
     for _ in range(40):
@@ -612,7 +643,7 @@ async def _oversized_json() -> AsyncIterator[BodyItem]:
     yield b'"}'
 
 
-async def _oversized_frame() -> AsyncIterator[BodyItem]:
+def _oversized_frame() -> Iterator[BodyItem]:
     """A well-formed 25 MiB event: larger than botocore (24 MiB) or our decoder accept."""
     headers = encode_event("contentBlockDelta", b"")[12:-4]  # the encoded headers alone
     block = b"x" * (1 << 20)

@@ -372,7 +372,7 @@ class _FakeGemini:
         encoded = _pretty(payload)
         if behaviour.fault is Fault.TRUNCATED:
             return FakeResponse(
-                200, _headers(_JSON), _items([encoded[: len(encoded) // 2], HANG_UP])
+                200, _headers(_JSON), _Items([encoded[: len(encoded) // 2], HANG_UP])
             )
         return FakeResponse(200, _headers(_JSON), encoded)
 
@@ -762,14 +762,24 @@ def _not_found_page(path: str) -> FakeResponse:
     return FakeResponse(404, [("content-type", "text/html; charset=UTF-8")], page.encode())
 
 
-async def _items(items: Sequence[BodyItem]) -> AsyncIterator[BodyItem]:
-    for item in items:
-        yield item
+class _Items:
+    """Fixed body items as a plain async iterator: unlike an async generator, nothing is left to
+    finalise (and trio warns about nothing) when the client goes away halfway through."""
+
+    def __init__(self, items: Sequence[BodyItem]) -> None:
+        self._items = iter(items)
+
+    def __aiter__(self) -> _Items:
+        return self
+
+    async def __anext__(self) -> BodyItem:
+        try:
+            return next(self._items)
+        except StopIteration:
+            raise StopAsyncIteration from None
 
 
-async def _oversized() -> AsyncIterator[BodyItem]:
+def _oversized() -> _Items:
+    """About 40 MiB of JSON, past any sane bound on an answer."""
     block = b" " * (1 << 20)
-    yield b'{"padding": "'
-    for _ in range(40):
-        yield block
-    yield b'"}'
+    return _Items([b'{"padding": "', *([block] * 40), b'"}'])

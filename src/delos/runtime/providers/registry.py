@@ -10,13 +10,18 @@ import httpx
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import PROVIDER_NAMES, Settings
 from delos.runtime.providers._client import open_http_client
+from delos.runtime.providers.anthropic import build_anthropic
 from delos.runtime.providers.base import Provider
+from delos.runtime.providers.bedrock import build_bedrock
+from delos.runtime.providers.gemini import build_gemini
+from delos.runtime.providers.ollama import build_ollama
 from delos.runtime.providers.openai_compatible import (
     OPENAI,
     OPENROUTER,
     TOGETHER,
     OpenAICompatibleProvider,
 )
+from delos.runtime.providers.vertex import build_vertex
 
 __all__ = ["BUILDERS", "build_providers"]
 
@@ -65,8 +70,13 @@ def _openrouter(settings: Settings, catalog: Catalog, client: httpx.AsyncClient)
 
 BUILDERS: Final[dict[str, Builder]] = {
     "openai": _openai,
+    "anthropic": build_anthropic,
+    "gemini": build_gemini,
+    "bedrock": build_bedrock,
+    "vertex": build_vertex,
     "together": _together,
     "openrouter": _openrouter,
+    "ollama": build_ollama,
 }
 
 

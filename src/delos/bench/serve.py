@@ -1,0 +1,226 @@
+"""The processes a benchmark starts, one role each: ``python -m delos.bench.serve ROLE``.
+
+Roles: ``gateway`` (the gateway under test, configured from the environment like
+``delos-runtime serve``), ``upstream`` (the instant OpenAI-compatible upstream), ``fakes`` (the
+fakes of :mod:`delos.testing` with a control endpoint), ``echo`` (a bare grpclib server) and
+``forwarder`` (a minimal grpclib-to-HTTP forwarder). Each listens on 127.0.0.1 only, prints
+``READY <json>`` on stdout once it accepts connections, and runs until it is terminated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _ready(info: object) -> None:
+    print("READY " + json.dumps(info), flush=True)
+
+
+def _run_asyncio(main: Callable[[], Awaitable[None]]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency of the fast extra
+        asyncio.run(main())  # type: ignore[arg-type]
+    else:
+        uvloop.run(main())
+
+
+# -- gateway ------------------------------------------------------------------------------------
+
+
+def _transport(name: str) -> Any:
+    if name == "httpx":
+        return None
+    import httpx
+    from httpx_aiohttp import AiohttpTransport
+
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
+    return AiohttpTransport(trust_env=False, limits=limits)
+
+
+def _serve_gateway(arguments: argparse.Namespace) -> None:
+    import anyio
+
+    from delos.resilience import BreakerConfig
+    from delos.runtime.config import Settings
+    from delos.runtime.routing import ResiliencePolicy
+    from delos.runtime.server import open_server
+
+    environ = dict(os.environ)
+    environ["DELOS_RUNTIME_HOST"] = "127.0.0.1"
+    environ["DELOS_RUNTIME_PORT"] = str(arguments.port)
+    settings = Settings.from_environ(environ)
+    policy = ResiliencePolicy.from_settings(settings)
+    if arguments.breaker:
+        breaker = BreakerConfig(**json.loads(arguments.breaker))
+        policy = dataclasses.replace(policy, breaker=breaker)
+
+    async def main() -> None:
+        async with open_server(
+            settings,
+            transport=_transport(arguments.transport),
+            reuse_port=arguments.reuse_port,
+            policy=policy,
+            workers=arguments.workers,
+        ) as running:
+            _ready({"port": running.port, "pid": os.getpid()})
+            await anyio.sleep_forever()
+
+    backend_options = {"use_uvloop": True}
+    anyio.run(main, backend="asyncio", backend_options=backend_options)
+
+
+# -- fakes --------------------------------------------------------------------------------------
+
+
+def _behaviour_of(spec: dict[str, Any]) -> Any:
+    from delos.testing import Behaviour, Fault, Latency
+
+    values: dict[str, Any] = dict(spec)
+    for name in ("latency", "time_to_first_token"):
+        if name in values:
+            values[name] = Latency(**values[name])
+    if "fault" in values:
+        values["fault"] = Fault(values["fault"])
+    return Behaviour(**values)
+
+
+def _serve_fakes(arguments: argparse.Namespace) -> None:
+    import anyio
+
+    from delos.testing import FakeControl, FakeRequest, FakeResponse, open_fake_server
+    from delos.testing.fake_openai import OpenAIFlavour, fake_openai_handler
+
+    def with_control(flavour: OpenAIFlavour, seed: int) -> Any:
+        control = FakeControl(seed=seed)
+        inner = fake_openai_handler(control, flavour)
+        counts = {"requests": 0}
+
+        async def handle(request: FakeRequest) -> FakeResponse:
+            if request.path == "/__bench/behaviour":
+                control.behaviour = _behaviour_of(request.json())
+                return FakeResponse.json({"ok": True})
+            if request.path == "/__bench/stats":
+                return FakeResponse.json(counts)
+            counts["requests"] += 1
+            return await inner(request)  # type: ignore[no-any-return]
+
+        return handle
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            ports: dict[str, int] = {}
+            for index, name in enumerate(arguments.providers.split(",")):
+                flavour = OpenAIFlavour(name)
+                handler = with_control(flavour, arguments.seed + index)
+                ready: anyio.Event = anyio.Event()
+                holder: list[int] = []
+
+                async def serve(
+                    handler: Any = handler, ready: anyio.Event = ready, holder: list[int] = holder
+                ) -> None:
+                    async with open_fake_server(handler) as server:
+                        holder.append(server.port)
+                        ready.set()
+                        await anyio.sleep_forever()
+
+                tg.start_soon(serve)
+                await ready.wait()
+                ports[name] = holder[0]
+            _ready(ports)
+
+    anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+
+
+# -- references ---------------------------------------------------------------------------------
+
+
+def _serve_upstream(arguments: argparse.Namespace) -> None:
+    from delos.bench._upstream import serve_upstream
+
+    async def main() -> None:
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(serve_upstream(arguments.port, ready))
+        _ready({"port": await ready, "pid": os.getpid()})
+        await task
+
+    _run_asyncio(main)
+
+
+def _serve_echo(arguments: argparse.Namespace) -> None:
+    from delos.bench._echo import open_echo_server
+
+    async def main() -> None:
+        server = await open_echo_server(arguments.port, reuse_port=arguments.reuse_port)
+        _ready({"port": arguments.port, "pid": os.getpid()})
+        await server.wait_closed()
+
+    _run_asyncio(main)
+
+
+def _serve_forwarder(arguments: argparse.Namespace) -> None:
+    from delos.bench._echo import open_forwarder_server
+
+    async def main() -> None:
+        server, _close = await open_forwarder_server(
+            arguments.port, arguments.upstream, arguments.client
+        )
+        _ready({"port": arguments.port, "pid": os.getpid()})
+        await server.wait_closed()
+
+    _run_asyncio(main)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m delos.bench.serve")
+    roles = parser.add_subparsers(dest="role", required=True)
+    gateway = roles.add_parser("gateway", help="the gateway, configured from the environment")
+    gateway.add_argument("--port", type=int, required=True)
+    gateway.add_argument("--reuse-port", action="store_true")
+    gateway.add_argument("--workers", type=int, default=1, help="workers sharing the port")
+    gateway.add_argument("--transport", choices=("httpx", "httpx-aiohttp"), default="httpx")
+    gateway.add_argument("--breaker", help="BreakerConfig fields as a JSON object")
+    fakes = roles.add_parser("fakes", help="delos.testing fakes with a control endpoint")
+    fakes.add_argument("--providers", default="openai,openrouter")
+    fakes.add_argument("--seed", type=int, default=1)
+    upstream = roles.add_parser("upstream", help="the instant upstream")
+    upstream.add_argument("--port", type=int, default=0)
+    echo = roles.add_parser("echo", help="a bare grpclib echo server")
+    echo.add_argument("--port", type=int, required=True)
+    echo.add_argument("--reuse-port", action="store_true")
+    forwarder = roles.add_parser("forwarder", help="a minimal grpclib forwarder")
+    forwarder.add_argument("--port", type=int, required=True)
+    forwarder.add_argument("--upstream", required=True, help="base URL, e.g. http://…/v1")
+    forwarder.add_argument("--client", choices=("httpx", "httpx-aiohttp", "aiohttp"))
+    return parser
+
+
+_ROLES: dict[str, Callable[[argparse.Namespace], None]] = {
+    "gateway": _serve_gateway,
+    "fakes": _serve_fakes,
+    "upstream": _serve_upstream,
+    "echo": _serve_echo,
+    "forwarder": _serve_forwarder,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    try:
+        _ROLES[arguments.role](arguments)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
