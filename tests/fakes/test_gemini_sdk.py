@@ -65,9 +65,7 @@ def vertex(fake: FakeServer) -> Iterator[genai.Client]:
 # -- Gemini API -----------------------------------------------------------------------------------
 
 
-def test_completion_parses_with_exact_usage_and_the_length_finish(
-    fake: FakeServer, gemini: genai.Client
-) -> None:
+def test_completion_parses_with_exact_usage_and_the_length_finish(gemini: genai.Client) -> None:
     answer = gemini.models.generate_content(
         model="gemini-1.5-flash",
         contents="say hello",
@@ -99,9 +97,7 @@ def test_request_reaches_the_fake_with_the_key_header_and_camel_case_fields(
     assert body["generationConfig"] == {"temperature": 0.5, "stopSequences": ["END"]}
 
 
-def test_stream_parses_and_its_last_usage_is_the_total(
-    fake: FakeServer, gemini: genai.Client
-) -> None:
+def test_stream_parses_and_its_last_usage_is_the_total(gemini: genai.Client) -> None:
     chunks = list(gemini.models.generate_content_stream(model="gemini-pro", contents="hi"))
     text = "".join(c.text or "" for c in chunks)
     assert len(text.split()) == 12
@@ -111,9 +107,7 @@ def test_stream_parses_and_its_last_usage_is_the_total(
     assert counts == list(range(1, 13))  # running counts: summing them would be wrong
 
 
-def test_thinking_models_report_thoughts_and_flag_thought_parts(
-    fake: FakeServer, gemini: genai.Client
-) -> None:
+def test_thinking_models_report_thoughts_and_flag_thought_parts(gemini: genai.Client) -> None:
     config = types.GenerateContentConfig(
         thinking_config=types.ThinkingConfig(include_thoughts=True)
     )
@@ -127,15 +121,15 @@ def test_thinking_models_report_thoughts_and_flag_thought_parts(
 
 
 @pytest.mark.parametrize("field", ["response_json_schema", "response_schema"])
-def test_structured_output_conforms_to_either_schema_form(
-    fake: FakeServer, field: str, gemini: genai.Client
-) -> None:
+def test_structured_output_conforms_to_either_schema_form(field: str, gemini: genai.Client) -> None:
     schema = {
         "type": "object",
         "properties": {"name": {"type": "string"}, "count": {"type": "integer"}},
         "required": ["name", "count"],
     }
-    config = types.GenerateContentConfig(response_mime_type="application/json", **{field: schema})
+    config = types.GenerateContentConfig.model_validate(
+        {"response_mime_type": "application/json", field: schema}
+    )
     answer = gemini.models.generate_content(
         model="gemini-2.0-flash", contents="describe", config=config
     )
@@ -149,7 +143,7 @@ def test_embeddings_use_batch_embed_contents(fake: FakeServer, gemini: genai.Cli
     assert fake.stats.requests[-1].path == "/v1beta/models/text-embedding-004:batchEmbedContents"
 
 
-def test_model_list_names_every_model(fake: FakeServer, gemini: genai.Client) -> None:
+def test_model_list_names_every_model(gemini: genai.Client) -> None:
     names = {model.name for model in gemini.models.list()}
     assert {"models/gemini-1.5-flash", "models/text-embedding-004"} <= names
 
@@ -167,7 +161,6 @@ def test_model_list_names_every_model(fake: FakeServer, gemini: genai.Client) ->
     ],
 )
 def test_errors_raise_the_sdk_exception_for_their_status(
-    fake: FakeServer,
     control: FakeControl,
     status: int,
     exception: type[errors.APIError],
@@ -193,7 +186,7 @@ def test_a_wrong_key_is_a_400_with_reason_api_key_invalid(fake: FakeServer) -> N
     assert "API_KEY_INVALID" in reasons
 
 
-def test_an_unknown_model_is_not_found(fake: FakeServer, gemini: genai.Client) -> None:
+def test_an_unknown_model_is_not_found(gemini: genai.Client) -> None:
     with pytest.raises(errors.ClientError) as raised:
         gemini.models.generate_content(model="gemini-9", contents="hi")
     assert raised.value.code == 404

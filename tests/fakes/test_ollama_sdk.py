@@ -31,7 +31,7 @@ def sdk(fake: FakeServer) -> Iterator[ollama.Client]:
     """The client for the fake (it never retries); its connection pool is closed afterwards."""
     client = ollama.Client(host=fake.url)
     yield client
-    client.close()
+    client.close()  # type: ignore[no-untyped-call]
 
 
 def test_unary_chat_parses_with_usage_and_a_length_finish(sdk: ollama.Client) -> None:

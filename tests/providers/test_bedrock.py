@@ -54,8 +54,8 @@ from delos.testing.fake_openai import embedding_of
 pytestmark = [
     pytest.mark.anyio,
     # Leaving a response early (an error event, a consumer that stops) closes the adapter's
-    # generators, but httpx and httpcore nest their own body generators, which only the garbage collector
-    # reaches; trio then closes them itself and warns. Our own generators stay covered.
+    # generators, but httpx and httpcore nest their own body generators, which only the garbage
+    # collector reaches; trio then closes them itself and warns. Ours stay covered by the check.
     pytest.mark.filterwarnings(r"ignore:Async generator 'http(x|core)\.:ResourceWarning"),
 ]
 
@@ -207,13 +207,16 @@ async def test_a_session_token_is_sent_and_signed() -> None:
 async def test_a_stream_yields_the_completion_then_one_finish_with_usage() -> None:
     request = chat(("system", "be terse"), ("user", "hello there"))
     async with open_bedrock() as (server, provider):
-        answer = await provider.complete(request)
         events = await collect(provider, request)
-    assert server.stats.requests[-1].path.endswith("/converse-stream")
+        answer = await provider.complete(request)
+    assert server.stats.requests[0].path.endswith("/converse-stream")
     *deltas, last = events
     assert all(isinstance(e, TextDelta) for e in deltas) and len(deltas) == 12
     assert "".join(e.text for e in deltas if isinstance(e, TextDelta)) == answer.content
     assert last == StreamFinished("stop", answer.usage, MODEL)
+    assert (
+        server.stats.connections_opened == 1
+    )  # read to its end, the stream's connection was reused
 
 
 async def test_a_stream_without_metadata_finishes_without_usage() -> None:

@@ -25,6 +25,7 @@ from delos.runtime.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from delos.runtime.providers import _gemini_wire as wire
 from delos.runtime.providers.gemini import GeminiProvider, build_gemini, vertex_base_url
 from delos.runtime.types import (
     ChatMessage,
@@ -533,6 +534,38 @@ async def test_a_retry_after_header_wins_over_the_body() -> None:
         with pytest.raises(UpstreamRateLimited) as raised:
             await provider.complete(ask("gemini"))
     assert raised.value.retry_after == 3.0
+
+
+async def test_an_unsupported_location_is_about_the_gateways_account_not_the_request() -> None:
+    def answer(_: FakeRequest) -> FakeResponse:
+        error = {
+            "error": {
+                "code": 400,
+                "message": "User location is not supported for the API use.",
+                "status": "FAILED_PRECONDITION",
+            }
+        }
+        return FakeResponse.json(error, 400)
+
+    async with open_raw("gemini", answer) as (provider, _):
+        with pytest.raises(UpstreamAuthenticationError, match="User location is not supported"):
+            await provider.complete(ask("gemini"))
+
+
+@pytest.mark.parametrize(
+    ("delay", "seconds"),
+    [("37s", 37.0), ("45.837906927s", 45.837906927), ("0s", 0.0), ("1m", None), (37, None)],
+)
+def test_retry_info_delays_are_protobuf_durations(delay: object, seconds: float | None) -> None:
+    detail = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+    payload = {"error": {"code": 429, "details": [{"@type": "other"}, detail]}}
+    assert wire.retry_delay(payload) == seconds
+    assert wire.retry_delay([payload]) == seconds  # as streaming calls send it
+
+
+def test_a_request_without_options_sends_no_generation_config() -> None:
+    body = wire.generate_body(ChatRequest("m", (ChatMessage("user", "hi"),)))
+    assert body == {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
 
 
 async def test_an_unknown_model_is_model_not_found(surface: str) -> None:

@@ -56,7 +56,10 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    #: The port it listens on, when chosen before it started.
+    port: int = 0
     info: Any = None
+    ready: bool = False
 
     @property
     def pid(self) -> int:
@@ -112,6 +115,7 @@ class ProcessSet:
         *,
         environ: Mapping[str, str] | None = None,
         python_module: bool = True,
+        port: int = 0,
     ) -> Child:
         """Start ``python -m delos.bench.serve ARGUMENTS`` (or a command) without waiting."""
         command = (
@@ -128,7 +132,7 @@ class ProcessSet:
                 stderr=log,
                 env=dict(environ) if environ is not None else None,
             )
-        child = Child(name, process, log_path)
+        child = Child(name, process, log_path, port)
         self._children.append(child)
         return child
 
@@ -136,6 +140,8 @@ class ProcessSet:
         """Wait for each child's ``READY <json>`` line. Raises RuntimeError with its log."""
         deadline = time.monotonic() + timeout
         for child in children:
+            if child.ready:
+                continue
             assert child.process.stdout is not None
             os.set_blocking(child.process.stdout.fileno(), True)
             line = _read_line(child, deadline)
@@ -145,6 +151,10 @@ class ProcessSet:
                     f"{child.log_tail()}"
                 )
             child.info = json.loads(line[6:])
+            child.ready = True
+
+    def wait_all_ready(self, timeout: float = 60.0) -> None:
+        self.wait_ready(list(self._children), timeout)
 
     def stop(self, child: Child) -> None:
         if child.process.poll() is None:

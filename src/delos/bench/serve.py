@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 __all__ = ["main"]
@@ -116,27 +117,15 @@ def _serve_fakes(arguments: argparse.Namespace) -> None:
 
         return handle
 
+    ports = dict(item.split("=") for item in arguments.ports.split(","))
+
     async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            ports: dict[str, int] = {}
-            for index, name in enumerate(arguments.providers.split(",")):
-                flavour = OpenAIFlavour(name)
-                handler = with_control(flavour, arguments.seed + index)
-                ready: anyio.Event = anyio.Event()
-                holder: list[int] = []
-
-                async def serve(
-                    handler: Any = handler, ready: anyio.Event = ready, holder: list[int] = holder
-                ) -> None:
-                    async with open_fake_server(handler) as server:
-                        holder.append(server.port)
-                        ready.set()
-                        await anyio.sleep_forever()
-
-                tg.start_soon(serve)
-                await ready.wait()
-                ports[name] = holder[0]
-            _ready(ports)
+        async with AsyncExitStack() as stack:
+            for index, (name, port) in enumerate(ports.items()):
+                handler = with_control(OpenAIFlavour(name), arguments.seed + index)
+                await stack.enter_async_context(open_fake_server(handler, port=int(port)))
+            _ready({name: int(port) for name, port in ports.items()})
+            await anyio.sleep_forever()
 
     anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
 
@@ -190,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--transport", choices=("httpx", "httpx-aiohttp"), default="httpx")
     gateway.add_argument("--breaker", help="BreakerConfig fields as a JSON object")
     fakes = roles.add_parser("fakes", help="delos.testing fakes with a control endpoint")
-    fakes.add_argument("--providers", default="openai,openrouter")
+    fakes.add_argument("--ports", required=True, help="provider=port pairs, comma-separated")
     fakes.add_argument("--seed", type=int, default=1)
     upstream = roles.add_parser("upstream", help="the instant upstream")
     upstream.add_argument("--port", type=int, default=0)

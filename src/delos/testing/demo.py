@@ -1,21 +1,30 @@
-"""Demo mode: fake providers on loopback with realistic latencies, and settings pointing at them."""
+"""Demo mode: every fake provider on loopback with realistic latencies, and settings for them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Final
 
-import anyio
+import anyio.from_thread
 
 from delos.runtime.config import Settings
 from delos.testing._behaviour import Behaviour, FakeControl, Latency
-from delos.testing._server import open_fake_server
-from delos.testing.fake_openai import OpenAIFlavour, fake_openai_handler
+from delos.testing.fakes import FAKE_PROVIDERS, open_fakes
 
-__all__ = ["DEMO_KEY", "demo_providers_in_thread", "open_demo_providers"]
+__all__ = ["DEMO_PROFILES", "demo_providers_in_thread", "open_demo_providers"]
 
-DEMO_KEY = "demo-key-not-secret"
+#: provider → (median time to first token in seconds, tokens per second).
+DEMO_PROFILES: Final[Mapping[str, tuple[float, float]]] = {
+    "openai": (0.25, 80.0),
+    "anthropic": (0.40, 60.0),
+    "gemini": (0.30, 120.0),
+    "bedrock": (0.45, 55.0),
+    "vertex": (0.35, 90.0),
+    "together": (0.18, 120.0),
+    "openrouter": (0.35, 70.0),
+    "ollama": (0.08, 40.0),
+}
 
 
 def _realistic(ttft: float, tokens_per_second: float, seed: int) -> FakeControl:
@@ -32,24 +41,14 @@ def _realistic(ttft: float, tokens_per_second: float, seed: int) -> FakeControl:
 async def open_demo_providers(
     settings: Settings,
 ) -> AsyncIterator[tuple[Settings, dict[str, FakeControl]]]:
-    """Start every demo fake; yield settings that point the gateway at them, and their controls."""
-    controls: dict[str, FakeControl] = {}
-    updates: dict[str, Any] = {}
-    async with AsyncExitStack() as stack:
-        for flavour, ttft, rate in (
-            (OpenAIFlavour.OPENAI, 0.25, 80.0),
-            (OpenAIFlavour.TOGETHER, 0.18, 120.0),
-            (OpenAIFlavour.OPENROUTER, 0.35, 70.0),
-        ):
-            control = _realistic(ttft, rate, seed=len(controls))
-            server = await stack.enter_async_context(
-                open_fake_server(fake_openai_handler(control, flavour))
-            )
-            controls[flavour.value] = control
-            updates[f"{flavour.value}_key"] = DEMO_KEY
-            updates[f"{flavour.value}_base_url"] = server.url + flavour.prefix
-        demo_settings = Settings.model_validate({**settings.model_dump(), **updates})
-        yield demo_settings, controls
+    """Start every demo fake; yield settings pointing the gateway at them, and their controls."""
+    controls = {
+        name: _realistic(*DEMO_PROFILES[name], seed=index)
+        for index, name in enumerate(FAKE_PROVIDERS)
+    }
+    async with open_fakes(FAKE_PROVIDERS, controls) as fakes:
+        demo = Settings.model_validate({**settings.model_dump(), **fakes.settings})
+        yield demo, fakes.controls
 
 
 @contextmanager

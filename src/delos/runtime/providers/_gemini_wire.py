@@ -22,10 +22,12 @@ from delos.runtime.errors import UpstreamProtocolError
 from delos.runtime.types import ChatRequest, Usage
 
 __all__ = [
+    "ACCOUNT_STATUS",
     "AUTH_REASONS",
     "GeminiAnswer",
     "error_object",
     "error_reason",
+    "error_status",
     "generate_body",
     "message_of",
     "parse_answer",
@@ -47,6 +49,9 @@ _FINISH_REASONS: Final[Mapping[str, str]] = {
 #: ``ErrorInfo.reason`` values that mean the gateway's own key is at fault. Google answers them
 #: with HTTP 400 INVALID_ARGUMENT, which would otherwise read as a fault of the caller's request.
 AUTH_REASONS: Final = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
+#: The google.rpc status of a 400 that is about the gateway's account, not the request: "User
+#: location is not supported for the API use", a free tier unavailable in the country.
+ACCOUNT_STATUS: Final = "FAILED_PRECONDITION"
 
 _ERROR_INFO: Final = "type.googleapis.com/google.rpc.ErrorInfo"
 _RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
@@ -106,6 +111,8 @@ class GeminiAnswer:
     model: str | None
     #: ``promptFeedback.blockReason`` of a prompt refused before any candidate was produced.
     block_reason: str | None
+    #: Whether the payload held a candidate at all.
+    has_candidate: bool
 
 
 def parse_answer(provider: str, payload: Any) -> GeminiAnswer:
@@ -141,6 +148,7 @@ def parse_answer(provider: str, payload: Any) -> GeminiAnswer:
             usage=_usage(payload.get("usageMetadata")),
             model=str(model) if model else None,
             block_reason=str(block) if block and not candidates else None,
+            has_candidate=bool(candidates),
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
         raise UpstreamProtocolError(provider, "answer has an unexpected shape") from None
@@ -200,6 +208,12 @@ def _details(payload: Any, kind: str) -> list[dict[str, Any]]:
     if not isinstance(details, list):
         return []
     return [d for d in details if isinstance(d, dict) and d.get("@type") == kind]
+
+
+def error_status(payload: Any) -> str | None:
+    """The google.rpc status name (``RESOURCE_EXHAUSTED``…) of an error payload, if any."""
+    status = (error_object(payload) or {}).get("status")
+    return status if isinstance(status, str) else None
 
 
 def error_reason(payload: Any) -> str | None:

@@ -146,12 +146,16 @@ class BedrockProvider(HttpProvider):
         reader = ConverseStreamReader(
             self.name, request.model, structured=request.output_schema is not None
         )
-        # Close the body iterator when leaving early (after metadata, on an error, or when the
-        # consumer stops) rather than when the garbage collector finds it: trio warns about that.
+        # Close the body iterator when leaving early (on an error, or when the consumer stops)
+        # rather than when the garbage collector finds it: trio warns about that.
         body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
         with upstream_errors(self.name):
             async with aclosing(body) as chunks:
                 async for data in chunks:
+                    if reader.finished:
+                        # The finish has been handed out; reading on to the end of the body (it
+                        # follows metadata at once) lets the connection go back to the pool.
+                        continue
                     try:
                         messages = decoder.feed(data)
                     except WireProtocolError as exc:
@@ -161,8 +165,8 @@ class BedrockProvider(HttpProvider):
                     for message in messages:
                         for event in reader.feed(message):
                             yield event
-                        if reader.finished:
-                            return
+        if reader.finished:
+            return
         try:
             decoder.close()
         except WireProtocolError:

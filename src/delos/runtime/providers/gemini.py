@@ -159,12 +159,17 @@ class GeminiProvider(HttpProvider):
         except ValueError:
             return error
         reason = wire.error_reason(payload)
+        detail = (wire.message_of(payload) or "")[:300]
         if response.status_code == 400 and reason in wire.AUTH_REASONS:
-            detail = (wire.message_of(payload) or reason)[:300]
             return UpstreamAuthenticationError(
                 self.name,
                 f"rejected the gateway's credentials (HTTP 400 {reason}: {detail})",
                 http_status=400,
+            )
+        if response.status_code == 400 and wire.error_status(payload) == wire.ACCOUNT_STATUS:
+            # Not the caller's fault, and another provider may well serve the request.
+            return UpstreamAuthenticationError(
+                self.name, f"refused the gateway's account (HTTP 400: {detail})", http_status=400
             )
         if isinstance(error, UpstreamRateLimited) and error.retry_after is None:
             error.retry_after = wire.retry_delay(payload)
@@ -188,7 +193,7 @@ class GeminiProvider(HttpProvider):
         payload = decode_json(self.name, raw, response.headers.get("content-type"))
         answer = wire.parse_answer(self.name, payload)
         self._check_not_blocked(answer)
-        if answer.finish_reason is None and not _has_candidates(payload):
+        if not answer.has_candidate:
             raise UpstreamProtocolError(self.name, "answer has no candidates")
         return Completion(
             content=answer.text,
@@ -336,12 +341,6 @@ class GeminiProvider(HttpProvider):
         # Exact usage only: one text without a count makes the whole batch's count unknown.
         tokens = [c for c in counts if isinstance(c, int) and not isinstance(c, bool)]
         return vectors, sum(tokens) if len(tokens) == len(counts) else None
-
-
-def _has_candidates(payload: Any) -> bool:
-    if isinstance(payload, list) and len(payload) == 1:
-        payload = payload[0]
-    return isinstance(payload, dict) and bool(payload.get("candidates"))
 
 
 def _floats(values: Any) -> list[float]:

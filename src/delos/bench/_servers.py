@@ -1,0 +1,186 @@
+"""The servers suites share, each in its own process, and the controls of the fakes.
+
+Ports are chosen before a process starts, so a gateway can be started alongside the upstream it
+points at instead of after it.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from delos.bench._context import BenchContext
+from delos.bench._processes import Child, free_port, gateway_environment
+
+__all__ = [
+    "FAKE_PROVIDERS",
+    "Fakes",
+    "Gateway",
+    "echo",
+    "fakes",
+    "forwarders",
+    "http_json",
+    "scenario_gateway",
+    "upstream",
+    "upstream_gateway",
+]
+
+#: The fakes behind the scenario suites: two providers serving the ``gpt-4o`` family.
+FAKE_PROVIDERS = ("openai", "openrouter")
+_FAKE_PREFIX = {"openai": "/v1", "together": "/v1", "openrouter": "/api/v1"}
+FORWARDER_CLIENTS = ("httpx", "httpx-aiohttp", "aiohttp")
+
+
+@dataclass
+class Gateway:
+    """One gateway: its workers (processes sharing the port) and the port."""
+
+    workers: list[Child]
+    port: int
+
+    def cpu_seconds(self) -> float:
+        return sum(w.cpu_seconds() for w in self.workers)
+
+    def rss_bytes(self) -> int:
+        return sum(w.rss_bytes() for w in self.workers)
+
+    def logs(self) -> str:
+        return "\n".join(w.log_tail() for w in self.workers)
+
+
+@dataclass
+class Fakes:
+    """The :mod:`delos.testing` fakes in one process, one port per provider."""
+
+    child: Child
+    ports: dict[str, int]
+
+    def base_url(self, provider: str) -> str:
+        return f"http://127.0.0.1:{self.ports[provider]}{_FAKE_PREFIX[provider]}"
+
+    def set_behaviour(self, provider: str, **behaviour: Any) -> None:
+        """Replace one fake's behaviour (fields of :class:`delos.testing.Behaviour`)."""
+        http_json(f"http://127.0.0.1:{self.ports[provider]}/__bench/behaviour", behaviour)
+
+    def requests(self, provider: str) -> int:
+        """Requests the fake has served (control requests excluded)."""
+        stats = http_json(f"http://127.0.0.1:{self.ports[provider]}/__bench/stats")
+        return int(stats["requests"])
+
+
+def http_json(url: str, payload: object | None = None) -> Any:
+    """GET (or POST ``payload`` to) a JSON endpoint on 127.0.0.1."""
+    if not url.startswith("http://127.0.0.1:"):
+        raise ValueError("benchmarks only talk to 127.0.0.1")
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    request.add_header("content-type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def upstream(context: BenchContext) -> Child:
+    """The instant upstream (see :mod:`delos.bench._upstream`)."""
+
+    def start() -> Child:
+        port = free_port()
+        return context.processes.start("upstream", ["upstream", "--port", str(port)], port=port)
+
+    return context.server("upstream", start)
+
+
+def upstream_requests(child: Child) -> int:
+    return int(http_json(f"http://127.0.0.1:{child.port}/__bench/stats")["requests"])
+
+
+def echo(context: BenchContext) -> Child:
+    def start() -> Child:
+        port = free_port()
+        return context.processes.start("echo", ["echo", "--port", str(port)], port=port)
+
+    return context.server("echo", start)
+
+
+def forwarders(context: BenchContext) -> dict[str, Child]:
+    """One minimal forwarder per HTTP client, each in its own process, all to the upstream."""
+    base = f"http://127.0.0.1:{upstream(context).port}/v1"
+
+    def start(client: str) -> Child:
+        port = free_port()
+        arguments = ["forwarder", "--port", str(port), "--upstream", base, "--client", client]
+        return context.processes.start(f"forwarder-{client}", arguments, port=port)
+
+    return {
+        client: context.server(f"forwarder:{client}", lambda c=client: start(c))  # type: ignore[misc]
+        for client in FORWARDER_CLIENTS
+    }
+
+
+def _start_gateway(
+    context: BenchContext,
+    settings: Mapping[str, str],
+    *,
+    transport: str = "httpx",
+    workers: int = 1,
+    breaker: Mapping[str, float] | None = None,
+) -> Gateway:
+    port = free_port()
+    arguments = ["gateway", "--port", str(port), "--transport", transport]
+    arguments += ["--workers", str(workers)]
+    if workers > 1:
+        arguments.append("--reuse-port")
+    if breaker:
+        arguments += ["--breaker", json.dumps(dict(breaker))]
+    environ = gateway_environment(**settings)
+    children = [
+        context.processes.start(f"gateway-{transport}-{i}", arguments, environ=environ, port=port)
+        for i in range(workers)
+    ]
+    return Gateway(children, port)
+
+
+def _provider_settings(base_urls: Mapping[str, str], **extra: str) -> dict[str, str]:
+    values = {}
+    for provider, url in base_urls.items():
+        values[f"DELOS_RUNTIME_{provider.upper()}_KEY"] = f"bench-{provider}-key"
+        values[f"DELOS_RUNTIME_{provider.upper()}_BASE_URL"] = url
+    values.update(extra)
+    return values
+
+
+def upstream_gateway(context: BenchContext, transport: str = "httpx", workers: int = 1) -> Gateway:
+    """A gateway whose one provider (OpenAI) is the instant upstream."""
+    base = f"http://127.0.0.1:{upstream(context).port}/v1"
+    settings = _provider_settings({"openai": base})
+    return context.server(
+        f"gateway:{transport}:{workers}",
+        lambda: _start_gateway(context, settings, transport=transport, workers=workers),
+    )
+
+
+def fakes(context: BenchContext) -> Fakes:
+    def start() -> Fakes:
+        ports = {provider: free_port() for provider in FAKE_PROVIDERS}
+        spec = ",".join(f"{p}={port}" for p, port in ports.items())
+        return Fakes(context.processes.start("fakes", ["fakes", "--ports", spec]), ports)
+
+    return context.server("fakes", start)
+
+
+def scenario_gateway(context: BenchContext, *, hedging: bool) -> Gateway:
+    """A gateway in front of both fakes. Latency routing races nothing (race width 1), so that
+    the adaptation suite sees the router's own choice; breakers wait ``breaker_wait_in_open``."""
+    shared = fakes(context)
+    settings = _provider_settings(
+        {p: shared.base_url(p) for p in FAKE_PROVIDERS},
+        DELOS_RUNTIME_RACE_WIDTH="1",
+        DELOS_RUNTIME_HEDGING="true" if hedging else "false",
+    )
+    breaker = {"wait_in_open": context.sizes.breaker_wait_in_open}
+    return context.server(
+        f"gateway:scenario:{hedging}",
+        lambda: _start_gateway(context, settings, breaker=breaker),
+    )

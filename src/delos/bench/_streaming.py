@@ -1,0 +1,179 @@
+"""Suite ``streaming``: time to first token and per-chunk cost of relaying a 500-token stream.
+
+Two phases, through the gateway and straight from the upstream:
+
+- **burst** (concurrency 1): the upstream writes every chunk as fast as the socket takes them;
+  the client times the first token. Added TTFT = gateway percentile − direct percentile.
+- **paced** (concurrency 16): one chunk every ``paced_interval_us``, so each chunk arrives in a
+  read of its own, as from a real provider. Each chunk carries the upstream's send time on the
+  shared monotonic clock; the client's receive time minus it is the chunk's delivery latency.
+  Gateway CPU per relayed chunk comes from ``/proc`` over this phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from delos.bench._clients import StreamOutcome, direct_streams, grpc_streams
+from delos.bench._context import BenchContext, completion_request
+from delos.bench._profile import finish_recording, profile_table, py_spy_available, start_recording
+from delos.bench._report import render_table
+from delos.bench._results import SuiteResult, Table, Target, format_number, percentile
+from delos.bench._servers import Gateway, upstream, upstream_gateway
+
+__all__ = ["declare_streaming", "run_streaming"]
+
+TRANSPORTS = ("httpx", "httpx-aiohttp")
+_PACED_CONCURRENCY = 16
+
+
+def declare_streaming(context: BenchContext) -> None:
+    for transport in TRANSPORTS:
+        upstream_gateway(context, transport)
+
+
+def _content(tokens: int, interval_us: int) -> str:
+    return f"tokens={tokens} interval_us={interval_us}"
+
+
+def _ms(values: list[float]) -> tuple[float, float, float]:
+    return (
+        percentile(values, 0.5) * 1000,
+        percentile(values, 0.99) * 1000,
+        percentile(values, 0.999) * 1000,
+    )
+
+
+def _check(outcomes: list[StreamOutcome], label: str, tokens: int) -> int:
+    """Streams that failed or lost chunks."""
+    bad = [o for o in outcomes if not o.ok or o.chunks != tokens]
+    if len(bad) == len(outcomes):
+        first = bad[0]
+        raise RuntimeError(f"{label}: every stream failed ({first.code}, {first.chunks} chunks)")
+    return len(bad)
+
+
+def _gateway_streams(
+    gateway: Gateway, content: str, count: int, concurrency: int, stamped: bool
+) -> list[StreamOutcome]:
+    request = completion_request(content)
+    return asyncio.run(
+        grpc_streams(gateway.port, request, count=count, concurrency=concurrency, stamped=stamped)
+    )
+
+
+def run_streaming(context: BenchContext) -> SuiteResult:
+    started = time.monotonic()
+    declare_streaming(context)
+    context.wait_ready()
+    sizes = context.sizes
+    tokens = sizes.stream_tokens
+    url = f"http://127.0.0.1:{upstream(context).port}/v1/chat/completions"
+    burst = _content(tokens, 0)
+    paced = _content(tokens, sizes.paced_interval_us)
+    paced_concurrency = min(_PACED_CONCURRENCY, sizes.paced_streams)
+
+    direct_burst = asyncio.run(direct_streams(url, burst, count=sizes.stream_count, concurrency=1))
+    direct_paced = asyncio.run(
+        direct_streams(url, paced, count=sizes.paced_streams, concurrency=paced_concurrency)
+    )
+    direct_ttft = _ms([o.ttft for o in direct_burst])
+    direct_delay = _ms([d / 1e6 for o in direct_paced for d in o.chunk_delays_us])
+    ttft_rows = [("upstream, direct (aiohttp client)", *map(format_number, direct_ttft), "-", "-",
+                  "-", "-", str(_check(direct_burst, "direct", tokens)))]
+    chunk_rows = [("upstream, direct (aiohttp client)", *map(format_number, direct_delay),
+                   "-", "-", "-", "-", str(_check(direct_paced, "direct", tokens)))]
+    targets: list[Target] = []
+    paced_cpu: dict[str, float] = {}
+    for transport in TRANSPORTS:
+        gateway = upstream_gateway(context, transport)
+        _gateway_streams(gateway, burst, min(5, sizes.stream_count), 1, False)  # warm-up
+        cpu_before = gateway.cpu_seconds()
+        outcomes = _gateway_streams(gateway, burst, sizes.stream_count, 1, False)
+        burst_cpu = (gateway.cpu_seconds() - cpu_before) / max(1, sizes.stream_count * tokens)
+        ttft = _ms([o.ttft for o in outcomes])
+        added = tuple(g - d for g, d in zip(ttft, direct_ttft, strict=True))
+        label = f"gateway, {transport}"
+        ttft_rows.append(
+            (label, *map(format_number, ttft), *map(format_number, added),
+             format_number(burst_cpu * 1e6, 1), str(_check(outcomes, label, tokens)))
+        )
+        cpu_before = gateway.cpu_seconds()
+        outcomes = _gateway_streams(
+            gateway, paced, sizes.paced_streams, paced_concurrency, True
+        )
+        chunks = sum(o.chunks for o in outcomes)
+        paced_cpu[transport] = (gateway.cpu_seconds() - cpu_before) / max(1, chunks) * 1e6
+        delay = _ms([d / 1e6 for o in outcomes for d in o.chunk_delays_us])
+        added_delay = tuple(g - d for g, d in zip(delay, direct_delay, strict=True))
+        chunk_rows.append(
+            (label, *map(format_number, delay), *map(format_number, added_delay),
+             format_number(paced_cpu[transport], 1), str(_check(outcomes, label, tokens)))
+        )
+        targets.append(
+            Target(f"added TTFT p99 at concurrency 1 ({transport})", added[1], 1.0, "ms")
+        )
+        targets.append(
+            Target(
+                f"gateway CPU per relayed chunk, paced ({transport})",
+                paced_cpu[transport],
+                30.0,
+                "µs",
+            )
+        )
+    extra = ""
+    if any(not t.passed for t in targets) and context.profile and py_spy_available():
+        extra = _profile(context, upstream_gateway(context, "httpx"), paced, paced_cpu["httpx"])
+    return SuiteResult(
+        name="streaming",
+        title=f"Streaming: {tokens}-token streams",
+        method=(
+            f"`CompleteStream` through the gateway (official grpcio client) and the same stream "
+            f"straight from the instant upstream (aiohttp client, SSE). **Burst**: "
+            f"{sizes.stream_count} streams at concurrency 1, chunks written back to back; TTFT is "
+            f"timed by the client. **Paced**: {sizes.paced_streams} streams at concurrency "
+            f"{paced_concurrency}, one chunk every {sizes.paced_interval_us} µs, so each chunk "
+            "is its own read; each chunk carries its send time on the machine's monotonic clock, "
+            "so its delivery latency is measured end to end. The client stacks differ (grpcio "
+            "vs aiohttp), and that difference is part of `added`."
+        ),
+        tables=(
+            Table(
+                "Time to first token, burst, concurrency 1",
+                ("path", "p50 ms", "p99 ms", "p99.9 ms", "added p50 ms", "added p99 ms",
+                 "added p99.9 ms", "gateway CPU µs/chunk", "bad streams"),
+                tuple(ttft_rows),
+            ),
+            Table(
+                f"Chunk delivery latency, paced, concurrency {paced_concurrency}",
+                ("path", "p50 ms", "p99 ms", "p99.9 ms", "added p50 ms", "added p99 ms",
+                 "added p99.9 ms", "gateway CPU µs/chunk", "bad streams"),
+                tuple(chunk_rows),
+            ),
+        ),
+        targets=tuple(targets),
+        extra=extra,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _profile(context: BenchContext, gateway: Gateway, content: str, cpu_per_chunk: float) -> str:
+    sizes = context.sizes
+    seconds = max(sizes.profile_seconds, 1.0)
+    output = context.processes.directory / "streaming-profile.txt"
+    recorder = start_recording(gateway.workers[0].pid, seconds, output)
+    deadline = time.monotonic() + seconds + 0.5
+    while time.monotonic() < deadline:
+        _gateway_streams(gateway, content, _PACED_CONCURRENCY, _PACED_CONCURRENCY, False)
+    try:
+        profile = finish_recording(recorder, output, timeout=seconds + 30)
+    except RuntimeError as error:
+        return f"Profile not available: {error}"
+    table = profile_table(
+        profile,
+        cpu_per_unit_us=cpu_per_chunk,
+        unit="chunk",
+        title="Profile: gateway (httpx transport), paced streams",
+    )
+    return render_table(table)
