@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import anthropic
 import httpx
 import pytest
+from anthropic.types import MessageParam, ToolParam
 
 from delos.testing import FakeControl, FakeServer, Fault, serve_in_thread
 from delos.testing.fake_anthropic import ANTHROPIC_MODELS, fake_anthropic_handler
@@ -16,8 +17,8 @@ MODEL = "claude-3-5-haiku-20241022"
 VERTEX_MODEL = "claude-3-5-haiku@20241022"
 KEY = "test-key"
 TOKEN = "fake-token"
-SAY_HI = [{"role": "user", "content": "say hi"}]
-OUTPUT_TOOL = {
+SAY_HI: list[MessageParam] = [{"role": "user", "content": "say hi"}]
+OUTPUT_TOOL: ToolParam = {
     "name": "output",
     "description": "The answer.",
     "input_schema": {
@@ -40,18 +41,23 @@ def fake(control: FakeControl) -> Iterator[FakeServer]:
         yield server
 
 
-def client(fake: FakeServer, api_key: str = KEY) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=fake.url, api_key=api_key, max_retries=0)
+@pytest.fixture
+def sdk(fake: FakeServer) -> Iterator[anthropic.Anthropic]:
+    # Closed at teardown: a pooled socket left to the garbage collector is a ResourceWarning.
+    with anthropic.Anthropic(base_url=fake.url, api_key=KEY, max_retries=0) as client:
+        yield client
 
 
-def vertex_client(fake: FakeServer) -> anthropic.AnthropicVertex:
-    return anthropic.AnthropicVertex(
+@pytest.fixture
+def vertex(fake: FakeServer) -> Iterator[anthropic.AnthropicVertex]:
+    with anthropic.AnthropicVertex(
         region="us-east5",
         project_id="p",
         access_token=TOKEN,
         base_url=fake.url + "/v1",
         max_retries=0,
-    )
+    ) as client:
+        yield client
 
 
 def raw_post(fake: FakeServer, body: dict[str, object]) -> httpx.Response:
@@ -59,8 +65,10 @@ def raw_post(fake: FakeServer, body: dict[str, object]) -> httpx.Response:
     return httpx.post(fake.url + "/v1/messages", headers=headers, json=body)
 
 
-def test_create_parses_with_exact_usage_and_the_length_stop_reason(fake: FakeServer) -> None:
-    message = client(fake).messages.create(
+def test_create_parses_with_exact_usage_and_the_length_stop_reason(
+    sdk: anthropic.Anthropic,
+) -> None:
+    message = sdk.messages.create(
         model=MODEL, max_tokens=4, system="be brief please", messages=SAY_HI
     )
     assert message.type == "message" and message.role == "assistant"
@@ -73,18 +81,18 @@ def test_create_parses_with_exact_usage_and_the_length_stop_reason(fake: FakeSer
 
 
 def test_a_stop_sequence_ends_the_answer_and_is_reported(
-    fake: FakeServer, control: FakeControl
+    sdk: anthropic.Anthropic, control: FakeControl
 ) -> None:
     control.fail_next(1, Fault.NONE, reply="one two STOP three")
-    message = client(fake).messages.create(
+    message = sdk.messages.create(
         model=MODEL, max_tokens=100, messages=SAY_HI, stop_sequences=["STOP"]
     )
     assert message.content[0].type == "text" and message.content[0].text == "one two "
     assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "STOP")
 
 
-def test_stream_helper_accumulates_a_coherent_final_message(fake: FakeServer) -> None:
-    with client(fake).messages.stream(model=MODEL, max_tokens=100, messages=SAY_HI) as stream:
+def test_stream_helper_accumulates_a_coherent_final_message(sdk: anthropic.Anthropic) -> None:
+    with sdk.messages.stream(model=MODEL, max_tokens=100, messages=SAY_HI) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert len(text.split()) == 12
@@ -93,10 +101,8 @@ def test_stream_helper_accumulates_a_coherent_final_message(fake: FakeServer) ->
     assert (final.usage.input_tokens, final.usage.output_tokens) == (2, 12)
 
 
-def test_raw_stream_events_come_in_the_documented_order(fake: FakeServer) -> None:
-    events = list(
-        client(fake).messages.create(model=MODEL, max_tokens=3, messages=SAY_HI, stream=True)
-    )
+def test_raw_stream_events_come_in_the_documented_order(sdk: anthropic.Anthropic) -> None:
+    events = list(sdk.messages.create(model=MODEL, max_tokens=3, messages=SAY_HI, stream=True))
     assert [e.type for e in events] == [
         "message_start",
         "content_block_start",
@@ -124,12 +130,12 @@ def test_every_stream_event_is_named_after_its_type_and_a_ping_is_sent(fake: Fak
     assert names[-1] == "message_stop"
 
 
-def test_forced_tool_answers_with_a_tool_use_block(fake: FakeServer) -> None:
-    message = client(fake).messages.create(
+def test_forced_tool_answers_with_a_tool_use_block(sdk: anthropic.Anthropic) -> None:
+    message = sdk.messages.create(
         model=MODEL,
         max_tokens=100,
         messages=SAY_HI,
-        tools=[OUTPUT_TOOL],  # type: ignore[list-item]
+        tools=[OUTPUT_TOOL],
         tool_choice={"type": "tool", "name": "output"},
     )
     block = message.content[0]
@@ -138,12 +144,14 @@ def test_forced_tool_answers_with_a_tool_use_block(fake: FakeServer) -> None:
     assert message.stop_reason == "tool_use"
 
 
-def test_forced_tool_streams_input_json_deltas_the_helper_reassembles(fake: FakeServer) -> None:
-    with client(fake).messages.stream(
+def test_forced_tool_streams_input_json_deltas_the_helper_reassembles(
+    sdk: anthropic.Anthropic,
+) -> None:
+    with sdk.messages.stream(
         model=MODEL,
         max_tokens=100,
         messages=SAY_HI,
-        tools=[OUTPUT_TOOL],  # type: ignore[list-item]
+        tools=[OUTPUT_TOOL],
         tool_choice={"type": "tool", "name": "output"},
     ) as stream:
         final = stream.get_final_message()
@@ -164,14 +172,14 @@ def test_forced_tool_streams_input_json_deltas_the_helper_reassembles(fake: Fake
     ],
 )
 def test_errors_raise_the_sdk_exception_for_their_status(
-    fake: FakeServer,
+    sdk: anthropic.Anthropic,
     control: FakeControl,
     status: int,
     exception: type[anthropic.APIStatusError],
 ) -> None:
     control.fail_next(1, Fault.HTTP_ERROR, error_status=status, retry_after=7)
     with pytest.raises(exception) as raised:
-        client(fake).messages.create(model=MODEL, max_tokens=10, messages=SAY_HI)
+        sdk.messages.create(model=MODEL, max_tokens=10, messages=SAY_HI)
     assert raised.value.status_code == status
     body = raised.value.body
     assert isinstance(body, dict) and body["type"] == "error"
@@ -179,34 +187,39 @@ def test_errors_raise_the_sdk_exception_for_their_status(
     assert raised.value.response.headers["retry-after"] == "7"
 
 
-def test_a_529_is_an_overloaded_error(fake: FakeServer, control: FakeControl) -> None:
+def test_a_529_is_an_overloaded_error(sdk: anthropic.Anthropic, control: FakeControl) -> None:
     control.fail_next(1, Fault.HTTP_ERROR, error_status=529)
     with pytest.raises(anthropic.OverloadedError) as raised:
-        client(fake).messages.create(model=MODEL, max_tokens=10, messages=SAY_HI)
+        sdk.messages.create(model=MODEL, max_tokens=10, messages=SAY_HI)
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["error"] == {"type": "overloaded_error", "message": "Overloaded"}
 
 
 def test_a_wrong_key_is_an_authentication_error(fake: FakeServer) -> None:
-    with pytest.raises(anthropic.AuthenticationError):
-        client(fake, api_key="wrong").messages.create(model=MODEL, max_tokens=10, messages=SAY_HI)
+    with (
+        anthropic.Anthropic(base_url=fake.url, api_key="wrong", max_retries=0) as wrong,
+        pytest.raises(anthropic.AuthenticationError),
+    ):
+        wrong.messages.create(model=MODEL, max_tokens=10, messages=SAY_HI)
 
 
-def test_a_429_says_which_limit_is_exhausted(fake: FakeServer, control: FakeControl) -> None:
+def test_a_429_says_which_limit_is_exhausted(
+    sdk: anthropic.Anthropic, control: FakeControl
+) -> None:
     control.fail_next(1, Fault.HTTP_ERROR, error_status=429)
     with pytest.raises(anthropic.RateLimitError) as raised:
-        client(fake).messages.create(model=MODEL, max_tokens=10, messages=SAY_HI)
+        sdk.messages.create(model=MODEL, max_tokens=10, messages=SAY_HI)
     headers = raised.value.response.headers
     assert headers["anthropic-ratelimit-requests-remaining"] == "0"
     assert headers["anthropic-ratelimit-requests-reset"].endswith("Z")
 
 
-def test_a_system_role_inside_messages_is_rejected(fake: FakeServer) -> None:
+def test_a_system_role_inside_messages_is_rejected(sdk: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError) as raised:
-        client(fake).messages.create(
+        sdk.messages.create(
             model=MODEL,
             max_tokens=10,
-            messages=[{"role": "system", "content": "x"}, *SAY_HI],  # type: ignore[list-item]
+            messages=[{"role": "system", "content": "x"}, *SAY_HI],
         )
     assert "top-level `system` parameter" in str(raised.value)
 
@@ -220,18 +233,18 @@ def test_a_request_without_max_tokens_is_rejected(fake: FakeServer) -> None:
     }
 
 
-def test_an_unknown_model_is_not_found(fake: FakeServer) -> None:
+def test_an_unknown_model_is_not_found(sdk: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as raised:
-        client(fake).messages.create(model="claude-2", max_tokens=10, messages=SAY_HI)
+        sdk.messages.create(model="claude-2", max_tokens=10, messages=SAY_HI)
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["error"]["message"] == "model: claude-2"
 
 
 def test_a_mid_stream_error_event_raises_in_the_sdk(
-    fake: FakeServer, control: FakeControl
+    sdk: anthropic.Anthropic, control: FakeControl
 ) -> None:
     control.fail_next(1, Fault.STREAM_ERROR_EVENT, tokens_before_fault=2)
-    stream = client(fake).messages.create(model=MODEL, max_tokens=10, messages=SAY_HI, stream=True)
+    stream = sdk.messages.create(model=MODEL, max_tokens=10, messages=SAY_HI, stream=True)
     with pytest.raises(anthropic.APIStatusError) as raised:
         list(stream)
     assert isinstance(raised.value.body, dict)
@@ -246,21 +259,21 @@ def test_successful_answers_carry_request_id_and_rate_limit_headers(fake: FakeSe
         assert response.headers[f"anthropic-ratelimit-{limit}-reset"].endswith("Z")
 
 
-def test_model_list_pages(fake: FakeServer) -> None:
-    page = client(fake).models.list(limit=2)
+def test_model_list_pages(sdk: anthropic.Anthropic) -> None:
+    page = sdk.models.list(limit=2)
     assert [m.id for m in page.data] == list(ANTHROPIC_MODELS[:2])
     assert page.has_more and page.last_id == ANTHROPIC_MODELS[1]
-    everything = [m.id for m in client(fake).models.list(limit=2)]  # the SDK follows after_id
+    everything = [m.id for m in sdk.models.list(limit=2)]  # the SDK follows after_id
     assert everything == list(ANTHROPIC_MODELS)
 
 
 # -- Claude on Vertex AI ------------------------------------------------------------------------
 
 
-def test_vertex_create_posts_to_raw_predict_without_model_in_the_body(fake: FakeServer) -> None:
-    message = vertex_client(fake).messages.create(
-        model=VERTEX_MODEL, max_tokens=4, messages=SAY_HI
-    )
+def test_vertex_create_posts_to_raw_predict_without_model_in_the_body(
+    vertex: anthropic.AnthropicVertex, fake: FakeServer
+) -> None:
+    message = vertex.messages.create(model=VERTEX_MODEL, max_tokens=4, messages=SAY_HI)
     assert message.content[0].type == "text" and len(message.content[0].text.split()) == 4
     assert message.id.startswith("msg_vrtx_")
     request = fake.stats.requests[-1]
@@ -272,10 +285,10 @@ def test_vertex_create_posts_to_raw_predict_without_model_in_the_body(fake: Fake
     assert "model" not in body and body["anthropic_version"]
 
 
-def test_vertex_stream_posts_to_stream_raw_predict(fake: FakeServer) -> None:
-    with vertex_client(fake).messages.stream(
-        model=VERTEX_MODEL, max_tokens=100, messages=SAY_HI
-    ) as stream:
+def test_vertex_stream_posts_to_stream_raw_predict(
+    vertex: anthropic.AnthropicVertex, fake: FakeServer
+) -> None:
+    with vertex.messages.stream(model=VERTEX_MODEL, max_tokens=100, messages=SAY_HI) as stream:
         final = stream.get_final_message()
     assert final.usage.output_tokens == 12 and final.stop_reason == "end_turn"
     assert fake.stats.requests[-1].path.endswith(f"/models/{VERTEX_MODEL}:streamRawPredict")
@@ -293,17 +306,21 @@ def test_vertex_rejects_a_body_without_anthropic_version(fake: FakeServer) -> No
 
 
 def test_vertex_quota_and_auth_errors_have_the_google_shape(
-    fake: FakeServer, control: FakeControl
+    vertex: anthropic.AnthropicVertex, fake: FakeServer, control: FakeControl
 ) -> None:
     control.fail_next(1, Fault.HTTP_ERROR, error_status=429)
     with pytest.raises(anthropic.RateLimitError) as raised:
-        vertex_client(fake).messages.create(model=VERTEX_MODEL, max_tokens=4, messages=SAY_HI)
+        vertex.messages.create(model=VERTEX_MODEL, max_tokens=4, messages=SAY_HI)
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["error"]["status"] == "RESOURCE_EXHAUSTED"
-    wrong = anthropic.AnthropicVertex(
-        region="us-east5", project_id="p", access_token="nope", base_url=fake.url + "/v1"
-    )
-    with pytest.raises(anthropic.AuthenticationError):
-        wrong.with_options(max_retries=0).messages.create(
-            model=VERTEX_MODEL, max_tokens=4, messages=SAY_HI
-        )
+    with (
+        anthropic.AnthropicVertex(
+            region="us-east5",
+            project_id="p",
+            access_token="nope",
+            base_url=fake.url + "/v1",
+            max_retries=0,
+        ) as wrong,
+        pytest.raises(anthropic.AuthenticationError),
+    ):
+        wrong.messages.create(model=VERTEX_MODEL, max_tokens=4, messages=SAY_HI)

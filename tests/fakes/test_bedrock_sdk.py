@@ -312,7 +312,7 @@ def test_temporary_credentials_need_their_session_token(control: FakeControl) ->
 
 
 def test_an_oversized_frame_is_refused_by_botocore(fake: FakeServer, control: FakeControl) -> None:
-    control.fail_next(1, Fault.OVERSIZED_BODY, tokens_before_fault=1)
+    control.fail_next(1, Fault.OVERSIZED_BODY)
     stream = client(fake).converse_stream(modelId=MODEL, messages=HELLO)["stream"]
     with pytest.raises(botocore.eventstream.InvalidPayloadLength):
         drain(stream)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from ssl import SSLContext
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -58,12 +59,12 @@ def write_self_signed(directory: Path, stem: str = "server") -> CertificatePair:
 
 
 @asynccontextmanager
-async def serving(server: Server, **start_options: object) -> AsyncIterator[int]:
+async def serving(server: Server, *, ssl: SSLContext | None = None) -> AsyncIterator[int]:
     """Start ``server`` on an ephemeral loopback port for the block; yields the port."""
     listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listening.bind(("127.0.0.1", 0))
     port: int = listening.getsockname()[1]
-    await server.start(sock=listening, **start_options)
+    await server.start(sock=listening, ssl=ssl)
     try:
         yield port
     finally:

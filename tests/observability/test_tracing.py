@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import grpc
+import grpc  # type: ignore[import-untyped]
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -53,7 +53,7 @@ def _attributes(pairs: Iterator[KeyValue] | Any) -> dict[str, Any]:
 
 
 @dataclass
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
     """An in-process OTLP/gRPC trace receiver."""
 
     spans: list[ReceivedSpan] = field(default_factory=list)
@@ -97,7 +97,7 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     collector = Collector()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:

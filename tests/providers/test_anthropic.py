@@ -1,4 +1,4 @@
-"""The Anthropic adapter against the fake Messages API, direct and on Vertex AI, on both backends."""
+"""The Anthropic adapter against the fake Messages API, direct and on Vertex AI, on two backends."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ from delos.runtime.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from delos.runtime.providers._anthropic_wire import (
+    MessageStreamReader,
+    OutputTool,
+    parse_message,
+)
 from delos.runtime.providers.anthropic import (
     AnthropicEndpoint,
     AnthropicProvider,
@@ -40,6 +45,7 @@ from delos.runtime.types import (
     TextDelta,
     Usage,
 )
+from delos.runtime.wire import SseEvent
 from delos.testing import FakeControl, FakeRequest, FakeResponse, FakeServer, Fault
 from delos.testing import open_fake_server as open_server
 from delos.testing._behaviour import reply_words
@@ -495,11 +501,11 @@ async def test_vertex_platform_errors_in_the_google_shape_map_too() -> None:
     assert "RESOURCE_EXHAUSTED: Resource exhausted" in raised.value.message
 
 
-def test_vertex_serves_only_the_claude_models_of_the_vertex_catalog() -> None:
-    provider = AnthropicProvider.for_vertex(
-        project="p", location="us-east5", access_token="t", client=httpx.AsyncClient(),
-        catalog=CATALOG,
-    )  # fmt: skip
+async def test_vertex_serves_only_the_claude_models_of_the_vertex_catalog() -> None:
+    async with httpx.AsyncClient() as client:
+        provider = AnthropicProvider.for_vertex(
+            project="p", location="us-east5", access_token="t", client=client, catalog=CATALOG
+        )
     assert provider.models() == (
         "claude-3-5-sonnet-v2@20241022",
         "claude-3-5-haiku@20241022",
@@ -510,7 +516,9 @@ def test_vertex_serves_only_the_claude_models_of_the_vertex_catalog() -> None:
 
 
 def test_vertex_hosts_follow_the_location() -> None:
-    assert default_vertex_base_url("europe-west1") == "https://europe-west1-aiplatform.googleapis.com"
+    assert (
+        default_vertex_base_url("europe-west1") == "https://europe-west1-aiplatform.googleapis.com"
+    )
     assert default_vertex_base_url("global") == "https://aiplatform.googleapis.com"
     assert default_vertex_base_url("eu") == "https://aiplatform.eu.rep.googleapis.com"
 
@@ -541,3 +549,155 @@ async def test_the_builder_reads_key_and_base_url_from_the_settings() -> None:
     default = build_anthropic(Settings(), CATALOG, client)
     assert isinstance(default, AnthropicProvider)
     assert default.base_url == "https://api.anthropic.com"
+
+
+# -- the wire format without a socket -------------------------------------------------------------
+
+
+def sse(name: str | None, payload: dict[str, Any]) -> SseEvent:
+    return SseEvent(name, json.dumps(payload))
+
+
+def read_all(events: Sequence[SseEvent], output_tool: OutputTool | None = None) -> list[Any]:
+    reader = MessageStreamReader("anthropic", model=MODEL, output_tool=output_tool)
+    return [item for event in events for item in reader.feed(event)]
+
+
+START = sse("message_start", {"type": "message_start", "message": {"model": MODEL, "usage": {}}})
+STOP = sse("message_stop", {"type": "message_stop"})
+
+
+def delta(kind: str, index: int = 0, **fields: str) -> SseEvent:
+    body = {"type": "content_block_delta", "index": index, "delta": {"type": kind, **fields}}
+    return sse("content_block_delta", body)
+
+
+def finish(reason: str, usage: dict[str, int] | None = None) -> SseEvent:
+    body: dict[str, Any] = {"type": "message_delta", "delta": {"stop_reason": reason}}
+    if usage is not None:
+        body["usage"] = usage
+    return sse("message_delta", body)
+
+
+def test_the_reader_ignores_thinking_unknown_and_unnamed_events() -> None:
+    items = read_all(
+        [
+            START,
+            delta("thinking_delta", thinking="hmm"),
+            sse(None, {"type": "content_block_delta", "delta": {"text": "unnamed"}}),
+            sse("citations_soon", {"type": "citations_soon"}),
+            delta("text_delta", index=1, text="answer"),
+            finish("end_turn", {"output_tokens": 3}),
+            STOP,
+            delta("text_delta", text="after the end"),
+        ]
+    )
+    assert items == [TextDelta("answer"), StreamFinished("stop", None, MODEL)]
+
+
+def test_repeated_input_counts_in_message_delta_are_the_final_word() -> None:
+    start = sse(
+        "message_start",
+        {"type": "message_start", "message": {"usage": {"input_tokens": 5, "output_tokens": 1}}},
+    )
+    usage = {"input_tokens": 6, "cache_read_input_tokens": 4, "output_tokens": 9}
+    *_, last = read_all([start, finish("max_tokens", usage), STOP])
+    assert last == StreamFinished("length", Usage(10, 9), MODEL)
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("refusal", "content_filter"),
+        ("tool_use", "tool_calls"),
+        ("pause_turn", "pause_turn"),
+        ("Model_Context_Window_Exceeded", "model_context_window_exceeded"),
+    ],
+)
+def test_stop_reasons_are_normalised(stop_reason: str, finish_reason: str) -> None:
+    *_, last = read_all([START, finish(stop_reason), STOP])
+    assert last.finish_reason == finish_reason
+    payload = {"content": [], "stop_reason": stop_reason}
+    parsed = parse_message("anthropic", payload, model=MODEL, output_tool=None)
+    assert parsed.finish_reason == finish_reason
+
+
+def test_message_stop_without_a_stop_reason_is_a_protocol_error() -> None:
+    with pytest.raises(UpstreamProtocolError, match="without a stop reason"):
+        read_all([START, delta("text_delta", text="x"), STOP])
+
+
+def test_an_error_event_names_its_type_and_message() -> None:
+    error = sse("error", {"type": "error", "error": {"type": "api_error", "message": "Boom"}})
+    with pytest.raises(UpstreamProtocolError) as raised:
+        read_all([START, error])
+    assert raised.value.message == "anthropic: error in the stream (api_error: Boom)"
+
+
+def test_an_event_that_is_not_json_is_a_protocol_error() -> None:
+    with pytest.raises(UpstreamProtocolError, match="not valid JSON"):
+        read_all([SseEvent("message_start", "{nope")])
+
+
+def test_structured_output_falls_back_to_text_when_the_model_never_calls_the_tool() -> None:
+    tool = OutputTool.for_schema(OBJECT_SCHEMA)
+    events = [START, delta("text_delta", text="I can't "), delta("text_delta", text="help.")]
+    items = read_all([*events, finish("refusal"), STOP], tool)
+    assert items == [TextDelta("I can't help."), StreamFinished("content_filter", None, MODEL)]
+
+
+def test_a_tool_the_client_did_not_force_is_not_the_answer() -> None:
+    start = sse(
+        "content_block_start",
+        {"index": 0, "content_block": {"type": "tool_use", "name": "lookup", "input": {}}},
+    )
+    call = delta("input_json_delta", partial_json='{"q":1}')
+    items = read_all(
+        [START, start, call, finish("tool_use"), STOP], OutputTool.for_schema(OBJECT_SCHEMA)
+    )
+    assert items == [StreamFinished("tool_calls", None, MODEL)]
+
+
+def test_wrapping_a_schema_keeps_its_definitions_at_the_root() -> None:
+    schema = {"$defs": {"n": {"type": "integer"}}, "type": "array", "items": {"$ref": "#/$defs/n"}}
+    tool = OutputTool.for_schema(schema)
+    assert tool.wrapped and tool.schema["$defs"] == {"n": {"type": "integer"}}
+    assert tool.schema["properties"]["value"] == {"type": "array", "items": {"$ref": "#/$defs/n"}}
+    assert tool.answer({"value": [1, 2]}) == "[1, 2]"
+
+
+def test_parse_message_reads_text_blocks_and_cache_counts() -> None:
+    payload = {
+        "model": "claude-3-5-haiku-20241022",
+        "content": [
+            {"type": "thinking", "thinking": "…", "signature": "s"},
+            {"type": "text", "text": "Hello, "},
+            {"type": "text", "text": "world"},
+        ],
+        "stop_reason": "end_turn",
+        "usage": {
+            "input_tokens": 3,
+            "cache_creation_input_tokens": 10,
+            "cache_read_input_tokens": 20,
+            "output_tokens": 2,
+        },
+    }
+    parsed = parse_message("anthropic", payload, model=MODEL, output_tool=None)
+    assert parsed == Completion("Hello, world", MODEL, "stop", Usage(33, 2))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"type": "error", "error": {"type": "api_error", "message": "Boom"}},
+        {"id": "msg_1", "type": "message"},
+        {"content": [{"type": "text"}]},
+        ["not", "an", "object"],
+    ],
+)
+def test_parse_message_rejects_errors_and_odd_shapes(payload: Any) -> None:
+    with pytest.raises(UpstreamProtocolError):
+        parse_message("anthropic", payload, model=MODEL, output_tool=None)

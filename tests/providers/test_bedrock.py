@@ -398,6 +398,64 @@ async def test_each_http_error_becomes_our_error_naming_the_exception(
     assert name in raised.value.message
 
 
+def answering(status: int, headers: list[tuple[str, str]], body: bytes) -> Any:
+    async def handler(request: FakeRequest) -> FakeResponse:
+        return FakeResponse(status, headers, body)
+
+    return handler
+
+
+AWS_JSON = [("content-type", "application/json")]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "error", "fragment"),
+    [
+        (
+            403,
+            AWS_JSON,
+            b'{"__type":"com.amazon.coral.service#ExpiredTokenException",'
+            b'"message":"The security token included in the request is expired"}',
+            UpstreamAuthenticationError,
+            "ExpiredTokenException: The security token included in the request is expired",
+        ),
+        (
+            400,
+            [*AWS_JSON, ("x-amzn-ErrorType", "ServiceQuotaExceededException:http://x/")],
+            b'{"message":"Your request exceeds the service quota for your account."}',
+            UpstreamRateLimited,
+            "ServiceQuotaExceededException",
+        ),
+        (
+            429,
+            [*AWS_JSON, ("x-amzn-ErrorType", "ModelNotReadyException:http://x/")],
+            b'{"message":"Model is not ready to serve inference requests."}',
+            UpstreamUnavailable,
+            "ModelNotReadyException",
+        ),
+        (
+            502,
+            [("content-type", "text/html")],
+            b"<html>502 Bad Gateway</html>",
+            UpstreamUnavailable,
+            "HTTP 502",
+        ),
+    ],
+    ids=["body-type", "quota", "not-ready", "html"],
+)
+async def test_errors_are_mapped_by_their_aws_type_else_by_status(
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    error: type[ProviderError],
+    fragment: str,
+) -> None:
+    async with open_bedrock(handler=answering(status, headers, body)) as (_, provider):
+        with pytest.raises(error) as raised:
+            await provider.complete(chat())
+    assert type(raised.value) is error and fragment in raised.value.message
+
+
 async def test_a_wrong_secret_is_an_authentication_error() -> None:
     async with open_bedrock(request_signer=signer(secret_access_key="wrong")) as (_, provider):
         with pytest.raises(UpstreamAuthenticationError, match="InvalidSignatureException"):
@@ -453,7 +511,6 @@ async def test_malformed_unary_answers(fault: Fault, error: type[ProviderError])
         (Fault.TRUNCATED, UpstreamProtocolError, "truncated"),
         (Fault.BAD_CRC, UpstreamProtocolError, "message CRC mismatch"),
         (Fault.INVALID_JSON, UpstreamProtocolError, "not valid JSON"),
-        (Fault.OVERSIZED_BODY, UpstreamProtocolError, "exceeds the limit"),
         (Fault.STREAM_ERROR_EVENT, UpstreamProtocolError, "internalServerException"),
         (Fault.RESET_MID_BODY, UpstreamUnavailable, "connection lost"),
     ],
@@ -470,6 +527,18 @@ async def test_a_stream_that_breaks_after_output_raises_after_the_deltas_before_
                 async for event in events:
                     received.append(event)
     assert len(received) == 3 and all(isinstance(e, TextDelta) for e in received)
+
+
+async def test_an_oversized_first_event_is_refused_before_any_output() -> None:
+    control = FakeControl()
+    control.fail_next(1, Fault.OVERSIZED_BODY)
+    received: list[StreamEvent] = []
+    async with open_bedrock(control) as (_, provider):
+        with pytest.raises(UpstreamProtocolError, match="exceeds the limit"):
+            async with provider.open_stream(chat()) as events:
+                async for item in events:
+                    received.append(item)
+    assert received == []
 
 
 async def test_throttling_mid_stream_is_a_stream_failure_not_a_rate_limit() -> None:

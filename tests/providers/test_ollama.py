@@ -355,8 +355,6 @@ async def test_a_line_longer_than_the_decoder_allows_is_a_protocol_error() -> No
         (Fault.OVERSIZED_BODY, UpstreamProtocolError),
         (Fault.RESET_BEFORE_HEADERS, UpstreamUnavailable),
         (Fault.RESET_MID_BODY, UpstreamUnavailable),
-        # A unary answer is gathered before it is written: a failure is a 500, not a line.
-        (Fault.STREAM_ERROR_EVENT, UpstreamUnavailable),
     ],
 )
 async def test_a_broken_unary_answer_raises_the_right_error(
@@ -369,6 +367,14 @@ async def test_a_broken_unary_answer_raises_the_right_error(
             await provider.complete(REQUEST)
     assert type(raised.value) is error_class
     assert raised.value.provider == "ollama"
+
+
+async def test_the_in_stream_error_fault_leaves_a_unary_answer_alone() -> None:
+    control = FakeControl()
+    control.fail_next(1, Fault.STREAM_ERROR_EVENT)
+    async with open_fake(control) as (_, provider):
+        completion = await provider.complete(REQUEST)
+    assert completion.content == expected_words()
 
 
 async def test_a_stream_of_the_wrong_content_type_is_a_protocol_error() -> None:

@@ -1,0 +1,43 @@
+"""Reproducible benchmarks of the gateway: ``python -m delos.bench`` (``just bench``).
+
+Every server runs in its own process on 127.0.0.1, load comes from an external generator
+(h2load) or from clients in the benchmark's own process, and every run is bounded in count and
+time. Results go to ``docs/benchmarks.md``.
+
+Layout:
+    _cli.py         the command: suites to run, --quick, the report to rewrite
+    _suites.py      the suites in report order, and the runner
+    _context.py     sizes (full or quick) and the servers suites share
+    _servers.py     starting the gateway, upstream, fakes and reference servers
+    _processes.py   child processes: started, measured from /proc, stopped by PID
+    _h2load.py      load from h2load, gRPC frames
+    _clients.py     grpcio and aiohttp clients that read answers (streams, scenarios)
+    _overhead.py, _streaming.py, _hedging.py, _adaptation.py, _breaker.py, _memory.py,
+    _transport.py, _peers.py
+                    one suite each
+    _profile.py     py-spy profiles summarised by self time
+    _results.py     tables, targets, percentiles
+    _report.py      the Markdown report
+    _upstream.py    the instant OpenAI-compatible upstream
+    _echo.py        the bare grpclib echo server and the minimal forwarders
+    serve.py        the entry point of every server process
+"""
+
+from delos.bench._cli import main
+from delos.bench._context import BenchContext, Sizes
+from delos.bench._results import SuiteResult, Table, Target, percentile
+from delos.bench._suites import DEFAULT_SUITES, SUITES, Suite, run_suites
+
+__all__ = [
+    "DEFAULT_SUITES",
+    "SUITES",
+    "BenchContext",
+    "Sizes",
+    "Suite",
+    "SuiteResult",
+    "Table",
+    "Target",
+    "main",
+    "percentile",
+    "run_suites",
+]

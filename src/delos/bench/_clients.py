@@ -10,21 +10,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import grpc
-import grpc.aio
+import grpc  # type: ignore[import-untyped]
+import grpc.aio  # type: ignore[import-untyped]
 
 from delos.runtime.v1 import runtime_pb2 as pb
 
 __all__ = [
     "CallOutcome",
     "StreamOutcome",
+    "UnaryCaller",
     "direct_streams",
     "grpc_streams",
     "grpc_unary",
-    "list_providers",
+    "open_caller",
 ]
 
 _OPTIONS = (("grpc.enable_http_proxy", 0),)
@@ -41,6 +43,7 @@ class CallOutcome:
     provider: str = ""
     #: (provider, kind, outcome) of each upstream attempt.
     attempts: tuple[tuple[str, str, str], ...] = ()
+    message: str = ""
 
 
 @dataclass(slots=True)
@@ -72,6 +75,56 @@ async def _bounded(count: int, concurrency: int, one: Callable[[int], object]) -
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, count)))))
 
 
+class UnaryCaller:
+    """Complete calls on one open channel."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._call = channel.unary_unary(
+            "/delos.runtime.v1.RuntimeService/Complete",
+            request_serializer=pb.CompleteRequest.SerializeToString,
+            response_deserializer=pb.CompleteResponse.FromString,
+        )
+        self._list = channel.unary_unary(
+            "/delos.runtime.v1.RuntimeService/ListProviders",
+            request_serializer=pb.ListProvidersRequest.SerializeToString,
+            response_deserializer=pb.ListProvidersResponse.FromString,
+        )
+
+    async def breaker_state(self, provider: str) -> str:
+        """The provider's breaker state as ListProviders reports it (closed, open, half_open)."""
+        response = await self._list(pb.ListProvidersRequest(), timeout=10.0)
+        for info in response.providers:
+            if info.name == provider:
+                return str(info.breaker_state)
+        return ""
+
+    async def __call__(self, message: pb.CompleteRequest, deadline: float = 10.0) -> CallOutcome:
+        started = time.monotonic()
+        try:
+            response = await self._call(message, timeout=deadline)
+        except grpc.aio.AioRpcError as error:
+            return CallOutcome(
+                started,
+                time.monotonic() - started,
+                False,
+                error.code().name,
+                message=error.details() or "",
+            )
+        return CallOutcome(
+            started,
+            time.monotonic() - started,
+            True,
+            provider=response.provider,
+            attempts=_attempts(response.attempts),
+        )
+
+
+@asynccontextmanager
+async def open_caller(port: int) -> AsyncIterator[UnaryCaller]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OPTIONS) as channel:
+        yield UnaryCaller(channel)
+
+
 async def grpc_unary(
     port: int,
     request: pb.CompleteRequest | Callable[[int], pb.CompleteRequest],
@@ -82,32 +135,11 @@ async def grpc_unary(
 ) -> list[CallOutcome]:
     """``count`` Complete calls, ``concurrency`` in flight; outcomes in completion order."""
     outcomes: list[CallOutcome] = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OPTIONS) as channel:
-        call = channel.unary_unary(
-            "/delos.runtime.v1.RuntimeService/Complete",
-            request_serializer=pb.CompleteRequest.SerializeToString,
-            response_deserializer=pb.CompleteResponse.FromString,
-        )
+    async with open_caller(port) as call:
 
         async def one(index: int) -> None:
             message = request(index) if callable(request) else request
-            started = time.monotonic()
-            try:
-                response = await call(message, timeout=deadline)
-            except grpc.aio.AioRpcError as error:
-                outcomes.append(
-                    CallOutcome(started, time.monotonic() - started, False, error.code().name)
-                )
-                return
-            outcomes.append(
-                CallOutcome(
-                    started,
-                    time.monotonic() - started,
-                    True,
-                    provider=response.provider,
-                    attempts=_attempts(response.attempts),
-                )
-            )
+            outcomes.append(await call(message, deadline))
 
         await _bounded(count, concurrency, one)
     return outcomes
@@ -219,13 +251,3 @@ async def direct_streams(
 
         await _bounded(count, concurrency, one)
     return outcomes
-
-
-async def list_providers(port: int) -> pb.ListProvidersResponse:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_OPTIONS) as channel:
-        call = channel.unary_unary(
-            "/delos.runtime.v1.RuntimeService/ListProviders",
-            request_serializer=pb.ListProvidersRequest.SerializeToString,
-            response_deserializer=pb.ListProvidersResponse.FromString,
-        )
-        return await call(pb.ListProvidersRequest(), timeout=10.0)  # type: ignore[no-any-return]

@@ -37,6 +37,13 @@ class Sizes:
     memory_requests: tuple[int, int]
     breaker_wait_in_open: float
     profile_seconds: float
+    #: Transports of the gateway under test; the first is the one it ships with.
+    transports: tuple[str, ...] = ("httpx", "httpx-aiohttp")
+    #: Transports measured with two workers sharing the port.
+    two_worker_transports: tuple[str, ...] = ("httpx", "httpx-aiohttp")
+    forwarder_clients: tuple[str, ...] = ("httpx", "httpx-aiohttp", "aiohttp")
+    #: Scenario suites each get a gateway of their own (False: one shared, quicker to start).
+    isolated_scenarios: bool = True
 
     @classmethod
     def full(cls) -> Sizes:
@@ -66,10 +73,14 @@ class Sizes:
             stream_tokens=50,
             paced_streams=4,
             paced_interval_us=500,
-            scenario_requests=60,
+            scenario_requests=40,
             memory_requests=(200, 400),
             breaker_wait_in_open=0.3,
             profile_seconds=0.0,
+            transports=("httpx",),
+            two_worker_transports=(),
+            forwarder_clients=("httpx-aiohttp",),
+            isolated_scenarios=False,
         )
 
 

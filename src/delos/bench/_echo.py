@@ -78,7 +78,9 @@ async def open_echo_server(port: int, *, reuse_port: bool = False) -> Server:
 Post = Callable[[bytes], Awaitable[bytes]]
 
 
-async def _open_post(client: ForwarderClient, url: str) -> tuple[Post, Callable[[], Awaitable[Any]]]:
+async def _open_post(
+    client: ForwarderClient, url: str
+) -> tuple[Post, Callable[[], Awaitable[Any]]]:
     """A function POSTing a JSON body to ``url`` and returning the response body, and a closer."""
     headers = {"authorization": "Bearer bench", "content-type": "application/json"}
     if client == "aiohttp":

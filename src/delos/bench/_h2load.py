@@ -99,7 +99,10 @@ def run_h2load(
         command += ["-n", str(max(shape.requests, clients))]
         bound = 60.0 + shape.requests / 100.0
     else:
-        command += ["-D", f"{shape.duration:g}", "--warm-up-time", f"{shape.warmup:g}"]
+        # h2load takes whole units: milliseconds.
+        command += ["-D", f"{round(shape.duration * 1000)}ms"]
+        if shape.warmup > 0:
+            command += ["--warm-up-time", f"{round(shape.warmup * 1000)}ms"]
         bound = shape.duration + shape.warmup + 60.0
     command += ["--log-file", str(log_path), url]
     try:

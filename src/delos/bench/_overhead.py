@@ -21,9 +21,20 @@ from delos.bench._profile import (
 from delos.bench._results import SuiteResult, Table, Target, format_number, percentile
 from delos.bench._servers import Gateway, echo, upstream, upstream_gateway, upstream_requests
 
-__all__ = ["Measurement", "declare_overhead", "measure_grpc", "run_overhead"]
+__all__ = [
+    "COLUMNS",
+    "DIRECT_BODY",
+    "Measurement",
+    "check_gateway",
+    "declare_overhead",
+    "latency_percentiles",
+    "measure_direct",
+    "measure_grpc",
+    "measurement_row",
+    "run_overhead",
+    "should_profile",
+]
 
-TRANSPORTS = ("httpx", "httpx-aiohttp")
 
 DIRECT_BODY = (
     b'{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello in five words."}]}'
@@ -43,7 +54,7 @@ class Measurement:
     errors: int = 0
 
 
-def _percentiles(durations_us: tuple[int, ...]) -> tuple[float, float, float]:
+def latency_percentiles(durations_us: tuple[int, ...]) -> tuple[float, float, float]:
     values = [d / 1000.0 for d in durations_us]
     return (percentile(values, 0.5), percentile(values, 0.99), percentile(values, 0.999))
 
@@ -92,7 +103,7 @@ def measure_grpc(
         concurrency,
         result.requests,
         result.requests_per_second,
-        _percentiles(result.durations_us),
+        latency_percentiles(result.durations_us),
         cpu / max(result.requests, 1) * 1e6,
         errors,
     )
@@ -110,7 +121,7 @@ def measure_direct(context: BenchContext, upstream: Child, concurrency: int) -> 
         concurrency,
         result.requests,
         result.requests_per_second,
-        _percentiles(result.durations_us),
+        latency_percentiles(result.durations_us),
         cpu / max(result.requests, 1) * 1e6,
         result.failed,
     )
@@ -124,7 +135,7 @@ def check_gateway(gateway: Gateway, name: str) -> None:
         raise RuntimeError(f"{name} does not answer Complete ({codes}):\n{gateway.logs()}")
 
 
-def _row(m: Measurement, direct: Measurement | None) -> tuple[str, ...]:
+def measurement_row(m: Measurement, direct: Measurement | None) -> tuple[str, ...]:
     added = (
         tuple(g - d for g, d in zip(m.latency_ms, direct.latency_ms, strict=True))
         if direct is not None and m.label != direct.label
@@ -156,16 +167,12 @@ COLUMNS = (
 )
 
 
-def _two_worker_transports(context: BenchContext) -> tuple[str, ...]:
-    return TRANSPORTS[:1] if context.sizes.quick else TRANSPORTS
-
-
 def declare_overhead(context: BenchContext) -> None:
     upstream(context)
     echo(context)
-    for transport in TRANSPORTS:
+    for transport in context.sizes.transports:
         upstream_gateway(context, transport)
-    for transport in _two_worker_transports(context):
+    for transport in context.sizes.two_worker_transports:
         upstream_gateway(context, transport, workers=2)
 
 
@@ -175,7 +182,9 @@ def run_overhead(context: BenchContext) -> SuiteResult:
     context.wait_ready()
     source = upstream(context)
     bare_echo = echo(context)
-    gateways = {transport: upstream_gateway(context, transport) for transport in TRANSPORTS}
+    gateways = {
+        transport: upstream_gateway(context, transport) for transport in context.sizes.transports
+    }
     for name, gateway in gateways.items():
         check_gateway(gateway, f"the gateway ({name})")
 
@@ -192,14 +201,14 @@ def run_overhead(context: BenchContext) -> SuiteResult:
             )
         for m in measured:
             by_key[(m.label, concurrency)] = m
-            rows.append(_row(m, direct))
+            rows.append(measurement_row(m, direct))
 
     top = max(context.sizes.concurrencies)
     worker_rows, two_workers = _two_workers(context, source, top, by_key)
     rows.extend(worker_rows)
     targets = _targets(context, by_key, two_workers, top)
     extra = ""
-    if any(not t.passed for t in targets) and context.profile and py_spy_available():
+    if should_profile(context, targets):
         extra = _profile(context, gateways["httpx"], source)
     return SuiteResult(
         name="overhead",
@@ -221,6 +230,12 @@ def run_overhead(context: BenchContext) -> SuiteResult:
     )
 
 
+def should_profile(context: BenchContext, targets: list[Target]) -> bool:
+    """Profiles explain missed targets of a full run; the quick run has no time for them."""
+    missed = any(not t.passed for t in targets)
+    return missed and context.profile and context.sizes.profile_seconds > 0 and py_spy_available()
+
+
 def _two_workers(
     context: BenchContext,
     source: Child,
@@ -230,12 +245,12 @@ def _two_workers(
     """Two workers sharing the port (SO_REUSEPORT), for each transport, at ``concurrency``."""
     rows, ratios = [], {}
     direct = by_key.get(("upstream, direct (HTTP/1.1)", concurrency))
-    for transport in _two_worker_transports(context):
+    for transport in context.sizes.two_worker_transports:
         gateway = upstream_gateway(context, transport, workers=2)
         check_gateway(gateway, f"the two-worker gateway ({transport})")
         label = f"gateway, 2 workers, {transport}"
         m = measure_grpc(context, label, gateway.port, gateway, concurrency, upstream=source)
-        rows.append(_row(m, direct))
+        rows.append(measurement_row(m, direct))
         one = by_key[(f"gateway, 1 worker, {transport}", concurrency)]
         ratios[transport] = m.requests_per_second / max(one.requests_per_second, 1e-9)
     return rows, ratios
@@ -249,7 +264,7 @@ def _targets(
 ) -> list[Target]:
     targets = []
     direct_1 = by_key[("upstream, direct (HTTP/1.1)", 1)]
-    for transport in TRANSPORTS:
+    for transport in context.sizes.transports:
         one = by_key[(f"gateway, 1 worker, {transport}", 1)]
         targets.append(
             Target(

@@ -186,7 +186,7 @@ def _read_line(child: Child, deadline: float) -> bytes:
         buffer = b""
         while b"\n" not in buffer:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or child.process.poll() is not None and not buffer:
+            if remaining <= 0 or (child.process.poll() is not None and not buffer):
                 if child.process.poll() is not None:
                     # The process ended; whatever it printed is still readable.
                     buffer += stdout.read1(65536) if hasattr(stdout, "read1") else b""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from delos.bench._results import Table
 
-__all__ = ["Profile", "profile_table", "record_profile", "py_spy_available"]
+__all__ = ["Profile", "profile_table", "py_spy_available", "record_profile"]
 
 _LINE_NUMBER = re.compile(r":\d+\)$")
 

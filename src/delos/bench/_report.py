@@ -86,7 +86,9 @@ def _version(module: str) -> str:
 def render_table(table: Table) -> str:
     lines = [f"**{table.title}**", ""]
     lines.append("| " + " | ".join(table.columns) + " |")
-    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + "|")
+    lines.append(
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + "|"
+    )
     lines.extend("| " + " | ".join(row) + " |" for row in table.rows)
     if table.note:
         lines += ["", table.note]

@@ -31,7 +31,6 @@ __all__ = [
 #: The fakes behind the scenario suites: two providers serving the ``gpt-4o`` family.
 FAKE_PROVIDERS = ("openai", "openrouter")
 _FAKE_PREFIX = {"openai": "/v1", "together": "/v1", "openrouter": "/api/v1"}
-FORWARDER_CLIENTS = ("httpx", "httpx-aiohttp", "aiohttp")
 
 
 @dataclass
@@ -115,7 +114,7 @@ def forwarders(context: BenchContext) -> dict[str, Child]:
 
     return {
         client: context.server(f"forwarder:{client}", lambda c=client: start(c))  # type: ignore[misc]
-        for client in FORWARDER_CLIENTS
+        for client in context.sizes.forwarder_clients
     }
 
 
@@ -170,9 +169,10 @@ def fakes(context: BenchContext) -> Fakes:
     return context.server("fakes", start)
 
 
-def scenario_gateway(context: BenchContext, *, hedging: bool) -> Gateway:
-    """A gateway in front of both fakes. Latency routing races nothing (race width 1), so that
-    the adaptation suite sees the router's own choice; breakers wait ``breaker_wait_in_open``."""
+def scenario_gateway(context: BenchContext, suite: str, *, hedging: bool = False) -> Gateway:
+    """A gateway of ``suite``'s own in front of both fakes (routing state never carries over
+    from another suite). Latency routing races nothing (race width 1), so that the adaptation
+    suite sees the router's own choice; breakers wait ``breaker_wait_in_open``."""
     shared = fakes(context)
     settings = _provider_settings(
         {p: shared.base_url(p) for p in FAKE_PROVIDERS},
@@ -181,6 +181,6 @@ def scenario_gateway(context: BenchContext, *, hedging: bool) -> Gateway:
     )
     breaker = {"wait_in_open": context.sizes.breaker_wait_in_open}
     return context.server(
-        f"gateway:scenario:{hedging}",
+        f"gateway:{suite if context.sizes.isolated_scenarios else 'scenario'}:{hedging}",
         lambda: _start_gateway(context, settings, breaker=breaker),
     )

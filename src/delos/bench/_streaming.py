@@ -17,19 +17,19 @@ import time
 
 from delos.bench._clients import StreamOutcome, direct_streams, grpc_streams
 from delos.bench._context import BenchContext, completion_request
-from delos.bench._profile import finish_recording, profile_table, py_spy_available, start_recording
+from delos.bench._overhead import should_profile
+from delos.bench._profile import finish_recording, profile_table, start_recording
 from delos.bench._report import render_table
 from delos.bench._results import SuiteResult, Table, Target, format_number, percentile
 from delos.bench._servers import Gateway, upstream, upstream_gateway
 
 __all__ = ["declare_streaming", "run_streaming"]
 
-TRANSPORTS = ("httpx", "httpx-aiohttp")
 _PACED_CONCURRENCY = 16
 
 
 def declare_streaming(context: BenchContext) -> None:
-    for transport in TRANSPORTS:
+    for transport in context.sizes.transports:
         upstream_gateway(context, transport)
 
 
@@ -80,13 +80,31 @@ def run_streaming(context: BenchContext) -> SuiteResult:
     )
     direct_ttft = _ms([o.ttft for o in direct_burst])
     direct_delay = _ms([d / 1e6 for o in direct_paced for d in o.chunk_delays_us])
-    ttft_rows = [("upstream, direct (aiohttp client)", *map(format_number, direct_ttft), "-", "-",
-                  "-", "-", str(_check(direct_burst, "direct", tokens)))]
-    chunk_rows = [("upstream, direct (aiohttp client)", *map(format_number, direct_delay),
-                   "-", "-", "-", "-", str(_check(direct_paced, "direct", tokens)))]
+    ttft_rows = [
+        (
+            "upstream, direct (aiohttp client)",
+            *map(format_number, direct_ttft),
+            "-",
+            "-",
+            "-",
+            "-",
+            str(_check(direct_burst, "direct", tokens)),
+        )
+    ]
+    chunk_rows = [
+        (
+            "upstream, direct (aiohttp client)",
+            *map(format_number, direct_delay),
+            "-",
+            "-",
+            "-",
+            "-",
+            str(_check(direct_paced, "direct", tokens)),
+        )
+    ]
     targets: list[Target] = []
     paced_cpu: dict[str, float] = {}
-    for transport in TRANSPORTS:
+    for transport in context.sizes.transports:
         gateway = upstream_gateway(context, transport)
         _gateway_streams(gateway, burst, min(5, sizes.stream_count), 1, False)  # warm-up
         cpu_before = gateway.cpu_seconds()
@@ -96,20 +114,28 @@ def run_streaming(context: BenchContext) -> SuiteResult:
         added = tuple(g - d for g, d in zip(ttft, direct_ttft, strict=True))
         label = f"gateway, {transport}"
         ttft_rows.append(
-            (label, *map(format_number, ttft), *map(format_number, added),
-             format_number(burst_cpu * 1e6, 1), str(_check(outcomes, label, tokens)))
+            (
+                label,
+                *map(format_number, ttft),
+                *map(format_number, added),
+                format_number(burst_cpu * 1e6, 1),
+                str(_check(outcomes, label, tokens)),
+            )
         )
         cpu_before = gateway.cpu_seconds()
-        outcomes = _gateway_streams(
-            gateway, paced, sizes.paced_streams, paced_concurrency, True
-        )
+        outcomes = _gateway_streams(gateway, paced, sizes.paced_streams, paced_concurrency, True)
         chunks = sum(o.chunks for o in outcomes)
         paced_cpu[transport] = (gateway.cpu_seconds() - cpu_before) / max(1, chunks) * 1e6
         delay = _ms([d / 1e6 for o in outcomes for d in o.chunk_delays_us])
         added_delay = tuple(g - d for g, d in zip(delay, direct_delay, strict=True))
         chunk_rows.append(
-            (label, *map(format_number, delay), *map(format_number, added_delay),
-             format_number(paced_cpu[transport], 1), str(_check(outcomes, label, tokens)))
+            (
+                label,
+                *map(format_number, delay),
+                *map(format_number, added_delay),
+                format_number(paced_cpu[transport], 1),
+                str(_check(outcomes, label, tokens)),
+            )
         )
         targets.append(
             Target(f"added TTFT p99 at concurrency 1 ({transport})", added[1], 1.0, "ms")
@@ -123,7 +149,7 @@ def run_streaming(context: BenchContext) -> SuiteResult:
             )
         )
     extra = ""
-    if any(not t.passed for t in targets) and context.profile and py_spy_available():
+    if should_profile(context, targets):
         extra = _profile(context, upstream_gateway(context, "httpx"), paced, paced_cpu["httpx"])
     return SuiteResult(
         name="streaming",
@@ -141,14 +167,32 @@ def run_streaming(context: BenchContext) -> SuiteResult:
         tables=(
             Table(
                 "Time to first token, burst, concurrency 1",
-                ("path", "p50 ms", "p99 ms", "p99.9 ms", "added p50 ms", "added p99 ms",
-                 "added p99.9 ms", "gateway CPU µs/chunk", "bad streams"),
+                (
+                    "path",
+                    "p50 ms",
+                    "p99 ms",
+                    "p99.9 ms",
+                    "added p50 ms",
+                    "added p99 ms",
+                    "added p99.9 ms",
+                    "gateway CPU µs/chunk",
+                    "bad streams",
+                ),
                 tuple(ttft_rows),
             ),
             Table(
                 f"Chunk delivery latency, paced, concurrency {paced_concurrency}",
-                ("path", "p50 ms", "p99 ms", "p99.9 ms", "added p50 ms", "added p99 ms",
-                 "added p99.9 ms", "gateway CPU µs/chunk", "bad streams"),
+                (
+                    "path",
+                    "p50 ms",
+                    "p99 ms",
+                    "p99.9 ms",
+                    "added p50 ms",
+                    "added p99 ms",
+                    "added p99.9 ms",
+                    "gateway CPU µs/chunk",
+                    "bad streams",
+                ),
                 tuple(chunk_rows),
             ),
         ),

@@ -82,7 +82,8 @@ class _StreamShape:
             f'"model":{json.dumps(model)},"choices":[{{"index":0,"delta":'
         )
         self.role = _chunked(
-            b"data: " + (prefix + '{"role":"assistant","content":""},"finish_reason":null}]}').encode()
+            b"data: "
+            + (prefix + '{"role":"assistant","content":""},"finish_reason":null}]}').encode()
             + b"\n\n"
         )
         self.token_head = b"data: " + (prefix + '{"content":" ').encode()
@@ -96,7 +97,11 @@ class _StreamShape:
 
     def tail(self, tokens: int) -> bytes:
         usage = {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": tokens + 8}
-        last = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "choices": []}
+        last: dict[str, Any] = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "choices": [],
+        }
         last["usage"] = usage
         encoded = json.dumps(last, separators=(",", ":")).encode()
         return (

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -26,11 +26,11 @@ def _ready(info: object) -> None:
     print("READY " + json.dumps(info), flush=True)
 
 
-def _run_asyncio(main: Callable[[], Awaitable[None]]) -> None:
+def _run_asyncio(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of the fast extra
-        asyncio.run(main())  # type: ignore[arg-type]
+        asyncio.run(main())
     else:
         uvloop.run(main())
 
@@ -112,7 +112,8 @@ def _serve_fakes(arguments: argparse.Namespace) -> None:
                 return FakeResponse.json({"ok": True})
             if request.path == "/__bench/stats":
                 return FakeResponse.json(counts)
-            counts["requests"] += 1
+            if request.method == "POST":  # model listings (availability probes) excluded
+                counts["requests"] += 1
             return await inner(request)  # type: ignore[no-any-return]
 
         return handle

@@ -32,16 +32,18 @@ class Fault(enum.Enum):
     RESET_MID_BODY = "reset_mid_body"
     HEADERS_THEN_SILENCE = "headers_then_silence"
     SILENCE_BEFORE_HEADERS = "silence_before_headers"
-    #: One token per second.
+    #: One token per second (streams only).
     SLOW_DRIP = "slow_drip"
     #: Answer with ``error_status`` and the provider's error body.
     HTTP_ERROR = "http_error"
+    #: Unary: the body is not valid JSON. Streams: an event after the first tokens is corrupt.
     INVALID_JSON = "invalid_json"
     WRONG_CONTENT_TYPE = "wrong_content_type"
     #: The stream (or body) ends early, without its terminator.
     TRUNCATED = "truncated"
-    #: A stream starts well, then carries the provider's in-stream error event.
+    #: A stream starts well, then carries the provider's in-stream error event (streams only).
     STREAM_ERROR_EVENT = "stream_error_event"
+    #: An endless answer (unary body, or a stream's first event) far past any sane size.
     OVERSIZED_BODY = "oversized_body"
     #: AWS event-stream only: a frame whose message CRC is wrong.
     BAD_CRC = "bad_crc"

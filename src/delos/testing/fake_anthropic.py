@@ -190,6 +190,8 @@ class _FakeAnthropic:
     ) -> FakeResponse | None:
         await anyio.sleep(behaviour.latency.draw(self.control.rng))
         stream = bool(body.get("stream"))
+        content_type = "text/event-stream" if stream else "application/json"
+        headers = self._headers(content_type, vertex=vertex)
         match behaviour.fault:
             case Fault.RESET_BEFORE_HEADERS:
                 return FakeResponse.reset()
@@ -201,19 +203,13 @@ class _FakeAnthropic:
                     return self._google_error(status, retry_after=behaviour.retry_after)
                 kind, message = _ERRORS.get(status, ("api_error", "Internal server error"))
                 return self._error(status, kind, message, retry_after=behaviour.retry_after)
-            case Fault.INVALID_JSON if stream:
-                event = b'event: message_start\ndata: {"type":"message_start","message":{"id\n\n'
-                return FakeResponse(200, self._headers("text/event-stream"), _Script([event]))
-            case Fault.INVALID_JSON:
-                return FakeResponse(200, self._headers("application/json"), b'{"id":"msg_01')
+            case Fault.INVALID_JSON if not stream:
+                return FakeResponse(200, headers, b'{"id":"msg_01')
             case Fault.WRONG_CONTENT_TYPE:
-                return FakeResponse(
-                    200, [("content-type", "text/html")], b"<html>502 Bad Gateway</html>"
-                )
-            case Fault.OVERSIZED_BODY if stream:
-                return FakeResponse(200, self._headers("text/event-stream"), _oversized(True))
+                html = [("content-type", "text/html")]
+                return FakeResponse(200, html, b"<html>502 Bad Gateway</html>")
             case Fault.OVERSIZED_BODY:
-                return FakeResponse(200, self._headers("application/json"), _oversized(False))
+                return FakeResponse(200, headers, _oversized(stream))
         return None
 
     def _error(
@@ -284,7 +280,10 @@ class _FakeAnthropic:
 
     def _models(self, query: str) -> FakeResponse:
         params = parse_qs(query)
-        limit = int(params.get("limit", ["20"])[0])
+        limit_text = params.get("limit", ["20"])[0]
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            return self._invalid("limit: Input should be between 1 and 1000")
+        limit = int(limit_text)
         ids = list(ANTHROPIC_MODELS)
         after = params.get("after_id", [None])[0]
         if after in ids:
@@ -327,8 +326,8 @@ class _FakeAnthropic:
         if behaviour.reply is not None:
             words, stop_reason = behaviour.reply.split(" "), "end_turn"
         else:
-            last = str(_message_texts(body["messages"][-1:])[0] if body["messages"] else "")
-            words = reply_words(last, min(behaviour.completion_tokens, limit))
+            last = _message_texts(body["messages"][-1:])
+            words = reply_words(last[-1] if last else "", min(behaviour.completion_tokens, limit))
             stop_reason = "max_tokens" if behaviour.completion_tokens > limit else "end_turn"
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
         text = "".join(pieces)
@@ -442,6 +441,9 @@ class _FakeAnthropic:
                     error = {"type": "overloaded_error", "message": "Overloaded"}
                     yield _event("error", {"type": "error", "error": error})
                     return
+                if behaviour.fault is Fault.INVALID_JSON:
+                    yield b'event: content_block_delta\ndata: {"type":"content_block_delta","in\n\n'
+                    return
             if index and interval:
                 yield _Pause(interval)
             if plan.tool is not None:
@@ -509,6 +511,8 @@ def _problem(body: dict[str, Any], *, needs_model: bool) -> str | None:
             return f"tools.{index}.custom.input_schema.type: Input should be 'object'"
         names.append(tool.get("name"))
     choice = body.get("tool_choice") or {}
+    if not isinstance(choice, dict):
+        return "tool_choice: Input should be a valid dictionary"
     if choice.get("type") == "tool" and choice.get("name") not in names:
         return f"tool_choice: Tool '{choice.get('name')}' not found in 'tools'"
     return None

@@ -71,6 +71,7 @@ _HTTP_ERRORS: Final = {
         "ValidationException",
         "Malformed input request, please reformat your input and try again.",
     ),
+    401: ("UnrecognizedClientException", "The security token included in the request is invalid."),
     403: ("AccessDeniedException", "You don't have access to the model with the specified ID."),
     404: ("ResourceNotFoundException", "Could not resolve the foundation model."),
     408: ("ModelTimeoutException", "Model has timed out in processing the request."),
@@ -399,7 +400,10 @@ class _FakeBedrock:
                 yield _Pause(interval)
             delta = {"toolUse": {"input": piece}} if structured else {"text": piece}
             frame = frames.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": delta})
-            if index == behaviour.tokens_before_fault:
+            fault_at = (
+                0 if behaviour.fault is Fault.OVERSIZED_BODY else behaviour.tokens_before_fault
+            )
+            if index == fault_at:
                 match behaviour.fault:
                     case Fault.RESET_MID_BODY:
                         yield RESET

@@ -370,10 +370,15 @@ class _FakeGemini:
         if behaviour.fault is Fault.NO_FINAL_USAGE:
             del payload["usageMetadata"]
         encoded = _pretty(payload)
-        if behaviour.fault is Fault.TRUNCATED:
+        mid_body: dict[Fault, BodyItem] = {Fault.TRUNCATED: HANG_UP, Fault.RESET_MID_BODY: RESET}
+        if behaviour.fault in mid_body:
             return FakeResponse(
-                200, _headers(_JSON), _Items([encoded[: len(encoded) // 2], HANG_UP])
+                200,
+                _headers(_JSON),
+                _Items([encoded[: len(encoded) // 2], mid_body[behaviour.fault]]),
             )
+        if behaviour.fault is Fault.HEADERS_THEN_SILENCE:
+            return FakeResponse(200, _headers(_JSON), _silent_body())
         return FakeResponse(200, _headers(_JSON), encoded)
 
     def _stream(
@@ -783,3 +788,8 @@ def _oversized() -> _Items:
     """About 40 MiB of JSON, past any sane bound on an answer."""
     block = b" " * (1 << 20)
     return _Items([b'{"padding": "', *([block] * 40), b'"}'])
+
+
+async def _silent_body() -> AsyncIterator[BodyItem]:
+    await anyio.sleep_forever()
+    yield b""  # pragma: no cover - never reached

@@ -199,9 +199,6 @@ class _FakeOllama:
         return self._unary(model, answer, behaviour)
 
     def _unary(self, model: str, answer: _Answer, behaviour: Behaviour) -> FakeResponse:
-        if behaviour.fault is Fault.STREAM_ERROR_EVENT:
-            # The server gathers the whole answer before it writes, so the failure is a status.
-            return _error(500, _RUNNER_ERROR)
         usage = None if behaviour.fault is Fault.NO_FINAL_USAGE else answer.usage
         content = "".join(answer.pieces)
         return _unary(_json(_line(model, content, done=answer.done_reason, usage=usage)), behaviour)
@@ -221,6 +218,8 @@ class _FakeOllama:
             interval = 0.0
         # A short answer still fails: at its end rather than after tokens_before_fault tokens.
         fault_at = min(behaviour.tokens_before_fault, len(answer.pieces))
+        if behaviour.fault is Fault.OVERSIZED_BODY:
+            fault_at = 0  # an oversized answer is oversized from its first line
         for index in range(len(answer.pieces) + 1):
             if index == fault_at and behaviour.fault in _MID_STREAM_FAULTS:
                 async with aclosing(_mid_stream_fault(model, behaviour.fault)) as items:

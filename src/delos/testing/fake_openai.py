@@ -118,7 +118,7 @@ class _FakeOpenAI:
             body = request.json()
         except ValueError:
             return self._error(400, "We could not parse the JSON body of your request.")
-        early = await self._before_headers(behaviour)
+        early = await self._before_headers(behaviour, streaming=bool(body.get("stream")))
         if early is not None:
             return early
         model = body.get("model")
@@ -134,7 +134,9 @@ class _FakeOpenAI:
 
     # -- responses ----------------------------------------------------------------------------
 
-    async def _before_headers(self, behaviour: Behaviour) -> FakeResponse | None:
+    async def _before_headers(
+        self, behaviour: Behaviour, *, streaming: bool
+    ) -> FakeResponse | None:
         await anyio.sleep(behaviour.latency.draw(self.control.rng))
         match behaviour.fault:
             case Fault.RESET_BEFORE_HEADERS:
@@ -147,7 +149,7 @@ class _FakeOpenAI:
                     _status_message(behaviour.error_status),
                     retry_after=behaviour.retry_after,
                 )
-            case Fault.INVALID_JSON:
+            case Fault.INVALID_JSON if not streaming:
                 return FakeResponse(200, [("content-type", "application/json")], b'{"id": "chatc')
             case Fault.WRONG_CONTENT_TYPE:
                 return FakeResponse(
@@ -285,13 +287,16 @@ class _FakeOpenAI:
         }
         if behaviour.fault is Fault.NO_FINAL_USAGE:
             del payload["usage"]
-        if behaviour.fault is Fault.TRUNCATED:
+        mid_body = {Fault.TRUNCATED: HANG_UP, Fault.RESET_MID_BODY: RESET}
+        if behaviour.fault in mid_body:
             encoded = json.dumps(payload).encode()
             return FakeResponse(
                 200,
                 self._headers("application/json"),
-                _chunks([encoded[: len(encoded) // 2], HANG_UP]),
+                _chunks([encoded[: len(encoded) // 2], mid_body[behaviour.fault]]),
             )
+        if behaviour.fault is Fault.HEADERS_THEN_SILENCE:
+            return FakeResponse(200, self._headers("application/json"), _silence())
         return FakeResponse(
             200,
             self._headers("application/json"),
@@ -340,7 +345,12 @@ class _FakeOpenAI:
             if behaviour.fault is Fault.SLOW_DRIP
             else (1.0 / behaviour.tokens_per_second if behaviour.tokens_per_second else 0.0)
         )
-        mid_stream_faults = (Fault.RESET_MID_BODY, Fault.TRUNCATED, Fault.STREAM_ERROR_EVENT)
+        mid_stream_faults = (
+            Fault.RESET_MID_BODY,
+            Fault.TRUNCATED,
+            Fault.STREAM_ERROR_EVENT,
+            Fault.INVALID_JSON,
+        )
         for index, piece in enumerate(pieces):
             if behaviour.fault in mid_stream_faults and index == behaviour.tokens_before_fault:
                 if behaviour.fault is Fault.RESET_MID_BODY:
@@ -348,6 +358,9 @@ class _FakeOpenAI:
                 elif behaviour.fault is Fault.TRUNCATED:
                     yield b'data: {"id":"chatcmpl-trunc'
                     yield HANG_UP
+                elif behaviour.fault is Fault.INVALID_JSON:
+                    yield b'data: {"id":"chatcmpl-broken","choices":[{"delta":{"cont\n\n'
+                    yield b"data: [DONE]\n\n"
                 else:
                     yield self._stream_error()
                     yield b"data: [DONE]\n\n"
@@ -451,6 +464,11 @@ def _status_message(status: int) -> str:
 async def _chunks(items: Sequence[BodyItem]) -> AsyncIterator[BodyItem]:
     for item in items:
         yield item
+
+
+async def _silence() -> AsyncIterator[BodyItem]:
+    await anyio.sleep_forever()
+    yield b""  # pragma: no cover - never reached
 
 
 async def _oversized() -> AsyncIterator[BodyItem]:

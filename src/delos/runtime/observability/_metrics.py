@@ -31,14 +31,12 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
+from delos.runtime.auth import ANONYMOUS
 from delos.runtime.redaction import Redactor
 
-__all__ = ["ANONYMOUS", "AttemptLike", "Metrics", "serve_metrics", "serve_metrics_on"]
+__all__ = ["AttemptLike", "Metrics", "serve_metrics", "serve_metrics_on"]
 
 log = logging.getLogger("delos.runtime.metrics")
-
-#: The client label of requests made without a client key.
-ANONYMOUS: Final = "anonymous"
 
 #: Request latency and time to first token, seconds: 1 ms up to a minute.
 LATENCY_BUCKETS: Final = (
@@ -49,9 +47,9 @@ LATENCY_BUCKETS: Final = (
 WAIT_BUCKETS: Final = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 _BREAKER_STATE_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
-# A label value that could be anything else (a client's typo of a model name, a pasted key) is
-# replaced: the exposition is public to whoever can scrape it, and every distinct value is a
-# new series kept forever.
+# A label value that is not a plain name (free text, something the redactor recognises as a
+# secret) is replaced: whoever can scrape the endpoint reads every label. This bounds what a
+# value may hold, not how many there are: callers pass catalog names, not raw client input.
 _LABEL_SHAPE: Final = re.compile(r"[A-Za-z0-9._:/@+\-]{1,128}")
 _INVALID_LABEL: Final = "invalid"
 _REDACTED_LABEL: Final = "redacted"

@@ -184,9 +184,13 @@ class AnthropicProvider(HttpProvider):
 
     async def embed(self, request: EmbedRequest) -> Embeddings:
         if self.endpoint.vertex is not None:
+            try:
+                example = self._catalog.default_embedding_model(self.name) or "text-embedding-005"
+            except KeyError:
+                example = "text-embedding-005"
             raise EmbeddingsNotSupported(
-                "vertex: Claude models have no embeddings API; ask for a Vertex AI "
-                "embedding model such as text-embedding-005"
+                f"{self.name}: Claude models have no embeddings API; ask for a Vertex AI "
+                f"embedding model such as {example}"
             )
         return await super().embed(request)
 
@@ -208,13 +212,14 @@ class AnthropicProvider(HttpProvider):
 
     def _status_error(self, response: httpx.Response, body: bytes) -> ProviderError:
         error = error_from_status(self.name, response, body, message_of=error_message)
-        if response.status_code == 529 or b'"overloaded_error"' in body:
-            # Anthropic's own status for "no capacity now": transient, unlike most 5xx.
-            detail = error.detail.split(" ", 1)[1] if " " in error.detail else error.detail
+        status = response.status_code
+        if status == 529 or (status >= 500 and b'"overloaded_error"' in body):
+            # 529 is Anthropic's "no capacity right now": say so, not a generic "unavailable".
+            _, _, detail = error.detail.partition(" (")
             return UpstreamUnavailable(
                 self.name,
-                f"overloaded {detail}",
-                http_status=response.status_code,
+                f"overloaded ({detail}",
+                http_status=status,
                 retry_after=error.retry_after,
             )
         return error
@@ -267,29 +272,21 @@ class AnthropicProvider(HttpProvider):
             try:
                 async for data in response.aiter_bytes():
                     if reader.finished:
-                        # The server ends the body right after message_stop. Reading that end before
-                        # the last event lets the connection go back to the pool instead of being
-                        # dropped when a consumer stops at the finish.
+                        # The server ends the body right after message_stop. Reading that end
+                        # before the last event lets the connection go back to the pool, where
+                        # a consumer stopping at the finish would have it dropped.
                         trailing += len(data)
                         if trailing > _MAX_TRAILING_BYTES:
                             break
                         continue
-                    try:
-                        events = decoder.feed(data)
-                    except WireProtocolError as exc:
-                        raise UpstreamProtocolError(self.name, f"malformed stream: {exc}") from None
-                    for event in events:
-                        if isinstance(event, SseEvent):  # not a comment
-                            for item in reader.feed(event):
-                                if isinstance(item, StreamFinished):
-                                    finish.append(item)
-                                else:
-                                    yield item
-                        if reader.finished:
-                            break
+                    for item in self._parse(decoder, reader, data):
+                        if isinstance(item, StreamFinished):
+                            finish.append(item)
+                        else:
+                            yield item
             except httpx.RemoteProtocolError:
-                # The connection closed inside the body (an unfinished chunk): the stream was
-                # cut short, which is a truncation like a clean end before message_stop.
+                # The connection closed inside the body (an unfinished chunk): a truncation,
+                # like a clean end before message_stop.
                 if not reader.finished:
                     raise UpstreamProtocolError(
                         self.name, "connection closed before message_stop: the answer is truncated"
@@ -300,6 +297,18 @@ class AnthropicProvider(HttpProvider):
             )
         for item in finish:
             yield item
+
+    def _parse(
+        self, decoder: SseDecoder, reader: MessageStreamReader, data: bytes
+    ) -> list[StreamEvent]:
+        try:
+            events = decoder.feed(data)
+        except WireProtocolError as exc:
+            raise UpstreamProtocolError(self.name, f"malformed stream: {exc}") from None
+        # Comments (keep-alives) are skipped; the reader ignores anything after message_stop.
+        return [
+            item for event in events if isinstance(event, SseEvent) for item in reader.feed(event)
+        ]
 
 
 def _output_tool(request: ChatRequest) -> OutputTool | None:

@@ -53,7 +53,7 @@ from delos.runtime.types import (
 )
 from delos.runtime.wire import EventStreamDecoder, WireProtocolError
 
-__all__ = ["BedrockProvider", "build_bedrock"]
+__all__ = ["COHERE_MAX_TEXTS", "DEFAULT_EMBED_CONCURRENCY", "BedrockProvider", "build_bedrock"]
 
 _JSON: Final = "application/json"
 _EVENT_STREAM: Final = "application/vnd.amazon.eventstream"

@@ -365,7 +365,11 @@ async def _as_race_attempt(
 
 
 def _retry_same_provider(run: RequestRun, error: BaseException) -> bool:
-    """Transient provider faults are worth a second try on the same provider, before output."""
-    if run.committed or not isinstance(error, ProviderError):
+    """Transient provider faults are worth a second try on the same provider, before output.
+
+    Not a timeout: a provider that just stayed silent for the whole attempt limit is better
+    replaced by the next candidate than waited on twice.
+    """
+    if run.committed or not isinstance(error, ProviderError) or isinstance(error, UpstreamTimeout):
         return False
     return isinstance(error, UpstreamUnavailable | UpstreamProtocolError)

@@ -1,0 +1,99 @@
+"""``python -m delos.bench [suite ...] [--quick] [--output PATH]``: run, rewrite the report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from delos.bench._context import BenchContext, Sizes
+from delos.bench._h2load import h2load_available
+from delos.bench._processes import ProcessSet
+from delos.bench._report import machine_facts, render_table, write_report
+from delos.bench._results import SuiteResult, Table
+from delos.bench._suites import DEFAULT_SUITES, SUITES, run_suites
+
+__all__ = ["main", "summary_of"]
+
+DEFAULT_OUTPUT = Path("docs/benchmarks.md")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m delos.bench",
+        description="Reproducible benchmarks of the gateway; results in docs/benchmarks.md.",
+    )
+    parser.add_argument(
+        "suites",
+        nargs="*",
+        metavar="suite",
+        help=f"suites to run (default: {' '.join(DEFAULT_SUITES)}; also: peers)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a tiny configuration (smoke test)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the report to rewrite")
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip py-spy profiles of missed targets"
+    )
+    return parser
+
+
+def summary_of(results: Sequence[SuiteResult]) -> str:
+    """Every target of the run, with PASS/MISS, as one table."""
+    rows = []
+    for result in results:
+        if result.failed:
+            rows.append((result.title, "suite failed", "-", "**FAILED**"))
+        for target in result.targets:
+            measured = target.unmeasured or f"{target.measured:,.2f} {target.unit}"
+            sign = "≤" if target.at_most else "≥"
+            rows.append(
+                (
+                    target.name,
+                    measured,
+                    f"{sign} {target.limit:g} {target.unit}",
+                    f"**{target.verdict}**",
+                )
+            )
+    if not rows:
+        return ""
+    table = Table("Targets of the last run", ("target", "measured", "limit", "result"), tuple(rows))
+    return "## Summary\n\n" + render_table(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    names = list(arguments.suites) or list(DEFAULT_SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        print(f"unknown suite {unknown[0]!r}; known: {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    if not h2load_available():
+        print(
+            "h2load is missing: apt-get update && apt-get install -y nghttp2-client",
+            file=sys.stderr,
+        )
+        return 2
+    sizes = Sizes.tiny() if arguments.quick else Sizes.full()
+    command = "python -m delos.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    facts = machine_facts()
+
+    def report(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def write(results: Sequence[SuiteResult]) -> None:
+        write_report(
+            arguments.output,
+            results,
+            command=command.strip(),
+            facts=facts,
+            summary=summary_of(results),
+            order=list(SUITES),
+        )
+
+    with ProcessSet() as processes:
+        context = BenchContext(sizes, processes, profile=not arguments.no_profile)
+        # The report is rewritten after each suite, so an interrupted run keeps what it measured.
+        results = run_suites(context, names, report=report, on_result=write)
+    report(f"wrote {arguments.output}")
+    return 1 if any(r.failed for r in results) else 0

@@ -1,0 +1,104 @@
+"""The benchmark's pure pieces: statistics, verdicts, the report writer, profiles, the upstream."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any, cast
+
+from delos.bench import SuiteResult, Table, Target, percentile
+from delos.bench._h2load import grpc_frame
+from delos.bench._profile import _parse, profile_table
+from delos.bench._report import GENERATED_MARKER, write_report
+from delos.bench._upstream import UpstreamCounters, _Connection
+from delos.runtime.v1 import runtime_pb2 as pb
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 0.999) == 100.0
+    assert percentile([7.0], 0.999) == 7.0
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_a_target_passes_only_on_the_right_side_of_its_limit() -> None:
+    assert Target("latency", 0.9, 1.0, "ms").verdict == "PASS"
+    assert Target("latency", 1.1, 1.0, "ms").verdict == "MISS"
+    assert Target("throughput", 2500.0, 2000.0, "req/s", at_most=False).verdict == "PASS"
+    assert Target("throughput", 1500.0, 2000.0, "req/s", at_most=False).verdict == "MISS"
+    assert Target("ratio", math.nan, 3.0, "×", at_most=False).verdict == "NOT RUN"
+
+
+def _result(name: str, cell: str) -> SuiteResult:
+    table = Table("numbers", ("what", "value"), (("x", cell),))
+    return SuiteResult(name, f"Suite {name}", "How it was measured.", tables=(table,))
+
+
+def test_rewriting_the_report_keeps_the_intro_and_the_sections_not_rerun(tmp_path: Path) -> None:
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\nWritten by hand.\n")
+    facts = {"cores": "2"}
+    write_report(path, [_result("a", "1"), _result("b", "2")], command="bench", facts=facts)
+    text = write_report(path, [_result("b", "3")], command="bench b", facts=facts, order=["a", "b"])
+    assert text.startswith("# Benchmarks\n\nWritten by hand.\n")
+    assert text.count(GENERATED_MARKER) == 1
+    assert "| x | 1 |" in text  # suite a kept
+    assert "| x | 3 |" in text and "| x | 2 |" not in text  # suite b replaced
+    assert text.index("Suite a") < text.index("Suite b")
+
+
+def test_a_profile_attributes_self_time_to_the_leaf_frame() -> None:
+    collapsed = (
+        "main (app.py:1);handle (grpclib/server.py:10);send (anyio/_backends/_asyncio.py:5) 30\n"
+        "main (app.py:1);handle (grpclib/server.py:12) 10\n"
+    )
+    profile = _parse(collapsed)
+    assert profile.samples == 40
+    assert profile.self_samples == {
+        "send (anyio/_backends/_asyncio.py)": 30,
+        "handle (grpclib/server.py)": 10,
+    }
+    table = profile_table(profile, cpu_per_unit_us=100.0, unit="request", title="t")
+    assert table.rows[0][:3] == ("`send (anyio/_backends/_asyncio.py)`", "75.0%", "75.0")
+
+
+def test_a_grpc_frame_is_a_flag_a_length_and_the_message() -> None:
+    message = pb.CompleteRequest(params=pb.CompletionParams(model="gpt-4o"))
+    frame = grpc_frame(message)
+    assert frame[0] == 0
+    (length,) = struct.unpack(">I", frame[1:5])
+    assert pb.CompleteRequest.FromString(frame[5 : 5 + length]) == message
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_the_instant_upstream_answers_a_chat_completion_split_across_reads() -> None:
+    connection = _Connection(UpstreamCounters(), {})
+    transport = _Transport()
+    connection.connection_made(cast(Any, transport))
+    body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
+    request = b"POST /v1/chat/completions HTTP/1.1\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    for index in range(len(request)):
+        connection.data_received(request[index : index + 1])
+    head, _, answer = transport.written.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    payload = json.loads(answer)
+    assert payload["model"] == "gpt-4o"
+    assert payload["choices"][0]["message"]["content"]
+    assert connection.counters.requests == 1
