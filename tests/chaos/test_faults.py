@@ -120,7 +120,6 @@ async def _check_invariants(h: Harness) -> None:
     with anyio.fail_after(5):
         for fake in h.fakes.values():
             await fake.wait_until(lambda stats: stats.active_responses == 0)
-        while h.running.service.in_flight:
-            await anyio.sleep(0.01)
+        await h.running.service.wait_idle()
     for key, snapshot in h.running.gateway.guards.latency.snapshots().items():
         assert snapshot.in_flight == 0, f"attempt on {key} never settled"

@@ -159,9 +159,7 @@ def _measure_peer(
     run_h2load(url, DIRECT_BODY, warm, directory=directory, grpc=False, headers=headers)
     before = cpu.cpu_seconds()
     shape = LoadShape(c, duration=sizes.load_seconds, warmup=0.0)
-    result = run_h2load(
-        url, DIRECT_BODY, shape, directory=directory, grpc=False, headers=headers
-    )
+    result = run_h2load(url, DIRECT_BODY, shape, directory=directory, grpc=False, headers=headers)
     spent = cpu.cpu_seconds() - before
 
     return Measurement(

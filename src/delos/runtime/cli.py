@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -13,7 +12,9 @@ import anyio
 from delos.runtime import __version__
 from delos.runtime.catalog import Catalog, CatalogError
 from delos.runtime.config import ConfigError, Settings
+from delos.runtime.observability import configure_logging
 from delos.runtime.prompts import DirectoryPromptStore, PromptFileError
+from delos.runtime.redaction import Redactor
 from delos.runtime.server import serve_until_signalled
 from delos.runtime.workers import default_worker_count, run_workers
 
@@ -63,9 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"delos-runtime: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.env, Redactor(settings.secrets()))
     workers = arguments.workers if arguments.workers is not None else default_worker_count()
     if workers < 1:
         print("delos-runtime: --workers must be at least 1", file=sys.stderr)

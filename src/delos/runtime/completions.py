@@ -16,6 +16,7 @@ from typing import Final
 from delos.runtime.cache import CachedAnswer, ResponseCache, replay_chunks, request_cache_key
 from delos.runtime.catalog import Catalog
 from delos.runtime.errors import ProviderNotConfigured
+from delos.runtime.observability import Metrics
 from delos.runtime.prompts import Prompt, PromptStore, resolve_prompt
 from delos.runtime.requests import CompletionInput
 from delos.runtime.routing import RoutedAnswer, Router, Sink
@@ -38,8 +39,14 @@ class NoPromptStore:
 
 class Completions:
     def __init__(
-        self, router: Router, catalog: Catalog, cache: ResponseCache, prompts: PromptStore
+        self,
+        router: Router,
+        catalog: Catalog,
+        cache: ResponseCache,
+        prompts: PromptStore,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.router = router
         self.catalog = catalog
         self.cache = cache
@@ -71,9 +78,18 @@ class Completions:
         cached, outcome = await self.cache.get_or_compute(
             self._key(request), compute, ttl_seconds=request.cache_ttl_seconds
         )
+        self._count(outcome)
         if outcome == "miss":
             return produced[0]
         return _from_cache(cached, time.perf_counter() - started)
+
+    def _count(self, outcome: str) -> None:
+        record = {
+            "hit": self.metrics.record_cache_hit,
+            "miss": self.metrics.record_cache_miss,
+            "coalesced": self.metrics.record_cache_coalesced,
+        }.get(outcome, _noop)
+        record()
 
     async def stream(self, request: CompletionInput, sink: Sink) -> RoutedAnswer:
         if not request.use_cache:
@@ -81,6 +97,7 @@ class Completions:
         started = time.perf_counter()
         key = self._key(request)
         cached = self.cache.get(key)
+        self._count("hit" if cached is not None else "miss")
         if cached is not None:
             first_token: float | None = None
             for piece in replay_chunks(cached):
@@ -91,6 +108,10 @@ class Completions:
         if answer.finish_reason in _CACHEABLE:
             self.cache.put(key, CachedAnswer.from_routed(answer), request.cache_ttl_seconds)
         return answer
+
+
+def _noop() -> None:
+    return None
 
 
 #: Answers worth serving again: complete ones (a filtered or tool-call answer is not).

@@ -16,6 +16,7 @@ from delos.runtime.cache import ResponseCache
 from delos.runtime.catalog import Catalog
 from delos.runtime.completions import Completions, NoPromptStore
 from delos.runtime.config import Settings
+from delos.runtime.observability import Metrics, Tracing
 from delos.runtime.prompts import DirectoryPromptStore, PromptStore
 from delos.runtime.providers import Provider, build_providers
 from delos.runtime.providers.base import HttpProvider
@@ -39,7 +40,17 @@ class Gateway:
         self.settings = settings
         self.catalog = catalog
         self.providers = providers
-        self.guards = Guards(settings, policy, workers=workers, clock=clock)
+        self.redact = Redactor(settings.secrets())
+        self.metrics = Metrics(redact=self.redact)
+        self.tracing = Tracing.from_settings(settings.observe_endpoint, redact=self.redact)
+        self.guards = Guards(
+            settings,
+            policy,
+            workers=workers,
+            clock=clock,
+            metrics=self.metrics,
+            tracing=self.tracing,
+        )
         for name, provider in providers.items():
             if isinstance(provider, HttpProvider):
                 provider.on_rate_limits = self.guards.rate_limit_listener(name)
@@ -52,8 +63,7 @@ class Gateway:
         prompts: PromptStore = (
             DirectoryPromptStore(settings.prompts_dir) if settings.prompts_dir else NoPromptStore()
         )
-        self.completions = Completions(self.router, catalog, self.cache, prompts)
-        self.redact = Redactor(settings.secrets())
+        self.completions = Completions(self.router, catalog, self.cache, prompts, self.metrics)
         self.started_at = time.monotonic()
 
     async def provider_availability(self) -> dict[str, bool]:
@@ -80,7 +90,12 @@ async def open_gateway(
     catalog = Catalog.load(settings.catalog_path)
     providers = build_providers(settings, catalog, transport=transport)
     try:
-        yield Gateway(settings, catalog, providers, policy=policy, workers=workers, clock=clock)
+        gateway = Gateway(settings, catalog, providers, policy=policy, workers=workers, clock=clock)
+        try:
+            yield gateway
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(gateway.tracing.shutdown)
     finally:
         with anyio.CancelScope(shield=True):
             for provider in providers.values():

@@ -20,11 +20,14 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
+from delos.runtime.auth import ClientKeys, install_auth, warn_if_exposed
 from delos.runtime.config import Settings
 from delos.runtime.gateway import Gateway, open_gateway
+from delos.runtime.observability import serve_metrics
 from delos.runtime.routing import ResiliencePolicy
 from delos.runtime.service import RuntimeService
 from delos.runtime.status import serving
+from delos.runtime.tls import server_ssl_context
 
 __all__ = ["RunningServer", "open_server", "serve_until_signalled"]
 
@@ -38,6 +41,8 @@ class RunningServer:
     gateway: Gateway
     host: str
     port: int
+    #: The Prometheus endpoint's port, None when it is off.
+    metrics_port: int | None = None
 
     async def drain(self, grace_seconds: float) -> None:
         """Stop accepting, let in-flight calls finish within ``grace_seconds``, then close."""
@@ -61,15 +66,21 @@ async def open_server(
     reuse_port: bool = False,
     policy: ResiliencePolicy | None = None,
     workers: int = 1,
+    worker_index: int = 0,
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[RunningServer]:
     """Serve on ``settings.host``/``settings.port`` (0: an ephemeral port) for the block.
 
     ``policy`` and ``clock`` tune the resilience layer (tests inject a fake clock).
     """
-    async with open_gateway(
-        settings, transport=transport, policy=policy, workers=workers, clock=clock
-    ) as gateway:
+    keys = ClientKeys.from_settings(settings.api_keys, settings.api_keys_file)
+    ssl_context = server_ssl_context(settings.tls_cert, settings.tls_key)
+    async with (
+        open_gateway(
+            settings, transport=transport, policy=policy, workers=workers, clock=clock
+        ) as gateway,
+        anyio.create_task_group() as tasks,
+    ):
         service = RuntimeService(gateway)
 
         async def check_serving() -> bool:
@@ -79,12 +90,22 @@ async def open_server(
         health = Health({service: [check]})
         handlers = ServerReflection.extend([service, health])
         server = Server(handlers)
-        await server.start(settings.host, settings.port, reuse_port=reuse_port or None)
+        install_auth(server, keys)
+        warn_if_exposed(settings.host, keys, log)
+        await server.start(
+            settings.host, settings.port, ssl=ssl_context, reuse_port=reuse_port or None
+        )
         port = _bound_port(server, settings.port)
-        running = RunningServer(server, service, gateway, settings.host, port)
+        # With several workers each serves its own metrics, on consecutive ports.
+        metrics_port = settings.metrics_port + worker_index if settings.metrics_port else 0
+        metrics_bound = await tasks.start(
+            serve_metrics, gateway.metrics, settings.host, metrics_port
+        )
+        running = RunningServer(server, service, gateway, settings.host, port, metrics_bound)
         try:
             yield running
         finally:
+            tasks.cancel_scope.cancel()
             if not service.draining:
                 server.close()
                 with anyio.CancelScope(shield=True):
@@ -99,11 +120,13 @@ def _bound_port(server: Server, configured: int) -> int:
 
 
 async def serve_until_signalled(
-    settings: Settings, *, reuse_port: bool = False, workers: int = 1
+    settings: Settings, *, reuse_port: bool = False, workers: int = 1, worker_index: int = 0
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain within the configured grace period."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with open_server(settings, reuse_port=reuse_port, workers=workers) as running:
+        async with open_server(
+            settings, reuse_port=reuse_port, workers=workers, worker_index=worker_index
+        ) as running:
             names = ", ".join(running.gateway.providers) or "none"
             log.info(
                 "delos-runtime listening on %s:%d (providers: %s)",

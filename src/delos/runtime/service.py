@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -20,9 +22,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
+from delos.runtime.auth import ANONYMOUS, current_client
 from delos.runtime.embeddings import embed
 from delos.runtime.errors import DeadlineExceeded, DelosError, grpc_status_of
 from delos.runtime.gateway import Gateway
+from delos.runtime.observability import SpanHandle, log_request
 from delos.runtime.requests import completion_input_from_proto
 from delos.runtime.routing import AttemptRecord, RoutedAnswer
 from delos.runtime.status import health, list_providers
@@ -35,6 +39,16 @@ __all__ = ["RuntimeService"]
 log = logging.getLogger("delos.runtime.service")
 
 _DEADLINE_MARGIN_SECONDS = 0.05
+
+
+@dataclass(slots=True)
+class RpcContext:
+    """What one RPC's handler tells the edge: the answer, for metrics, logs and traces."""
+
+    request_id: str
+    client: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    answer: RoutedAnswer | None = None
 
 
 class RuntimeService(RuntimeServiceBase):
@@ -51,10 +65,11 @@ class RuntimeService(RuntimeServiceBase):
             await self._idle.wait()
 
     @asynccontextmanager
-    async def _rpc(self, stream: Stream[Any, Any], name: str) -> AsyncIterator[str]:
+    async def _rpc(self, stream: Stream[Any, Any], name: str) -> AsyncIterator[RpcContext]:
         if self.draining:
             raise GRPCError(Status.UNAVAILABLE, "the gateway is shutting down; retry elsewhere")
-        request_id = uuid.uuid4().hex[:16]
+        gateway = self.gateway
+        context = RpcContext(uuid.uuid4().hex[:16], current_client() or ANONYMOUS)
         self.in_flight += 1
         self._idle = anyio.Event() if self.in_flight == 1 else self._idle
         if stream.deadline is not None:
@@ -63,41 +78,126 @@ class RuntimeService(RuntimeServiceBase):
             remaining = stream.deadline.time_remaining()
             remaining -= min(_DEADLINE_MARGIN_SECONDS, remaining * 0.1)
         else:
-            remaining = self.gateway.settings.default_deadline_seconds
-        try:
-            with anyio.fail_after(max(remaining, 0.0)):
-                yield request_id
-        except TimeoutError:
-            raise GRPCError(
-                Status.DEADLINE_EXCEEDED, f"deadline exceeded after {remaining:.3f} s"
-            ) from None
-        except DelosError as error:
-            if isinstance(error, DeadlineExceeded):
+            remaining = gateway.settings.default_deadline_seconds
+        status = Status.OK
+        started = time.perf_counter()
+        full_name = f"/delos.runtime.v1.RuntimeService/{name}"
+        with (
+            gateway.metrics.track_in_flight(),
+            gateway.tracing.rpc_span(full_name, dict(stream.metadata or {})) as span,
+        ):
+            span.set_client(context.client)
+            try:
+                with anyio.fail_after(max(remaining, 0.0)):
+                    yield context
+            except TimeoutError:
+                status = Status.DEADLINE_EXCEEDED
+                span.set_error("deadline exceeded", error_type="DEADLINE_EXCEEDED")
+                raise GRPCError(status, f"deadline exceeded after {remaining:.3f} s") from None
+            except DelosError as error:
+                status = (
+                    Status.DEADLINE_EXCEEDED
+                    if isinstance(error, DeadlineExceeded)
+                    else grpc_status_of(error)
+                )
+                message = gateway.redact(error.message)
+                span.set_error(message, error_type=status.name)
+                raise GRPCError(status, message) from None
+            except GRPCError as error:
+                status = error.status
+                raise
+            except Exception:
+                status = Status.INTERNAL
+                log.exception("unexpected error in %s (request %s)", name, context.request_id)
                 raise GRPCError(
-                    Status.DEADLINE_EXCEEDED, self.gateway.redact(error.message)
+                    Status.INTERNAL, f"internal error; quote request id {context.request_id}"
                 ) from None
-            raise GRPCError(grpc_status_of(error), self.gateway.redact(error.message)) from None
-        except GRPCError:
-            raise
-        except Exception:
-            log.exception("unexpected error in %s (request %s)", name, request_id)
-            raise GRPCError(
-                Status.INTERNAL, f"internal error; quote request id {request_id}"
-            ) from None
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
+            except BaseException:
+                status = Status.CANCELLED  # the client went away (or the server is stopping)
+                raise
+            finally:
+                self.in_flight -= 1
+                if self.in_flight == 0:
+                    self._idle.set()
+                self._record(name, context, status, time.perf_counter() - started, span)
+
+    def _record(
+        self, rpc: str, context: RpcContext, status: Status, elapsed: float, span: SpanHandle
+    ) -> None:
+        """One metrics record and one log line per request, whatever its outcome."""
+        answer = context.answer
+        gateway = self.gateway
+        if answer is None:
+            gateway.metrics.record_request(
+                rpc=rpc,
+                provider="",
+                model="",
+                status=status,
+                latency_s=elapsed,
+                client=context.client,
+            )
+            log_request(
+                log,
+                request_id=context.request_id,
+                rpc=rpc,
+                provider="",
+                model="",
+                status=status.name,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost_usd=0.0,
+                latency_ms=elapsed * 1000.0,
+                ttft_ms=None,
+                cached=False,
+                client=context.client,
+                metadata=context.metadata,
+                attempts=(),
+            )
+            return
+        span.set_cache_hit(answer.cached)
+        gateway.metrics.record_request(
+            rpc=rpc,
+            provider=answer.provider,
+            model=answer.model,
+            status=status,
+            latency_s=answer.latency_s,
+            ttft_s=answer.time_to_first_token_s,
+            prompt_tokens=answer.usage.prompt_tokens,
+            completion_tokens=answer.usage.completion_tokens,
+            cost_usd=float(answer.total_cost_usd),
+            client=context.client,
+            cached=answer.cached,
+            attempts=answer.attempts,
+        )
+        log_request(
+            log,
+            request_id=context.request_id,
+            rpc=rpc,
+            provider=answer.provider,
+            model=answer.model,
+            status=status.name,
+            prompt_tokens=answer.usage.prompt_tokens,
+            completion_tokens=answer.usage.completion_tokens,
+            cost_usd=float(answer.total_cost_usd),
+            latency_ms=answer.latency_s * 1000.0,
+            ttft_ms=answer.time_to_first_token_s * 1000.0,
+            cached=answer.cached,
+            client=context.client,
+            metadata=context.metadata,
+            attempts=answer.attempts,
+        )
 
     # -- RPCs -----------------------------------------------------------------------------------
 
     async def Complete(self, stream: Stream[pb.CompleteRequest, pb.CompleteResponse]) -> None:
         message = await stream.recv_message()
         assert message is not None
-        async with self._rpc(stream, "Complete") as request_id:
+        async with self._rpc(stream, "Complete") as context:
+            request_id = context.request_id
+            context.metadata = dict(message.params.metadata)
             completions = self.gateway.completions
             request = await completions.prepare(completion_input_from_proto(message.params))
-            answer = await completions.complete(request)
+            answer = context.answer = await completions.complete(request)
             response = pb.CompleteResponse(
                 content=answer.content,
                 provider=answer.provider,
@@ -119,7 +219,9 @@ class RuntimeService(RuntimeServiceBase):
     async def CompleteStream(self, stream: Stream[pb.CompleteRequest, pb.StreamChunk]) -> None:
         message = await stream.recv_message()
         assert message is not None
-        async with self._rpc(stream, "CompleteStream") as request_id:
+        async with self._rpc(stream, "CompleteStream") as context:
+            request_id = context.request_id
+            context.metadata = dict(message.params.metadata)
             completions = self.gateway.completions
             request = await completions.prepare(completion_input_from_proto(message.params))
             index = 0
@@ -129,15 +231,15 @@ class RuntimeService(RuntimeServiceBase):
                 await stream.send_message(pb.StreamChunk(delta=delta, index=index))
                 index += 1
 
-            answer = await completions.stream(request, send_delta)
+            answer = context.answer = await completions.stream(request, send_delta)
             await stream.send_message(_final_chunk(answer, index, request_id))
 
     async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:
         message = await stream.recv_message()
         assert message is not None
-        async with self._rpc(stream, "Embed") as request_id:
+        async with self._rpc(stream, "Embed") as context:
             result = await embed(self.gateway, message)
-            result.request_id = request_id
+            result.request_id = context.request_id
             await stream.send_message(result)
 
     async def ListProviders(

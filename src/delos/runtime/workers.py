@@ -21,6 +21,8 @@ from types import FrameType
 from pydantic import SecretStr
 
 from delos.runtime.config import Settings
+from delos.runtime.observability import configure_logging
+from delos.runtime.redaction import Redactor
 
 __all__ = ["default_worker_count", "run_workers"]
 
@@ -35,25 +37,22 @@ def default_worker_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _worker_main(settings_json: str, workers: int, log_level: str) -> None:
+def _worker_main(settings_json: str, workers: int, index: int) -> None:
     import anyio
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
     settings = Settings.model_validate_json(settings_json)
+    configure_logging(settings.log_level, settings.env, Redactor(settings.secrets()))
     options = {"use_uvloop": True} if _has_uvloop() else {}
     try:
-        anyio.run(_serve, settings, workers, backend="asyncio", backend_options=options)
+        anyio.run(_serve, settings, workers, index, backend="asyncio", backend_options=options)
     except KeyboardInterrupt:
         pass
 
 
-async def _serve(settings: Settings, workers: int) -> None:
+async def _serve(settings: Settings, workers: int, index: int) -> None:
     from delos.runtime.server import serve_until_signalled
 
-    await serve_until_signalled(settings, reuse_port=True, workers=workers)
+    await serve_until_signalled(settings, reuse_port=True, workers=workers, worker_index=index)
 
 
 def _has_uvloop() -> bool:
@@ -70,9 +69,11 @@ def run_workers(settings: Settings, workers: int) -> int:
     # Secrets travel to the children through a pipe (the pickled arguments), not the command line.
     settings_json = _settings_json(settings)
     processes: list[BaseProcess] = []
-    for _ in range(workers):
+    for index in range(workers):
         process: BaseProcess = context.Process(
-            target=_worker_main, args=(settings_json, workers, settings.log_level), daemon=False
+            target=_worker_main,
+            args=(settings_json, workers, index),
+            daemon=False,
         )
         process.start()
         processes.append(process)

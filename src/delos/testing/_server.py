@@ -280,15 +280,23 @@ class _Connection:
         if isinstance(response.body, bytes):
             await self._write(self.h11.send(h11.Data(data=response.body)))
         else:
-            async for item in response.body:
-                if item is RESET:
-                    self._reset()
-                    return False
-                if item is HANG_UP:
-                    return False
-                assert isinstance(item, bytes)
-                if item:
-                    await self._write(self.h11.send(h11.Data(data=item)))
+            body = response.body
+            try:
+                async for item in body:
+                    if item is RESET:
+                        self._reset()
+                        return False
+                    if item is HANG_UP:
+                        return False
+                    assert isinstance(item, bytes)
+                    if item:
+                        await self._write(self.h11.send(h11.Data(data=item)))
+            finally:
+                # A body abandoned half-way (client gone, fault) is finalised here, not by the GC.
+                close = getattr(body, "aclose", None)
+                if close is not None:
+                    with anyio.CancelScope(shield=True):
+                        await close()
         await self._write(self.h11.send(h11.EndOfMessage()))
         self.server.stats.completed_responses += 1
         self.server._notify()

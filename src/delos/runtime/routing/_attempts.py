@@ -80,6 +80,8 @@ class AttemptScope:
     first_token_at: float | None = None
     text: list[str] = field(default_factory=list)
     usage: Usage | None = None
+    response_model: str | None = None
+    finish_reason: str | None = None
     _on_first_token: Callable[[], None] | None = None
 
     def first_token(self) -> None:
@@ -105,6 +107,28 @@ async def guarded_attempt(
     """Admit, reserve and time one attempt on ``candidate``; settle everything when it ends."""
     record = AttemptRecord(candidate.provider.name, candidate.model.id, kind)
     run.attempts.append(record)
+    breaker_state = guards.breaker(candidate).state.value
+    with guards.tracing.attempt_span(*candidate.key, kind, breaker_state) as span:
+        async with _guarded(guards, run, candidate, record, clock) as scope:
+            yield scope
+        usage = record.usage
+        span.set_result(
+            response_model=scope.response_model or candidate.model.id,
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.completion_tokens if usage else None,
+            finish_reasons=[scope.finish_reason] if scope.finish_reason else (),
+            cost_usd=float(record.cost_usd),
+        )
+
+
+@asynccontextmanager
+async def _guarded(
+    guards: Guards,
+    run: RequestRun,
+    candidate: Candidate,
+    record: AttemptRecord,
+    clock: Callable[[], float],
+) -> AsyncIterator[AttemptScope]:
     try:
         permit = guards.acquire_permit(candidate)
     except ProviderError as error:

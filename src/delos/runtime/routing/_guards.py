@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from delos.resilience import (
     BreakerConfig,
     BreakerState,
+    CallPermit,
     CircuitBreaker,
     CircuitBreakerFactory,
     CircuitOpenError,
@@ -25,6 +26,7 @@ from delos.resilience import (
 )
 from delos.runtime.config import Settings
 from delos.runtime.errors import CircuitOpen, LocalRateLimited
+from delos.runtime.observability import Metrics, Tracing
 from delos.runtime.routing._candidates import Candidate
 
 __all__ = ["Guards", "ResiliencePolicy"]
@@ -68,10 +70,15 @@ class Guards:
         *,
         clock: Callable[[], float] = time.monotonic,
         workers: int = 1,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.policy = policy or ResiliencePolicy.from_settings(settings)
         self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.tracing = tracing or Tracing.from_settings(None)
         self.breakers = CircuitBreakerFactory(self.policy.breaker, clock=clock)
+        self.breakers.add_listener(self._on_breaker_change)
         self.latency: LatencyTable[tuple[str, str]] = LatencyTable(clock=clock)
         self.budget = RetryBudget(
             self.policy.budget_ratio, min_per_second=self.policy.budget_min_per_second, clock=clock
@@ -86,6 +93,10 @@ class Guards:
                 sleep=_anyio_sleep,
             )
 
+    def _on_breaker_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
+        provider, _, model = name.partition("/")
+        self.metrics.set_breaker_state(provider, model, new.value)
+
     def breaker(self, candidate: Candidate) -> CircuitBreaker:
         provider, model = candidate.key
         return self.breakers.get_breaker(f"{provider}/{model}")
@@ -97,7 +108,7 @@ class Guards:
         """False while the candidate's breaker is open (half-open candidates stay eligible)."""
         return self.breaker(candidate).state is not BreakerState.OPEN
 
-    def acquire_permit(self, candidate: Candidate):  # type: ignore[no-untyped-def]
+    def acquire_permit(self, candidate: Candidate) -> CallPermit:
         try:
             return self.breaker(candidate).try_acquire()
         except CircuitOpenError as error:
@@ -112,14 +123,19 @@ class Guards:
         limiter = self.limiters.get(candidate.provider.name)
         if limiter is None:
             return None
+        started = _anyio_time()
         try:
-            return await limiter.reserve(estimated_tokens, max_wait=self.policy.limiter_max_wait)
+            reservation = await limiter.reserve(
+                estimated_tokens, max_wait=self.policy.limiter_max_wait
+            )
         except RateLimitWouldWait as error:
             raise LocalRateLimited(
                 candidate.provider.name,
                 f"local rate limit reached (would wait {error.wait_seconds:.1f} s)",
                 retry_after=error.wait_seconds,
             ) from None
+        self.metrics.observe_limiter_wait(candidate.provider.name, _anyio_time() - started)
+        return reservation
 
     def rate_limit_listener(self, provider: str) -> Callable[[RateLimitHints], None]:
         """What an adapter calls with the rate-limit headers it sees (only when limited here)."""

@@ -253,6 +253,7 @@ class Router:
             scope.first_token()
             scope.text.append(completion.content)
             scope.usage = completion.usage
+            scope.response_model, scope.finish_reason = completion.model, completion.finish_reason
             self._check_schema(run, candidate, completion.content)
             if ticket is not None and not ticket.claim():
                 scope.record.outcome = "cancelled"  # finished, but another attempt won first
@@ -296,6 +297,7 @@ class Router:
                     candidate.provider.name, "stream ended without a finish"
                 )
             scope.usage = finished.usage
+            scope.response_model, scope.finish_reason = finished.model, finished.finish_reason
             content = "".join(scope.text)
             if buffering:
                 self._check_schema(run, candidate, content)
