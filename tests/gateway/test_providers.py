@@ -123,3 +123,16 @@ async def test_embeddings_from_a_provider_without_them_name_those_that_have_them
     assert all(
         name in message for name in ("openai", "gemini", "bedrock", "vertex", "together", "ollama")
     )
+
+
+async def test_ollama_models_are_discovered_and_routable() -> None:
+    async with open_harness(("ollama",)) as h:
+        listed = await h.stub.ListProviders(pb.ListProvidersRequest())
+        ollama = next(p for p in listed.providers if p.name == "ollama")
+        response = await h.stub.Complete(
+            pb.CompleteRequest(
+                params=pb.CompletionParams(messages=MESSAGES, model="llama3.2:latest")
+            )
+        )
+    assert "llama3.2:latest" in ollama.models and ollama.available
+    assert response.provider == "ollama" and response.cost_usd == 0

@@ -58,7 +58,7 @@ class Completions:
 
     def _key(self, request: CompletionInput) -> str:
         if request.model is not None:
-            matches = self.catalog.resolve(request.model, kind="chat")
+            matches = self.router.catalog.resolve(request.model, kind="chat")
             family = matches[0].family if matches else request.model
         else:  # each provider's default model: scope by what picks it
             family = f"default:{request.provider or '*'}:{request.routing.value}"

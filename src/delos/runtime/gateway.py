@@ -20,6 +20,7 @@ from delos.runtime.observability import Metrics, Tracing
 from delos.runtime.prompts import DirectoryPromptStore, PromptStore
 from delos.runtime.providers import Provider, build_providers
 from delos.runtime.providers.base import HttpProvider
+from delos.runtime.providers.registry import start_providers
 from delos.runtime.redaction import Redactor
 from delos.runtime.routing import Guards, ResiliencePolicy, Router
 
@@ -38,7 +39,6 @@ class Gateway:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.catalog = catalog
         self.providers = providers
         self.redact = Redactor(settings.secrets())
         self.metrics = Metrics(redact=self.redact)
@@ -66,6 +66,11 @@ class Gateway:
         self.completions = Completions(self.router, catalog, self.cache, prompts, self.metrics)
         self.started_at = time.monotonic()
 
+    @property
+    def catalog(self) -> Catalog:
+        """The shipped catalog plus models discovered at run time (Ollama's)."""
+        return self.router.catalog
+
     async def provider_availability(self) -> dict[str, bool]:
         availability = {}
         for name, provider in self.providers.items():
@@ -91,6 +96,7 @@ async def open_gateway(
     providers = build_providers(settings, catalog, transport=transport)
     try:
         gateway = Gateway(settings, catalog, providers, policy=policy, workers=workers, clock=clock)
+        await start_providers(providers)
         try:
             yield gateway
         finally:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Final
 
+import anyio
 import httpx
 
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import PROVIDER_NAMES, Settings
+from delos.runtime.errors import ProviderError
 from delos.runtime.providers._client import open_http_client
 from delos.runtime.providers.anthropic import build_anthropic
 from delos.runtime.providers.base import Provider
 from delos.runtime.providers.bedrock import build_bedrock
 from delos.runtime.providers.gemini import build_gemini
-from delos.runtime.providers.ollama import build_ollama
+from delos.runtime.providers.ollama import OllamaProvider, build_ollama
 from delos.runtime.providers.openai_compatible import (
     OPENAI,
     OPENROUTER,
@@ -23,7 +26,9 @@ from delos.runtime.providers.openai_compatible import (
 )
 from delos.runtime.providers.vertex import build_vertex
 
-__all__ = ["BUILDERS", "build_providers"]
+__all__ = ["BUILDERS", "build_providers", "effective_catalog", "start_providers"]
+
+log = logging.getLogger("delos.runtime.providers")
 
 Builder = Callable[[Settings, Catalog, httpx.AsyncClient], Provider]
 
@@ -94,3 +99,22 @@ def build_providers(
             continue
         providers[name] = builder(settings, catalog, open_http_client(settings, transport))
     return providers
+
+
+def effective_catalog(base: Catalog, providers: dict[str, Provider]) -> Catalog:
+    """``base`` plus the models discovered at run time (Ollama's local models)."""
+    ollama = providers.get("ollama")
+    if isinstance(ollama, OllamaProvider):
+        return ollama.discovered_catalog(base)
+    return base
+
+
+async def start_providers(providers: dict[str, Provider]) -> None:
+    """Warm-up that must not block start-up for long: discover Ollama's local models."""
+    ollama = providers.get("ollama")
+    if isinstance(ollama, OllamaProvider):
+        with anyio.move_on_after(2.0):
+            try:
+                await ollama.refresh_models()
+            except ProviderError as error:
+                log.warning("ollama model discovery failed: %s", error.message)

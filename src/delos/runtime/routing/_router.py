@@ -36,6 +36,7 @@ from delos.runtime.errors import (
     UpstreamUnavailable,
 )
 from delos.runtime.providers.base import Provider
+from delos.runtime.providers.registry import effective_catalog
 from delos.runtime.requests import CompletionInput, Routing
 from delos.runtime.routing._attempts import AttemptScope, RequestRun, Sink, guarded_attempt
 from delos.runtime.routing._candidates import Candidate, candidates_for
@@ -72,10 +73,15 @@ class Router:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.providers = providers
-        self.catalog = catalog
+        self._base_catalog = catalog
         self.guards = guards
         self.quality_order = quality_order
         self._clock = clock
+
+    @property
+    def catalog(self) -> Catalog:
+        """The shipped catalog plus models discovered at run time."""
+        return effective_catalog(self._base_catalog, self.providers)
 
     # -- planning -------------------------------------------------------------------------------
 
