@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from delos.bench import SuiteResult, Table, Target, percentile
-from delos.bench._h2load import grpc_frame
+from delos.bench._h2load import grpc_frame, parse_summary
 from delos.bench._profile import _parse, profile_table
 from delos.bench._report import GENERATED_MARKER, write_report
 from delos.bench._upstream import UpstreamCounters, _Connection
@@ -49,6 +49,18 @@ def test_rewriting_the_report_keeps_the_intro_and_the_sections_not_rerun(tmp_pat
     assert "| x | 1 |" in text  # suite a kept
     assert "| x | 3 |" in text and "| x | 2 |" not in text  # suite b replaced
     assert text.index("Suite a") < text.index("Suite b")
+
+
+def test_the_summary_gathers_the_targets_of_every_section_kept_or_new(tmp_path: Path) -> None:
+    path = tmp_path / "benchmarks.md"
+    facts = {"cores": "2"}
+    fast = SuiteResult("a", "Suite a", "How.", targets=(Target("latency", 0.5, 1.0, "ms"),))
+    slow = SuiteResult("b", "Suite b", "How.", targets=(Target("latency", 2.0, 1.0, "ms"),))
+    write_report(path, [fast], command="bench a", facts=facts)
+    text = write_report(path, [slow], command="bench b", facts=facts, order=["a", "b"])
+    summary = text.split("## Summary", 1)[1].split("## Machine", 1)[0]
+    assert "| Suite a | latency | 0.50 ms | ≤ 1.00 ms | **PASS** |" in summary
+    assert "| Suite b | latency | 2.00 ms | ≤ 1.00 ms | **MISS** |" in summary
 
 
 def test_a_profile_attributes_self_time_to_the_leaf_frame() -> None:
@@ -102,3 +114,13 @@ def test_the_instant_upstream_answers_a_chat_completion_split_across_reads() -> 
     assert payload["model"] == "gpt-4o"
     assert payload["choices"][0]["message"]["content"]
     assert connection.counters.requests == 1
+
+
+def test_h2load_summaries_are_read_whatever_the_unit_of_the_run_time() -> None:
+    output = (
+        "finished in 928us, 34482.76 req/s, 11.31MB/s\n"
+        "requests: 32 total, 32 started, 32 done, 30 succeeded, 2 failed, 0 errored, 0 timeout\n"
+    )
+    assert parse_summary(output) == (32, 30, 2, 34482.76)
+    assert parse_summary(output.replace("928us", "5.00s")) == (32, 30, 2, 34482.76)
+    assert parse_summary("connect failed") is None

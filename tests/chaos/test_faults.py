@@ -123,3 +123,5 @@ async def _check_invariants(h: Harness) -> None:
         await h.running.service.wait_idle()
     for key, snapshot in h.running.gateway.guards.latency.snapshots().items():
         assert snapshot.in_flight == 0, f"attempt on {key} never settled"
+    metrics = h.running.gateway.metrics.render().decode()
+    assert not any(secret in metrics for secret in FAKE_KEYS.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,11 +11,11 @@ from pathlib import Path
 from delos.bench._context import BenchContext, Sizes
 from delos.bench._h2load import h2load_available
 from delos.bench._processes import ProcessSet
-from delos.bench._report import machine_facts, render_table, write_report
-from delos.bench._results import SuiteResult, Table
+from delos.bench._report import machine_facts, write_report
+from delos.bench._results import SuiteResult
 from delos.bench._suites import DEFAULT_SUITES, SUITES, run_suites
 
-__all__ = ["main", "summary_of"]
+__all__ = ["main"]
 
 DEFAULT_OUTPUT = Path("docs/benchmarks.md")
 
@@ -38,29 +39,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def summary_of(results: Sequence[SuiteResult]) -> str:
-    """Every target of the run, with PASS/MISS, as one table."""
-    rows = []
-    for result in results:
-        if result.failed:
-            rows.append((result.title, "suite failed", "-", "**FAILED**"))
-        for target in result.targets:
-            measured = target.unmeasured or f"{target.measured:,.2f} {target.unit}"
-            sign = "≤" if target.at_most else "≥"
-            rows.append(
-                (
-                    target.name,
-                    measured,
-                    f"{sign} {target.limit:g} {target.unit}",
-                    f"**{target.verdict}**",
-                )
-            )
-    if not rows:
-        return ""
-    table = Table("Targets of the last run", ("target", "measured", "limit", "result"), tuple(rows))
-    return "## Summary\n\n" + render_table(table)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     names = list(arguments.suites) or list(DEFAULT_SUITES)
@@ -82,12 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     def write(results: Sequence[SuiteResult]) -> None:
+        facts["load average at end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
         write_report(
             arguments.output,
             results,
             command=command.strip(),
             facts=facts,
-            summary=summary_of(results),
             order=list(SUITES),
         )
 

@@ -56,7 +56,7 @@ class Sizes:
             stream_tokens=500,
             paced_streams=32,
             paced_interval_us=2000,
-            scenario_requests=3000,
+            scenario_requests=2000,
             memory_requests=(10_000, 100_000),
             breaker_wait_in_open=15.0,
             profile_seconds=4.0,

@@ -18,7 +18,14 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
-__all__ = ["H2loadResult", "LoadShape", "grpc_frame", "h2load_available", "run_h2load"]
+__all__ = [
+    "H2loadResult",
+    "LoadShape",
+    "grpc_frame",
+    "h2load_available",
+    "parse_summary",
+    "run_h2load",
+]
 
 COMPLETE_PATH = "/delos.runtime.v1.RuntimeService/Complete"
 
@@ -65,7 +72,7 @@ class H2loadResult:
     durations_us: tuple[int, ...]
 
 
-_FINISHED = re.compile(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s")
+_FINISHED = re.compile(r"finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s")
 _REQUESTS = re.compile(
     r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed"
 )
@@ -109,23 +116,36 @@ def run_h2load(
         completed = subprocess.run(command, capture_output=True, text=True, timeout=bound)
     except subprocess.TimeoutExpired as error:
         raise RuntimeError(f"h2load did not finish within {bound:.0f} s") from error
-    output = completed.stdout
-    finished = _FINISHED.search(output)
-    counts = _REQUESTS.search(output)
-    if completed.returncode != 0 or finished is None or counts is None:
-        raise RuntimeError(f"h2load failed ({completed.returncode}): {output}{completed.stderr}")
-    rate = float(finished.group(3))
-    requests = int(counts.group(3))
+    counts = parse_summary(completed.stdout)
+    if completed.returncode != 0 or counts is None:
+        raise RuntimeError(
+            f"h2load failed ({completed.returncode}): {completed.stdout}{completed.stderr}"
+        )
+    requests, succeeded, failed, rate = counts
     # h2load's "finished in" includes the warm-up; its rate covers the measured phase only.
     elapsed = requests / rate if rate else 0.0
     durations = _durations(log_path)
     return H2loadResult(
         requests=requests,
-        succeeded=int(counts.group(4)),
-        failed=int(counts.group(5)),
+        succeeded=succeeded,
+        failed=failed,
         elapsed=elapsed,
         requests_per_second=rate,
         durations_us=durations,
+    )
+
+
+def parse_summary(output: str) -> tuple[int, int, int, float] | None:
+    """(requests done, succeeded, failed, requests per second) from h2load's summary."""
+    finished = _FINISHED.search(output)
+    counts = _REQUESTS.search(output)
+    if finished is None or counts is None:
+        return None
+    return (
+        int(counts.group(3)),
+        int(counts.group(4)),
+        int(counts.group(5)),
+        float(finished.group(3)),
     )
 
 

@@ -20,7 +20,7 @@ from delos.runtime.v1 import runtime_pb2 as pb
 
 __all__ = ["declare_hedging", "run_hedging"]
 
-_BASE_TTFT = 0.02
+_BASE_TTFT = 0.05
 _TAIL_PROBABILITY = 0.05
 _TAIL_FACTOR = 20.0
 _CONCURRENCY = 8

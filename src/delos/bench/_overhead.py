@@ -209,7 +209,9 @@ def run_overhead(context: BenchContext) -> SuiteResult:
     targets = _targets(context, by_key, two_workers, top)
     extra = ""
     if should_profile(context, targets):
-        extra = _profile(context, gateways["httpx"], source)
+        extra = "\n\n".join(
+            _profile(context, transport, gateway, source) for transport, gateway in gateways.items()
+        )
     return SuiteResult(
         name="overhead",
         title="Overhead: unary Complete",
@@ -309,11 +311,11 @@ def _targets(
     return targets
 
 
-def _profile(context: BenchContext, gateway: Gateway, source: Child) -> str:
+def _profile(context: BenchContext, transport: str, gateway: Gateway, source: Child) -> str:
     """Profile one worker under concurrency-16 load; a table of self time per request."""
     seconds = max(context.sizes.profile_seconds, 1.0)
     worker = gateway.workers[0]
-    output = context.processes.directory / "overhead-profile.txt"
+    output = context.processes.directory / f"overhead-profile-{transport}.txt"
     url = f"http://127.0.0.1:{gateway.port}{COMPLETE_PATH}"
     frame = grpc_frame(completion_request())
     # CPU per request without the profiler, then the same load with it.
@@ -333,7 +335,7 @@ def _profile(context: BenchContext, gateway: Gateway, source: Child) -> str:
         profile,
         cpu_per_unit_us=plain.cpu_us,
         unit="request",
-        title="Profile: gateway (httpx transport), unary Complete at concurrency 16",
+        title=f"Profile: gateway ({transport}), unary Complete at concurrency 16",
     )
     from delos.bench._report import render_table
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -177,23 +178,19 @@ class ProcessSet:
 
 
 def _read_line(child: Child, deadline: float) -> bytes:
-    import selectors
-
+    """The first line the child prints, or what it printed before exiting or the deadline."""
     stdout = child.process.stdout
     assert stdout is not None
+    buffer = b""
     with selectors.DefaultSelector() as selector:
         selector.register(stdout, selectors.EVENT_READ)
-        buffer = b""
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or (child.process.poll() is not None and not buffer):
+        while b"\n" not in buffer and time.monotonic() < deadline:
+            if not selector.select(timeout=min(deadline - time.monotonic(), 0.5)):
                 if child.process.poll() is not None:
-                    # The process ended; whatever it printed is still readable.
-                    buffer += stdout.read1(65536) if hasattr(stdout, "read1") else b""
+                    break  # exited without a line; its log says why
+                continue
+            chunk = os.read(stdout.fileno(), 65536)
+            if not chunk:
                 break
-            if selector.select(timeout=min(remaining, 0.5)):
-                chunk = os.read(stdout.fileno(), 65536)
-                if not chunk:
-                    break
-                buffer += chunk
-        return buffer.split(b"\n", 1)[0]
+            buffer += chunk
+    return buffer.split(b"\n", 1)[0]

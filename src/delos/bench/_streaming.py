@@ -150,7 +150,10 @@ def run_streaming(context: BenchContext) -> SuiteResult:
         )
     extra = ""
     if should_profile(context, targets):
-        extra = _profile(context, upstream_gateway(context, "httpx"), paced, paced_cpu["httpx"])
+        extra = "\n\n".join(
+            _profile(context, t, upstream_gateway(context, t), paced, paced_cpu[t])
+            for t in context.sizes.transports
+        )
     return SuiteResult(
         name="streaming",
         title=f"Streaming: {tokens}-token streams",
@@ -202,10 +205,12 @@ def run_streaming(context: BenchContext) -> SuiteResult:
     )
 
 
-def _profile(context: BenchContext, gateway: Gateway, content: str, cpu_per_chunk: float) -> str:
+def _profile(
+    context: BenchContext, transport: str, gateway: Gateway, content: str, cpu_per_chunk: float
+) -> str:
     sizes = context.sizes
     seconds = max(sizes.profile_seconds, 1.0)
-    output = context.processes.directory / "streaming-profile.txt"
+    output = context.processes.directory / f"streaming-profile-{transport}.txt"
     recorder = start_recording(gateway.workers[0].pid, seconds, output)
     deadline = time.monotonic() + seconds + 0.5
     while time.monotonic() < deadline:
@@ -218,6 +223,6 @@ def _profile(context: BenchContext, gateway: Gateway, content: str, cpu_per_chun
         profile,
         cpu_per_unit_us=cpu_per_chunk,
         unit="chunk",
-        title="Profile: gateway (httpx transport), paced streams",
+        title=f"Profile: gateway ({transport}), paced streams",
     )
     return render_table(table)

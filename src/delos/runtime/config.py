@@ -123,6 +123,8 @@ class Settings(BaseModel):
     #: HTTP connect timeout towards providers, seconds.
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
 
+    #: Largest request message accepted, bytes (gRPC's RESOURCE_EXHAUSTED beyond it).
+    max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1 << 31)
     cache_max_entries: int = Field(default=10_000, ge=1)
     cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     cache_default_ttl_seconds: int = Field(default=3600, ge=1)
@@ -252,6 +254,7 @@ ENVIRONMENT: Final[Mapping[str, str]] = {
     "DELOS_RUNTIME_HEDGING": "hedging",
     "DELOS_RUNTIME_QUALITY_ORDER": "quality_order",
     "DELOS_RUNTIME_CONNECT_TIMEOUT_SECONDS": "connect_timeout_seconds",
+    "DELOS_RUNTIME_MAX_MESSAGE_BYTES": "max_message_bytes",
     "DELOS_RUNTIME_CACHE_MAX_ENTRIES": "cache_max_entries",
     "DELOS_RUNTIME_CACHE_MAX_BYTES": "cache_max_bytes",
     "DELOS_RUNTIME_CACHE_TTL_SECONDS": "cache_default_ttl_seconds",

@@ -3,6 +3,7 @@
     DelosError                              (operational: a request that cannot be served)
     ├── InvalidRequest                      INVALID_ARGUMENT   the client's request is wrong
     │   └── EmbeddingsNotSupported          INVALID_ARGUMENT   provider has no embeddings API
+    ├── RequestTooLarge                     RESOURCE_EXHAUSTED over the maximum message size
     ├── NotFound                            NOT_FOUND
     │   ├── UnknownProvider
     │   ├── UnknownModel
@@ -50,6 +51,7 @@ __all__ = [
     "PromptNotFound",
     "ProviderError",
     "ProviderNotConfigured",
+    "RequestTooLarge",
     "Unauthenticated",
     "UnknownModel",
     "UnknownProvider",
@@ -80,6 +82,10 @@ class InvalidRequest(DelosError):
 
 class EmbeddingsNotSupported(InvalidRequest):
     pass
+
+
+class RequestTooLarge(DelosError):
+    status = Status.RESOURCE_EXHAUSTED
 
 
 class NotFound(DelosError):

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from grpclib.const import Status
@@ -27,6 +27,7 @@ from delos.runtime.embeddings import embed
 from delos.runtime.errors import DeadlineExceeded, DelosError, grpc_status_of
 from delos.runtime.gateway import Gateway
 from delos.runtime.observability import SpanHandle, log_request
+from delos.runtime.receive import receive_request
 from delos.runtime.requests import completion_input_from_proto
 from delos.runtime.routing import AttemptRecord, RoutedAnswer
 from delos.runtime.status import health, list_providers
@@ -39,6 +40,8 @@ __all__ = ["RuntimeService"]
 log = logging.getLogger("delos.runtime.service")
 
 _DEADLINE_MARGIN_SECONDS = 0.05
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -187,12 +190,14 @@ class RuntimeService(RuntimeServiceBase):
             attempts=answer.attempts,
         )
 
+    async def _receive(self, stream: Stream[T, Any]) -> T:
+        return await receive_request(stream, self.gateway.settings.max_message_bytes)
+
     # -- RPCs -----------------------------------------------------------------------------------
 
     async def Complete(self, stream: Stream[pb.CompleteRequest, pb.CompleteResponse]) -> None:
-        message = await stream.recv_message()
-        assert message is not None
         async with self._rpc(stream, "Complete") as context:
+            message = await self._receive(stream)
             request_id = context.request_id
             context.metadata = dict(message.params.metadata)
             completions = self.gateway.completions
@@ -217,9 +222,8 @@ class RuntimeService(RuntimeServiceBase):
             await stream.send_message(response)
 
     async def CompleteStream(self, stream: Stream[pb.CompleteRequest, pb.StreamChunk]) -> None:
-        message = await stream.recv_message()
-        assert message is not None
         async with self._rpc(stream, "CompleteStream") as context:
+            message = await self._receive(stream)
             request_id = context.request_id
             context.metadata = dict(message.params.metadata)
             completions = self.gateway.completions
@@ -235,9 +239,8 @@ class RuntimeService(RuntimeServiceBase):
             await stream.send_message(_final_chunk(answer, index, request_id))
 
     async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:
-        message = await stream.recv_message()
-        assert message is not None
         async with self._rpc(stream, "Embed") as context:
+            message = await self._receive(stream)
             result = await embed(self.gateway, message)
             result.request_id = context.request_id
             await stream.send_message(result)
@@ -245,13 +248,13 @@ class RuntimeService(RuntimeServiceBase):
     async def ListProviders(
         self, stream: Stream[pb.ListProvidersRequest, pb.ListProvidersResponse]
     ) -> None:
-        await stream.recv_message()
         async with self._rpc(stream, "ListProviders"):
+            await self._receive(stream)
             await stream.send_message(await list_providers(self.gateway))
 
     async def Health(self, stream: Stream[pb.HealthRequest, pb.HealthResponse]) -> None:
-        await stream.recv_message()
         async with self._rpc(stream, "Health"):
+            await self._receive(stream)
             await stream.send_message(await health(self.gateway))
 
 

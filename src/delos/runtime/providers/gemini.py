@@ -180,6 +180,16 @@ class GeminiProvider(HttpProvider):
     # -- chat -----------------------------------------------------------------------------------
 
     async def complete(self, request: ChatRequest) -> Completion:
+        """One ``generateContent`` call.
+
+        Raises:
+            UpstreamRejected: the request was refused, its prompt blocked included.
+            UpstreamAuthenticationError: the key or token was refused (400 ``API_KEY_INVALID``
+                too), or the account cannot use the API (400 ``FAILED_PRECONDITION``).
+            UpstreamRateLimited: 429, with ``retry_after`` from ``RetryInfo`` when sent.
+            UpstreamProtocolError: the answer is malformed or oversized.
+            UpstreamUnavailable: 5xx or a transport failure.
+        """
         with upstream_errors(self.name):
             async with self._client.stream(
                 "POST",
@@ -213,6 +223,11 @@ class GeminiProvider(HttpProvider):
 
     @asynccontextmanager
     async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        """A ``streamGenerateContent?alt=sse`` call; leaving the block closes it.
+
+        Raises the errors of :meth:`complete`, and :class:`UpstreamProtocolError` for an error
+        event in the stream or a stream that ends without a ``finishReason``.
+        """
         with upstream_errors(self.name):
             async with self._client.stream(
                 "POST",

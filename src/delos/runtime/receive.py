@@ -1,0 +1,48 @@
+"""Reading a request message with a size limit, which grpclib does not have.
+
+grpclib reads a message's declared length and then buffers that many bytes, so a client could make
+the gateway hold gigabytes. HTTP/2 flow control means nothing beyond the window is accepted until
+the handler reads, so checking the 5-byte length prefix first bounds memory: an oversized request
+is refused before its body is read.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError
+from grpclib.server import Stream
+
+from delos.runtime.errors import InvalidRequest, RequestTooLarge
+
+__all__ = ["receive_request"]
+
+T = TypeVar("T")
+
+
+async def receive_request(stream: Stream[T, Any], limit: int) -> T:
+    """The one request message of a unary-request RPC. Raises InvalidRequest or RequestTooLarge."""
+    # grpclib's public recv_message has no size limit; its private stream, codec and type are
+    # what it uses itself (grpclib.server.Stream.recv_message).
+    raw = stream._stream
+    prefix = await raw.recv_data(5)
+    if len(prefix) < 5:
+        raise InvalidRequest("the request carried no message")
+    compressed, length = struct.unpack(">?I", prefix)
+    if compressed:
+        raise InvalidRequest("compressed request messages are not supported")
+    if length > limit:
+        raise RequestTooLarge(
+            f"request message of {length} bytes exceeds the maximum of {limit} bytes "
+            "(DELOS_RUNTIME_MAX_MESSAGE_BYTES)"
+        )
+    body = await raw.recv_data(length)
+    if len(body) != length:
+        raise InvalidRequest("the request message was cut short")
+    try:
+        message = stream._codec.decode(body, stream._recv_type)
+    except (DecodeError, ValueError, TypeError):
+        raise InvalidRequest("the request is not a valid protobuf message of its type") from None
+    (message,) = await stream._dispatch.recv_message(message)
+    return message  # type: ignore[no-any-return]
