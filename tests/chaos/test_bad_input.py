@@ -29,6 +29,8 @@ CLEAN = {
     grpc.StatusCode.UNAVAILABLE,
 }
 MAX_MESSAGE = 256 * 1024
+#: One gateway serves every example (module fixture); hypothesis need not warn about it.
+SHARED_GATEWAY = [HealthCheck.function_scoped_fixture]
 
 
 @dataclass
