@@ -14,7 +14,10 @@ from typing import Final
 
 from delos.testing import Behaviour, Fault
 
-__all__ = ["FAULTS", "ChaosFault", "expected"]
+__all__ = ["FAULTS", "OBSERVED", "ChaosFault", "expected"]
+
+#: (provider, fault, mode, routing, expected, observed) of every scenario run, for the report.
+OBSERVED: list[tuple[str, str, str, str, str, str]] = []
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from grpclib.exceptions import GRPCError
 from delos.runtime.routing import ResiliencePolicy
 from delos.runtime.v1 import runtime_pb2 as pb
 from delos.testing.fakes import FAKE_KEYS, FAKE_PROVIDERS
-from tests.chaos.scenarios import FAULTS, ChaosFault, expected
+from tests.chaos.scenarios import FAULTS, OBSERVED, ChaosFault, expected
 from tests.gateway.harness import Harness, open_harness
 
 pytestmark = pytest.mark.anyio
@@ -86,6 +86,8 @@ async def test_fault(provider: str, fault: ChaosFault, mode: str, routing: str) 
             outcome, summary, text = await _call(h, mode, pb.CompleteRequest(params=params))
         await _check_invariants(h)
     want = expected(fault, mode, routing)
+    observed = outcome if outcome != "ok" else f"ok ({summary.provider})"
+    OBSERVED.append((provider, fault.name, mode, routing, want, observed))
     assert outcome == want, f"expected {want}, got {outcome}: {summary}"
     if outcome == "ok":
         assert summary.finish_reason in ("stop", "length")
