@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import time
 
+import anyio
+
+from delos.resilience import retrying
 from delos.runtime.catalog import cost_usd, estimate_prompt_tokens
 from delos.runtime.config import enabling_variables
 from delos.runtime.errors import (
     AllCandidatesFailed,
+    DelosError,
     EmbeddingsNotSupported,
     NoProvidersConfigured,
     ProviderError,
     ProviderNotConfigured,
     UnknownModel,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
 )
 from delos.runtime.gateway import Gateway
 from delos.runtime.providers import Provider
 from delos.runtime.requests import embed_input_from_proto
-from delos.runtime.types import EmbedRequest, Usage
+from delos.runtime.routing import Candidate
+from delos.runtime.types import Embeddings, EmbedRequest, Usage
 from delos.runtime.v1 import runtime_pb2 as pb
 
 __all__ = ["EMBEDDING_PROVIDERS", "embed"]
@@ -68,10 +77,11 @@ async def embed(gateway: Gateway, message: pb.EmbedRequest) -> pb.EmbedResponse:
             f"known: {', '.join(known)}"
         )
     started = time.perf_counter()
+    errors: list[DelosError] = []
     try:
-        result = await provider.embed(EmbedRequest(model.id, request.texts))
-    except ProviderError as error:
-        raise AllCandidatesFailed([error]) from None
+        result = await _guarded_embed(gateway, Candidate(provider, model), request.texts, errors)
+    except ProviderError:
+        raise AllCandidatesFailed(errors) from None
     usage = result.usage or Usage(estimate_prompt_tokens(request.texts), 0, estimated=True)
     return pb.EmbedResponse(
         embeddings=[pb.Embedding(values=v, index=i) for i, v in enumerate(result.vectors)],
@@ -85,4 +95,60 @@ async def embed(gateway: Gateway, message: pb.EmbedRequest) -> pb.EmbedResponse:
         ),
         cost_usd=float(cost_usd(model, usage.prompt_tokens, 0)),
         latency_ms=(time.perf_counter() - started) * 1000.0,
+    )
+
+
+async def _guarded_embed(
+    gateway: Gateway, candidate: Candidate, texts: tuple[str, ...], errors: list[DelosError]
+) -> Embeddings:
+    """One provider, with its breaker, a time limit and a retry of transient failures.
+
+    Embeddings never fall back to another provider: vectors from another model are not
+    comparable with the ones the client already stored.
+    """
+    guards = gateway.guards
+    policy = guards.policy
+    provider, model = candidate.provider, candidate.model
+    async for attempt in retrying(
+        max_attempts=policy.attempts_per_provider,
+        initial=policy.retry_initial_backoff,
+        maximum=policy.retry_max_backoff,
+        is_retryable=_transient,
+        retry_after_of=lambda error: getattr(error, "retry_after", None),
+        budget=guards.budget,
+    ):
+        with attempt:
+            permit = guards.acquire_permit(candidate)
+            began = time.perf_counter()
+            try:
+                with anyio.fail_after(policy.unary_timeout):
+                    return await provider.embed(EmbedRequest(model.id, texts))
+            except TimeoutError:
+                permit.record_failure(time.perf_counter() - began)
+                error: ProviderError = UpstreamTimeout(
+                    provider.name, f"no embeddings within {policy.unary_timeout:.1f} s"
+                )
+                errors.append(error)
+                raise error from None
+            except ProviderError as failure:
+                if failure.breaker_failure:
+                    permit.record_failure(time.perf_counter() - began)
+                else:
+                    permit.record_ignored()
+                if isinstance(failure, UpstreamRateLimited) and failure.retry_after:
+                    guards.pause(provider.name, failure.retry_after)
+                errors.append(failure)
+                raise
+            except BaseException:
+                permit.record_ignored()
+                raise
+            finally:
+                if not permit.settled:
+                    permit.record_success(time.perf_counter() - began)
+    raise AssertionError("unreachable: tenacity re-raises the last error")
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, UpstreamUnavailable | UpstreamProtocolError) and not isinstance(
+        error, UpstreamTimeout
     )

@@ -109,7 +109,8 @@ Handler = Callable[[FakeRequest], Awaitable[FakeResponse]]
 class ServerStats:
     """What the server saw. Read it from the test; it is updated by the server's tasks."""
 
-    requests: deque[FakeRequest] = field(default_factory=lambda: deque(maxlen=1000))
+    #: The most recent requests (bounded: fakes also serve long soaks and benchmarks).
+    requests: deque[FakeRequest] = field(default_factory=lambda: deque(maxlen=100))
     request_count: int = 0
     connections_opened: int = 0
     open_connections: int = 0
