@@ -189,6 +189,8 @@ def write_report(
                 f"| errors | {errors} |",
                 f"| stream-cutting faults injected (each may explain one error) | "
                 f"{tally.cut_faults_injected} |",
+                f"| requests refused by the breaker those faults opened | {tally.cut_off} |",
+                f"| unexplained errors | {unexplained} |",
                 f"| resident memory, first quarter mean | {rss_first / 1024:.1f} MiB |",
                 f"| resident memory, last quarter mean | {rss_last / 1024:.1f} MiB |",
                 f"| open descriptors, first quarter mean | {fds_first:.1f} |",

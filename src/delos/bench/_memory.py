@@ -6,10 +6,15 @@ grows with traffic; a flat one stays within a few percent once its pools and cac
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
+from pathlib import Path
 
 from delos.bench._context import BenchContext, completion_request
 from delos.bench._h2load import COMPLETE_PATH, LoadShape, grpc_frame, run_h2load
+from delos.bench._report import render_table
 from delos.bench._results import SuiteResult, Table, Target, format_number
 from delos.bench._servers import upstream_gateway
 
@@ -70,6 +75,9 @@ def run_memory(context: BenchContext) -> SuiteResult:
                 "%",
             )
         )
+    extra = ""
+    if any(not t.passed for t in targets) and context.profile and not context.sizes.quick:
+        extra = _allocations(context, frame)
     return SuiteResult(
         name="memory",
         title="Memory: resident set under sustained load",
@@ -95,5 +103,53 @@ def run_memory(context: BenchContext) -> SuiteResult:
             ),
         ),
         targets=tuple(targets),
+        extra=extra,
         seconds=time.monotonic() - started,
     )
+
+
+def _allocations(context: BenchContext, frame: bytes) -> str:
+    """Where memory grows: tracemalloc in a gateway of its own (httpx transport), the lines
+    whose allocations grew most between 10,000 and 30,000 requests."""
+    output = context.processes.directory / "allocations.jsonl"
+    gateway = upstream_gateway(context, "httpx", tracemalloc=str(output))
+    context.wait_ready()
+    url = f"http://127.0.0.1:{gateway.port}{COMPLETE_PATH}"
+    directory = context.processes.directory
+    worker = gateway.workers[0]
+    warm, measured = 10_000, 20_000
+    run_h2load(url, frame, LoadShape(_CONCURRENCY, requests=warm), directory=directory)
+    os.kill(worker.pid, signal.SIGUSR1)
+    _wait_lines(output, 1)
+    run_h2load(url, frame, LoadShape(_CONCURRENCY, requests=measured), directory=directory)
+    os.kill(worker.pid, signal.SIGUSR1)
+    _wait_lines(output, 2)
+    rows = json.loads(output.read_text().splitlines()[1])
+    table = Table(
+        f"Allocations that grew from {warm:,} to {warm + measured:,} requests (tracemalloc)",
+        ("where", "bytes", "bytes per request", "blocks"),
+        tuple(
+            (f"`{_short_path(where)}`", f"{size:+,}", f"{size / measured:+.1f}", f"{count:+,}")
+            for where, size, count in rows
+        ),
+        note="Gateway with the httpx transport, the same load; tracemalloc keeps one frame "
+        "per allocation. Growth that is not here is outside Python's allocator (C extensions, "
+        "fragmentation).",
+    )
+    return render_table(table)
+
+
+def _short_path(where: str) -> str:
+    for marker in ("site-packages/", "src/", "lib/python3.11/"):
+        if marker in where:
+            return where.split(marker, 1)[1]
+    return where
+
+
+def _wait_lines(path: Path, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the gateway wrote no allocation snapshot")

@@ -125,6 +125,7 @@ def _start_gateway(
     transport: str = "httpx",
     workers: int = 1,
     breaker: Mapping[str, float] | None = None,
+    extra_arguments: tuple[str, ...] = (),
 ) -> Gateway:
     port = free_port()
     arguments = ["gateway", "--port", str(port), "--transport", transport]
@@ -133,6 +134,7 @@ def _start_gateway(
         arguments.append("--reuse-port")
     if breaker:
         arguments += ["--breaker", json.dumps(dict(breaker))]
+    arguments += list(extra_arguments)
     environ = gateway_environment(**settings)
     children = [
         context.processes.start(f"gateway-{transport}-{i}", arguments, environ=environ, port=port)
@@ -150,13 +152,19 @@ def _provider_settings(base_urls: Mapping[str, str], **extra: str) -> dict[str, 
     return values
 
 
-def upstream_gateway(context: BenchContext, transport: str = "httpx", workers: int = 1) -> Gateway:
-    """A gateway whose one provider (OpenAI) is the instant upstream."""
+def upstream_gateway(
+    context: BenchContext, transport: str = "httpx", workers: int = 1, *, tracemalloc: str = ""
+) -> Gateway:
+    """A gateway whose one provider (OpenAI) is the instant upstream; ``tracemalloc`` names the
+    file its allocation diffs go to (see ``serve.py``)."""
     base = f"http://127.0.0.1:{upstream(context).port}/v1"
     settings = _provider_settings({"openai": base})
+    extra = ("--tracemalloc", tracemalloc) if tracemalloc else ()
     return context.server(
-        f"gateway:{transport}:{workers}",
-        lambda: _start_gateway(context, settings, transport=transport, workers=workers),
+        f"gateway:{transport}:{workers}:{tracemalloc}",
+        lambda: _start_gateway(
+            context, settings, transport=transport, workers=workers, extra_arguments=extra
+        ),
     )
 
 

@@ -65,6 +65,9 @@ def _serve_gateway(arguments: argparse.Namespace) -> None:
         breaker = BreakerConfig(**json.loads(arguments.breaker))
         policy = dataclasses.replace(policy, breaker=breaker)
 
+    if arguments.tracemalloc:
+        _trace_allocations(arguments.tracemalloc)
+
     async def main() -> None:
         async with open_server(
             settings,
@@ -78,6 +81,31 @@ def _serve_gateway(arguments: argparse.Namespace) -> None:
 
     backend_options = {"use_uvloop": True}
     anyio.run(main, backend="asyncio", backend_options=backend_options)
+
+
+def _trace_allocations(path: str) -> None:
+    """Trace allocations; on each SIGUSR1, append to ``path`` the lines whose memory grew most
+    since the previous SIGUSR1 (one JSON list per signal)."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(1)
+    previous: list[tracemalloc.Snapshot] = []
+
+    def dump(signum: int, frame: object) -> None:
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+        rows = []
+        if previous:
+            for stat in snapshot.compare_to(previous[-1], "lineno")[:15]:
+                where = stat.traceback[0]
+                rows.append([f"{where.filename}:{where.lineno}", stat.size_diff, stat.count_diff])
+        previous[:] = [snapshot]
+        with open(path, "a") as output:
+            output.write(json.dumps(rows) + "\n")
+
+    signal.signal(signal.SIGUSR1, dump)
 
 
 # -- fakes --------------------------------------------------------------------------------------
@@ -179,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--workers", type=int, default=1, help="workers sharing the port")
     gateway.add_argument("--transport", choices=("httpx", "httpx-aiohttp"), default="httpx")
     gateway.add_argument("--breaker", help="BreakerConfig fields as a JSON object")
+    gateway.add_argument("--tracemalloc", help="trace allocations; SIGUSR1 appends a diff here")
     fakes = roles.add_parser("fakes", help="delos.testing fakes with a control endpoint")
     fakes.add_argument("--ports", required=True, help="provider=port pairs, comma-separated")
     fakes.add_argument("--seed", type=int, default=1)
