@@ -152,7 +152,9 @@ async def test_soak_has_no_unexplained_errors_and_flat_memory_and_descriptors() 
             for seed in range(CONCURRENCY):
                 tg.start_soon(client, h, tally, random.Random(seed), stop_at)
     rss_first, rss_last, fds_first, fds_last = quarter_means(tally.samples)
-    unexplained = sum(tally.errors.values()) - tally.cut_off - tally.cut_faults_injected
+    # Each injected cut explains at most one error (some are never consumed: a breaker they
+    # opened kept requests away from the faulty provider).
+    unexplained = max(0, sum(tally.errors.values()) - tally.cut_off - tally.cut_faults_injected)
     if os.environ.get("DELOS_WRITE_SOAK_REPORT") == "1":
         write_report(tally, rss_first, rss_last, fds_first, fds_last, unexplained)
     assert tally.requests > 50
