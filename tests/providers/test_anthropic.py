@@ -29,11 +29,11 @@ from delos.runtime.providers._anthropic_wire import (
     OutputTool,
     parse_message,
 )
+from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.anthropic import (
     AnthropicEndpoint,
     AnthropicProvider,
     build_anthropic,
-    default_vertex_base_url,
 )
 from delos.runtime.types import (
     ChatMessage,
@@ -516,11 +516,9 @@ async def test_vertex_serves_only_the_claude_models_of_the_vertex_catalog() -> N
 
 
 def test_vertex_hosts_follow_the_location() -> None:
-    assert (
-        default_vertex_base_url("europe-west1") == "https://europe-west1-aiplatform.googleapis.com"
-    )
-    assert default_vertex_base_url("global") == "https://aiplatform.googleapis.com"
-    assert default_vertex_base_url("eu") == "https://aiplatform.eu.rep.googleapis.com"
+    assert vertex_base_url("europe-west1") == "https://europe-west1-aiplatform.googleapis.com"
+    assert vertex_base_url("global") == "https://aiplatform.googleapis.com"
+    assert vertex_base_url("eu") == "https://aiplatform.eu.rep.googleapis.com"
 
 
 def test_the_endpoint_keeps_credentials_out_of_its_repr() -> None:

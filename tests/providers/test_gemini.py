@@ -26,7 +26,8 @@ from delos.runtime.errors import (
     UpstreamUnavailable,
 )
 from delos.runtime.providers import _gemini_wire as wire
-from delos.runtime.providers.gemini import GeminiProvider, build_gemini, vertex_base_url
+from delos.runtime.providers._vertex_host import vertex_base_url
+from delos.runtime.providers.gemini import GeminiProvider, build_gemini
 from delos.runtime.types import (
     ChatMessage,
     ChatRequest,

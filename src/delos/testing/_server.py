@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import socket
 import struct
 import threading
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -40,6 +41,8 @@ __all__ = [
     "FakeResponse",
     "FakeServer",
     "Handler",
+    "Pause",
+    "ScriptedBody",
     "ServerStats",
     "open_fake_server",
     "serve_in_thread",
@@ -60,6 +63,38 @@ RESET: Final = _Fault("RESET")
 HANG_UP: Final = _Fault("HANG_UP")
 
 BodyItem = bytes | _Fault
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A step of a :class:`ScriptedBody`: wait this many seconds (``math.inf``: until the
+    client goes away)."""
+
+    seconds: float
+
+
+class ScriptedBody:
+    """A response body as a sequence of writes and pauses, fed by a synchronous iterable.
+
+    A plain async iterator rather than an async generator, so a body abandoned half-way leaves
+    nothing to finalise.
+    """
+
+    def __init__(self, steps: Iterable[BodyItem | Pause]) -> None:
+        self._steps = iter(steps)
+
+    def __aiter__(self) -> ScriptedBody:
+        return self
+
+    async def __anext__(self) -> BodyItem:
+        for step in self._steps:
+            if not isinstance(step, Pause):
+                return step
+            if step.seconds == math.inf:
+                await anyio.sleep_forever()
+            elif step.seconds > 0:
+                await anyio.sleep(step.seconds)
+        raise StopAsyncIteration
 
 
 @dataclass(frozen=True, slots=True)

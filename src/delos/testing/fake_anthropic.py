@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -30,6 +30,8 @@ import anyio
 from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens, reply_words
 from delos.testing._schema import sample_instance
 from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse, Handler
+from delos.testing._server import Pause as _Pause
+from delos.testing._server import ScriptedBody as _Script
 
 __all__ = ["ANTHROPIC_MODELS", "VERTEX_CLAUDE_MODELS", "fake_anthropic_handler"]
 
@@ -573,37 +575,7 @@ def _delta(delta: dict[str, Any]) -> bytes:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Pause:
-    """A pause in a response body, seconds (``math.inf``: until the client goes away)."""
-
-    seconds: float
-
-
 _FOREVER: Final = _Pause(math.inf)
-
-
-class _Script:
-    """A response body as a sequence of writes and pauses.
-
-    An async iterator that is not an async generator: a body the server abandons when its client
-    goes away needs no finalisation, which trio would otherwise report as a leak.
-    """
-
-    def __init__(self, items: Iterable[BodyItem | _Pause]) -> None:
-        self._items = iter(items)
-
-    def __aiter__(self) -> _Script:
-        return self
-
-    async def __anext__(self) -> BodyItem:
-        for item in self._items:
-            if not isinstance(item, _Pause):
-                return item
-            if item.seconds == math.inf:
-                await anyio.sleep_forever()
-            await anyio.sleep(item.seconds)
-        raise StopAsyncIteration
 
 
 def _oversized(stream: bool) -> _Script:

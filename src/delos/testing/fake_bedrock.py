@@ -17,8 +17,7 @@ import math
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
@@ -28,6 +27,8 @@ from delos.runtime.wire import encode_event, encode_event_stream_message
 from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens, reply_words
 from delos.testing._schema import sample_instance
 from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse, Handler
+from delos.testing._server import Pause as _Pause
+from delos.testing._server import ScriptedBody as _Script
 from delos.testing.fake_openai import embedding_of
 
 __all__ = ["BEDROCK_CHAT_MODELS", "BEDROCK_EMBEDDING_MODELS", "fake_bedrock_handler"]
@@ -605,38 +606,6 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
         "outputTokens": completion_tokens,
         "totalTokens": prompt_tokens + completion_tokens,
     }
-
-
-@dataclass(frozen=True, slots=True)
-class _Pause:
-    """A step of a scripted body: wait this many seconds (``math.inf``: until disconnected)."""
-
-    seconds: float
-
-
-class _Script:
-    """A response body played from steps: body items are sent, pauses are waited out.
-
-    A plain async iterator fed by a synchronous one, not an async generator: when the client
-    goes away mid-body the server drops it, and there is no generator left for the garbage
-    collector to finalise (which trio reports as a resource leak).
-    """
-
-    def __init__(self, steps: Iterable[BodyItem | _Pause]) -> None:
-        self._steps = iter(steps)
-
-    def __aiter__(self) -> _Script:
-        return self
-
-    async def __anext__(self) -> BodyItem:
-        for step in self._steps:
-            if not isinstance(step, _Pause):
-                return step
-            if step.seconds == math.inf:
-                await anyio.sleep_forever()
-            elif step.seconds > 0:
-                await anyio.sleep(step.seconds)
-        raise StopAsyncIteration
 
 
 def _oversized_json() -> Iterator[BodyItem]:

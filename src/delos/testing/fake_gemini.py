@@ -32,6 +32,7 @@ import anyio
 from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens, reply_words
 from delos.testing._schema import sample_instance
 from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse, Handler
+from delos.testing._server import ScriptedBody as _Items
 from delos.testing.fake_openai import embedding_of
 
 __all__ = ["GEMINI_MODELS", "THOUGHT_TOKENS", "VERTEX_MODELS", "fake_gemini_handler"]
@@ -765,23 +766,6 @@ def _not_found_page(path: str) -> FakeResponse:
         f"{path}</code> was not found on this server.  <ins>That’s all we know.</ins>\n"
     )
     return FakeResponse(404, [("content-type", "text/html; charset=UTF-8")], page.encode())
-
-
-class _Items:
-    """Fixed body items as a plain async iterator: unlike an async generator, nothing is left to
-    finalise (and trio warns about nothing) when the client goes away halfway through."""
-
-    def __init__(self, items: Sequence[BodyItem]) -> None:
-        self._items = iter(items)
-
-    def __aiter__(self) -> _Items:
-        return self
-
-    async def __anext__(self) -> BodyItem:
-        try:
-            return next(self._items)
-        except StopIteration:
-            raise StopAsyncIteration from None
 
 
 def _oversized() -> _Items:

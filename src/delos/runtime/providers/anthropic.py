@@ -39,6 +39,7 @@ from delos.runtime.providers._http import (
     read_bounded,
     upstream_errors,
 )
+from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
 from delos.runtime.types import (
     ChatRequest,
@@ -57,7 +58,6 @@ __all__ = [
     "AnthropicEndpoint",
     "AnthropicProvider",
     "build_anthropic",
-    "default_vertex_base_url",
 ]
 
 DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
@@ -67,15 +67,6 @@ ANTHROPIC_VERSION: Final = "2023-06-01"
 VERTEX_ANTHROPIC_VERSION: Final = "vertex-2023-10-16"
 #: Bytes read after ``message_stop`` while waiting for the body to end.
 _MAX_TRAILING_BYTES: Final = 64 * 1024
-
-
-def default_vertex_base_url(location: str) -> str:
-    """Vertex AI's host for ``location``: regional, global, or the ``us``/``eu`` multi-regions."""
-    if location == "global":
-        return "https://aiplatform.googleapis.com"
-    if location in ("us", "eu"):
-        return f"https://aiplatform.{location}.rep.googleapis.com"
-    return f"https://{location}-aiplatform.googleapis.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +92,7 @@ class AnthropicEndpoint:
     def for_vertex(
         cls, project: str, location: str, access_token: str, base_url: str | None = None
     ) -> AnthropicEndpoint:
-        base = (base_url or default_vertex_base_url(location)).rstrip("/")
+        base = (base_url or vertex_base_url(location)).rstrip("/")
         headers = {"authorization": f"Bearer {access_token}"}
         return cls("vertex", base, headers, vertex=(project, location))
 
@@ -165,7 +156,7 @@ class AnthropicProvider(HttpProvider):
         """Claude on Vertex AI, named ``"vertex"``; serves the catalog's Vertex Claude models.
 
         ``base_url`` defaults to the location's Vertex AI host (see
-        :func:`default_vertex_base_url`); it has no ``/v1`` suffix.
+        :func:`~delos.runtime.providers._vertex_host.vertex_base_url`); it has no ``/v1`` suffix.
         """
         endpoint = AnthropicEndpoint.for_vertex(project, location, access_token, base_url)
         return cls(endpoint, client=client, catalog=catalog, on_rate_limits=on_rate_limits)

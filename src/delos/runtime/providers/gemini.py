@@ -37,6 +37,7 @@ from delos.runtime.providers._http import (
     read_bounded,
     upstream_errors,
 )
+from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
 from delos.runtime.types import (
     ChatRequest,
@@ -50,7 +51,7 @@ from delos.runtime.types import (
 )
 from delos.runtime.wire import SseDecoder, SseEvent, WireProtocolError
 
-__all__ = ["GEMINI_API_BASE_URL", "GeminiProvider", "build_gemini", "vertex_base_url"]
+__all__ = ["GEMINI_API_BASE_URL", "GeminiProvider", "build_gemini"]
 
 GEMINI_API_BASE_URL: Final = "https://generativelanguage.googleapis.com"
 #: Texts per embeddings call: the documented maxima of ``batchEmbedContents`` and ``predict``.
@@ -58,15 +59,6 @@ _GEMINI_EMBED_BATCH: Final = 100
 _VERTEX_EMBED_BATCH: Final = 250
 #: Largest error body we read (bytes).
 _ERROR_BODY_LIMIT: Final = 64 * 1024
-
-
-def vertex_base_url(location: str) -> str:
-    """Vertex AI's host for ``location``: regional, the global host, or a multi-region one."""
-    if location == "global":
-        return "https://aiplatform.googleapis.com"
-    if location in ("us", "eu"):
-        return f"https://aiplatform.{location}.rep.googleapis.com"
-    return f"https://{location}-aiplatform.googleapis.com"
 
 
 @dataclass(frozen=True, slots=True)
