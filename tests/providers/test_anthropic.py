@@ -325,7 +325,7 @@ async def test_a_mid_stream_error_event_raises_a_protocol_error_after_the_deltas
         (Fault.TRUNCATED, UpstreamProtocolError, "truncated"),
         (Fault.RESET_MID_BODY, UpstreamUnavailable, "connection lost"),
         (Fault.INVALID_JSON, UpstreamProtocolError, "not valid JSON"),
-        (Fault.WRONG_CONTENT_TYPE, UpstreamProtocolError, "expected an event stream"),
+        (Fault.WRONG_CONTENT_TYPE, UpstreamProtocolError, "expected text/event-stream"),
         (Fault.OVERSIZED_BODY, UpstreamProtocolError, "malformed stream"),
         (Fault.RESET_BEFORE_HEADERS, UpstreamUnavailable, ""),
     ],

@@ -417,7 +417,7 @@ async def test_an_error_event_wrapped_in_a_list_is_still_an_error() -> None:
     ("fault", "error", "fragment"),
     [
         (Fault.INVALID_JSON, UpstreamProtocolError, "not valid JSON"),
-        (Fault.WRONG_CONTENT_TYPE, UpstreamProtocolError, "expected an event stream"),
+        (Fault.WRONG_CONTENT_TYPE, UpstreamProtocolError, "expected text/event-stream"),
         (Fault.RESET_MID_BODY, UpstreamUnavailable, "connection lost"),
         (Fault.RESET_BEFORE_HEADERS, UpstreamUnavailable, "connection"),
     ],

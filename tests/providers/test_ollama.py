@@ -381,7 +381,7 @@ async def test_a_stream_of_the_wrong_content_type_is_a_protocol_error() -> None:
     control = FakeControl()
     control.fail_next(1, Fault.WRONG_CONTENT_TYPE)
     async with open_fake(control) as (_, provider):
-        with pytest.raises(UpstreamProtocolError, match="expected an NDJSON stream"):
+        with pytest.raises(UpstreamProtocolError, match="expected application/x-ndjson"):
             await collect(provider, REQUEST)
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "parse_retry_after",
     "rate_limit_hints",
     "read_bounded",
+    "require_media_type",
     "upstream_errors",
 ]
 
@@ -97,6 +98,14 @@ def decode_json(provider: str, body: bytes, content_type: str | None = "applicat
         return json.loads(body)
     except ValueError:
         raise UpstreamProtocolError(provider, "answer is not valid JSON") from None
+
+
+def require_media_type(provider: str, response: httpx.Response, media_type: str) -> None:
+    """Raise :class:`UpstreamProtocolError` unless the answer is of ``media_type``
+    (a 200 with an HTML error page, say, is not a stream)."""
+    content_type = response.headers.get("content-type", "")
+    if media_type not in content_type.lower():
+        raise UpstreamProtocolError(provider, f"expected {media_type}, got {content_type!r}")
 
 
 def error_from_status(

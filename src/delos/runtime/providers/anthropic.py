@@ -37,6 +37,7 @@ from delos.runtime.providers._http import (
     decode_json,
     error_from_status,
     read_bounded,
+    require_media_type,
     upstream_errors,
 )
 from delos.runtime.providers._vertex_host import vertex_base_url
@@ -242,11 +243,7 @@ class AnthropicProvider(HttpProvider):
             ) as response:
                 self._observe_headers(response.headers)
                 await self._raise_for_status(response)
-                content_type = response.headers.get("content-type", "")
-                if "text/event-stream" not in content_type:
-                    raise UpstreamProtocolError(
-                        self.name, f"expected an event stream, got {content_type!r}"
-                    )
+                require_media_type(self.name, response, "text/event-stream")
                 reader = MessageStreamReader(
                     self.name, model=request.model, output_tool=output_tool
                 )

@@ -40,7 +40,12 @@ from delos.runtime.providers._bedrock_wire import (
     error_from_response,
     parse_converse,
 )
-from delos.runtime.providers._http import decode_json, read_bounded, upstream_errors
+from delos.runtime.providers._http import (
+    decode_json,
+    read_bounded,
+    require_media_type,
+    upstream_errors,
+)
 from delos.runtime.providers._sigv4 import RequestSigner
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
 from delos.runtime.types import (
@@ -131,11 +136,7 @@ class BedrockProvider(HttpProvider):
             async with self._post(
                 request.model, "converse-stream", converse_body(request), accept=_EVENT_STREAM
             ) as response:
-                content_type = response.headers.get("content-type", "")
-                if _EVENT_STREAM not in content_type:
-                    raise UpstreamProtocolError(
-                        self.name, f"expected an event stream, got {content_type!r}"
-                    )
+                require_media_type(self.name, response, _EVENT_STREAM)
                 async with aclosing(self._events(response, request)) as events:
                     yield events
 

@@ -31,6 +31,7 @@ from delos.runtime.providers._http import (
     decode_json,
     error_from_status,
     read_bounded,
+    require_media_type,
     upstream_errors,
 )
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
@@ -304,11 +305,7 @@ class OllamaProvider(HttpProvider):
             ) as response:
                 self._observe_headers(response.headers)
                 await self._raise_for_status(response)
-                content_type = response.headers.get("content-type", "")
-                if "application/x-ndjson" not in content_type.lower():
-                    raise UpstreamProtocolError(
-                        self.name, f"expected an NDJSON stream, got {content_type!r}"
-                    )
+                require_media_type(self.name, response, "application/x-ndjson")
                 async with aclosing(self._events(response, request)) as events:
                     yield events
 

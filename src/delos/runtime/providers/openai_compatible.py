@@ -24,6 +24,7 @@ from delos.runtime.providers._http import (
     decode_json,
     error_from_status,
     read_bounded,
+    require_media_type,
     upstream_errors,
 )
 from delos.runtime.providers.base import HttpProvider, RateLimitListener
@@ -195,11 +196,7 @@ class OpenAICompatibleProvider(HttpProvider):
             ) as response:
                 self._observe_headers(response.headers)
                 await self._raise_for_status(response)
-                content_type = response.headers.get("content-type", "")
-                if "text/event-stream" not in content_type:
-                    raise UpstreamProtocolError(
-                        self.name, f"expected an event stream, got {content_type!r}"
-                    )
+                require_media_type(self.name, response, "text/event-stream")
                 async with aclosing(self._events(response, request)) as events:
                     yield events
 
