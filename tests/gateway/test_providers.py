@@ -136,3 +136,35 @@ async def test_ollama_models_are_discovered_and_routable() -> None:
         )
     assert "llama3.2:latest" in ollama.models and ollama.available
     assert response.provider == "ollama" and response.cost_usd == 0
+
+
+SCHEMA = (
+    '{"type": "object", "properties": {"colour": {"type": "string"}, '
+    '"count": {"type": "integer"}}, "required": ["colour", "count"]}'
+)
+
+
+@pytest.mark.parametrize("case", list(CHAT))
+@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+async def test_structured_output_through_each_provider(case: str, streamed: bool) -> None:
+    import json
+
+    from delos.testing import Fault
+
+    provider = case.split("-")[0]
+    async with open_harness((provider,)) as h:
+        params = request(case, output_schema=SCHEMA).params
+        if streamed:
+            async with h.stub.CompleteStream.open() as stream:
+                await stream.send_message(pb.CompleteRequest(params=params), end=True)
+                chunks = [chunk async for chunk in stream]
+            content = "".join(c.delta for c in chunks)
+        else:
+            content = (await h.stub.Complete(pb.CompleteRequest(params=params))).content
+        h.controls[provider].fail_next(2, Fault.NONCONFORMING_JSON)
+        with pytest.raises(GRPCError) as raised:
+            await h.stub.Complete(pb.CompleteRequest(params=params))
+    assert set(json.loads(content)) == {"colour", "count"}
+    message = raised.value.message or ""
+    assert raised.value.status is Status.UNAVAILABLE
+    assert message.startswith(f"{provider}: answer does not conform to output_schema")

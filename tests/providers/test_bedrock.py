@@ -555,7 +555,7 @@ async def test_a_stream_with_the_wrong_content_type_is_a_protocol_error() -> Non
     control.fail_next(1, Fault.WRONG_CONTENT_TYPE)
     async with open_bedrock(control) as (_, provider):
         with pytest.raises(
-            UpstreamProtocolError, match="expected application/vnd.amazon.eventstream"
+            UpstreamProtocolError, match=r"expected application/vnd\.amazon\.eventstream"
         ):
             await collect(provider, chat())
 
