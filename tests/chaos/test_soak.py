@@ -30,13 +30,15 @@ pytestmark = pytest.mark.anyio
 SECONDS = float(os.environ.get("DELOS_SOAK_SECONDS", "12"))
 CONCURRENCY = 8
 #: Faults a routed chat request survives (a retry on the same provider, or a fallback).
+#: Not the oversized body: reading up to the 32 MiB limit is a legitimate high-water mark that
+#: resident memory keeps (the allocator does not hand it back), so it would hide a real leak;
+#: the chaos matrix covers it.
 RECOVERABLE = [
     Fault.RESET_BEFORE_HEADERS,
     Fault.HTTP_ERROR,
     Fault.WRONG_CONTENT_TYPE,
     Fault.SILENCE_BEFORE_HEADERS,
     Fault.INVALID_JSON,
-    Fault.OVERSIZED_BODY,
 ]
 #: Faults that cut a stream after its output began: the one allowed, explained error.
 CUTTING = [Fault.RESET_MID_BODY, Fault.STREAM_ERROR_EVENT, Fault.TRUNCATED]
@@ -140,9 +142,12 @@ def quarter_means(samples: list[tuple[float, int, int]]) -> tuple[float, float, 
 async def test_soak_has_no_unexplained_errors_and_flat_memory_and_descriptors() -> None:
     policy = ResiliencePolicy(first_token_timeout=1.0, unary_timeout=2.0, idle_timeout=1.0)
     tally = Tally()
-    async with open_harness(tuple(FAKE_PROVIDERS), policy=policy) as h:
+    transport = os.environ.get("DELOS_RUNTIME_HTTP_TRANSPORT", "auto")
+    async with open_harness(
+        tuple(FAKE_PROVIDERS), policy=policy, settings={"http_transport": transport}
+    ) as h:
         # Warm-up outside the measurement: imports, pools and caches fill once.
-        warm_until = time.monotonic() + min(3.0, SECONDS / 4)
+        warm_until = time.monotonic() + max(6.0, SECONDS / 4)
         async with anyio.create_task_group() as tg:
             for seed in range(CONCURRENCY):
                 tg.start_soon(client, h, Tally(), random.Random(1000 + seed), warm_until)

@@ -44,6 +44,8 @@ class Sizes:
     forwarder_clients: tuple[str, ...] = ("httpx", "httpx-aiohttp", "aiohttp")
     #: Scenario suites each get a gateway of their own (False: one shared, quicker to start).
     isolated_scenarios: bool = True
+    #: Multiplies the fakes' latencies in the hedging suite (the quick run shrinks them).
+    hedging_latency_scale: float = 1.0
 
     @classmethod
     def full(cls) -> Sizes:
@@ -81,6 +83,7 @@ class Sizes:
             two_worker_transports=(),
             forwarder_clients=("httpx-aiohttp",),
             isolated_scenarios=False,
+            hedging_latency_scale=0.1,
         )
 
 

@@ -50,7 +50,7 @@ class _Run:
 def _heavy_tail(context: BenchContext) -> None:
     shared = fakes(context)
     ttft = {
-        "base": _BASE_TTFT,
+        "base": _BASE_TTFT * context.sizes.hedging_latency_scale,
         "jitter": 0.1,
         "tail_probability": _TAIL_PROBABILITY,
         "tail_factor": _TAIL_FACTOR,
@@ -123,7 +123,8 @@ def run_hedging(context: BenchContext) -> SuiteResult:
         title="Hedging: heavy-tailed upstream",
         method=(
             f"Two fakes (`delos.testing`, OpenAI and OpenRouter, both serving `gpt-4o`) answer "
-            f"streams with a time to first token of {_BASE_TTFT * 1000:.0f} ms (log-normal "
+            f"streams with a time to first token of "
+            f"{_BASE_TTFT * context.sizes.hedging_latency_scale * 1000:.0f} ms (log-normal "
             f"jitter 0.1), {_TAIL_PROBABILITY:.0%} of calls {_TAIL_FACTOR:.0f}× slower. "
             f"{context.sizes.scenario_requests} `CompleteStream` calls at concurrency "
             f"{_CONCURRENCY} per gateway, after a warm-up that fills the latency table; one "

@@ -120,6 +120,9 @@ class Settings(BaseModel):
         "together",
         "ollama",
     )
+    #: HTTP transport towards providers: aiohttp under httpx's API on asyncio when installed
+    #: (``auto``: several times less CPU per request), or httpx's own.
+    http_transport: Literal["auto", "httpx", "aiohttp"] = "auto"
     #: HTTP connect timeout towards providers, seconds.
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
 
@@ -254,6 +257,7 @@ ENVIRONMENT: Final[Mapping[str, str]] = {
     "DELOS_RUNTIME_HEDGING": "hedging",
     "DELOS_RUNTIME_QUALITY_ORDER": "quality_order",
     "DELOS_RUNTIME_CONNECT_TIMEOUT_SECONDS": "connect_timeout_seconds",
+    "DELOS_RUNTIME_HTTP_TRANSPORT": "http_transport",
     "DELOS_RUNTIME_MAX_MESSAGE_BYTES": "max_message_bytes",
     "DELOS_RUNTIME_CACHE_MAX_ENTRIES": "cache_max_entries",
     "DELOS_RUNTIME_CACHE_MAX_BYTES": "cache_max_bytes",

@@ -33,6 +33,17 @@ __all__ = ["RunningServer", "open_server", "serve_until_signalled"]
 
 log = logging.getLogger("delos.runtime.server")
 
+#: h2 remembers up to 65,536 closed streams per connection (to tell a late frame from a protocol
+#: error); on the long-lived connections of a busy gateway that is resident memory that grows for
+#: hours. A thousand recent streams is plenty to recognise late frames.
+_MAX_CLOSED_STREAMS = 1024
+
+
+def _bound_h2_memory() -> None:
+    import h2.connection
+
+    h2.connection.H2Connection.MAX_CLOSED_STREAMS = _MAX_CLOSED_STREAMS
+
 
 @dataclass
 class RunningServer:
@@ -73,6 +84,7 @@ async def open_server(
 
     ``policy`` and ``clock`` tune the resilience layer (tests inject a fake clock).
     """
+    _bound_h2_memory()
     keys = ClientKeys.from_settings(settings.api_keys, settings.api_keys_file)
     ssl_context = server_ssl_context(settings.tls_cert, settings.tls_key)
     async with (

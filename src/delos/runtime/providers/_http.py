@@ -57,6 +57,10 @@ def upstream_errors(provider: str) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
+        if _disconnect_behind(exc):
+            raise UpstreamUnavailable(
+                provider, "connection lost before the answer was complete"
+            ) from exc
         raise UpstreamTimeout(provider, f"timed out ({type(exc).__name__})") from exc
     except httpx.ConnectError as exc:
         raise UpstreamUnavailable(provider, "connection failed") from exc
@@ -66,6 +70,15 @@ def upstream_errors(provider: str) -> Iterator[None]:
         ) from exc
     except httpx.TransportError as exc:
         raise UpstreamUnavailable(provider, f"transport error ({type(exc).__name__})") from exc
+
+
+def _disconnect_behind(error: httpx.TimeoutException) -> bool:
+    """httpx-aiohttp reports every aiohttp connection error (a reset, a server that hung up) as
+    ``ConnectTimeout``; the aiohttp error it chains says what really happened."""
+    cause = error.__cause__
+    if cause is None or not type(cause).__module__.startswith("aiohttp"):
+        return False
+    return "Timeout" not in type(cause).__name__
 
 
 async def read_bounded(

@@ -97,7 +97,9 @@ def build_providers(
         builder = BUILDERS.get(name)
         if builder is None or not settings.is_configured(name):
             continue
-        providers[name] = builder(settings, catalog, open_http_client(settings, transport))
+        # Bedrock signs the exact request path (SigV4), which aiohttp would re-quote.
+        client = open_http_client(settings, transport, exact_paths=name == "bedrock")
+        providers[name] = builder(settings, catalog, client)
     return providers
 
 

@@ -138,12 +138,23 @@ class Guards:
         return reservation
 
     def rate_limit_listener(self, provider: str) -> Callable[[RateLimitHints], None]:
-        """What an adapter calls with the rate-limit headers it sees (only when limited here)."""
+        """What an adapter calls with the rate-limit headers it sees. Without a configured limit,
+        a limiter is created the first time the provider says it is exhausted, so the pause it
+        asks for is honoured anyway."""
 
         def listener(hints: RateLimitHints) -> None:
             limiter = self.limiters.get(provider)
-            if limiter is not None:
-                limiter.apply_hints(hints)
+            if limiter is None:
+                if not (
+                    hints.retry_after
+                    or hints.remaining_requests == 0
+                    or hints.remaining_tokens == 0
+                ):
+                    return
+                limiter = self.limiters[provider] = ProviderLimiter(
+                    None, None, clock=_anyio_time, sleep=_anyio_sleep
+                )
+            limiter.apply_hints(hints)
 
         return listener
 
