@@ -14,7 +14,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -169,7 +169,7 @@ def _upstream_message(body: bytes, message_of: Callable[[Any], str | None]) -> s
     return message[:_MAX_DETAIL] + ("…" if len(message) > _MAX_DETAIL else "")
 
 
-def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms``, ``retry-after`` (seconds or HTTP-date)."""
     value = headers.get("retry-after-ms")
     if value is not None:
@@ -222,7 +222,28 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def rate_limit_hints(headers: httpx.Headers, *, now: float | None = None) -> RateLimitHints | None:
+_RATE_LIMIT_HEADERS: Final = frozenset(
+    name.encode()
+    for name in (
+        "retry-after",
+        "retry-after-ms",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-reset-tokens",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+    )
+)
+
+
+def rate_limit_hints(
+    response_headers: httpx.Headers, *, now: float | None = None
+) -> RateLimitHints | None:
     """Every provider's rate-limit headers in one shape; None when there are none.
 
     OpenAI: ``x-ratelimit-{remaining,reset}-{requests,tokens}`` (resets as durations).
@@ -230,6 +251,15 @@ def rate_limit_hints(headers: httpx.Headers, *, now: float | None = None) -> Rat
     Anthropic: ``anthropic-ratelimit-{requests,tokens}-{remaining,reset}`` (RFC 3339 resets).
     All: ``retry-after`` / ``retry-after-ms``.
     """
+    # One pass over the raw headers (this runs on every answer): httpx's own lookups decode and
+    # scan the whole list once per name.
+    headers: dict[str, str] = {}
+    for name, value in response_headers.raw:
+        lowered = name.lower()
+        if lowered in _RATE_LIMIT_HEADERS:
+            headers[lowered.decode()] = value.decode("latin-1")
+    if not headers:
+        return None
     current = time.time() if now is None else now
     retry_after = parse_retry_after(headers, now=current)
     remaining_requests = _int(headers.get("x-ratelimit-remaining-requests"))

@@ -203,8 +203,18 @@ class Router:
     async def _with_retries(
         self, run: RequestRun, attempt: Attempt, candidate: Candidate, kind: str
     ) -> _Won | None:
+        """One attempt, then retries of transient failures on the same provider.
+
+        The retry policy (tenacity) is only built once the first attempt failed: most requests
+        never need it, and building it costs more than the rest of the routing decision.
+        """
+        try:
+            return await attempt(candidate, kind, None)
+        except ProviderError as error:
+            if not _retry_same_provider(run, error):
+                return None
+            first_failure: list[ProviderError] = [error]
         policy = self.guards.policy
-        kinds = iter([kind])
         try:
             async for retry_state in retrying(
                 max_attempts=policy.attempts_per_provider,
@@ -215,7 +225,9 @@ class Router:
                 budget=self.guards.budget,
             ):
                 with retry_state:
-                    return await attempt(candidate, next(kinds, "retry"), None)
+                    if first_failure:  # the attempt above: let the policy decide what follows
+                        raise first_failure.pop()
+                    return await attempt(candidate, "retry", None)
         except ProviderError:
             return None
         return None
