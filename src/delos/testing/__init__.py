@@ -7,6 +7,10 @@ Layout:
     _behaviour.py   the shared knobs: latency, token rate, faults, scripted failures
     _schema.py      minimal instances of JSON Schemas, for structured-output answers
     fake_openai.py  OpenAI, and the OpenAI-compatible Together AI and OpenRouter
+    fake_anthropic.py, fake_gemini.py, fake_bedrock.py, fake_ollama.py
+                    the other native wire formats (Vertex AI is served by the Anthropic and
+                    Gemini fakes' publisher paths)
+    fakes.py        every fake behind one table: how to start it and configure the gateway
     demo.py         every fake started together for demo mode
 """
 

@@ -5,6 +5,12 @@ Layout:
     _http.py              httpx errors, upstream statuses and rate-limit headers → ours
     _client.py            one pooled httpx client per provider
     openai_compatible.py  OpenAI, Together AI, OpenRouter (one adapter, three dialects)
+    anthropic.py          Anthropic Messages (direct, and Claude on Vertex AI)
+    gemini.py             Gemini (API, and Gemini on Vertex AI)
+    bedrock.py            AWS Bedrock Converse / ConverseStream / InvokeModel, SigV4
+    vertex.py             Vertex AI: dispatches Claude and Gemini models to the adapters above
+    ollama.py             Ollama's native API, with model discovery
+    _*_wire.py            each format's sans-IO bodies and parsers
     registry.py           which providers are enabled, built from the settings
 """
 
