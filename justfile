@@ -35,5 +35,10 @@ run *args:
 demo *args:
     delos-runtime serve --demo {{args}}
 
+# Benchmarks (docs/benchmarks.md); `just bench overhead streaming` runs some suites only.
 bench *args:
     {{python}} -m delos.bench {{args}}
+
+# The same overhead suite against LiteLLM's proxy and Portkey's gateway, in their own venvs.
+bench-peers:
+    {{python}} -m delos.bench peers

@@ -37,10 +37,10 @@ class Sizes:
     memory_requests: tuple[int, int]
     breaker_wait_in_open: float
     profile_seconds: float
-    #: Transports of the gateway under test; the first is the one it ships with.
-    transports: tuple[str, ...] = ("httpx", "httpx-aiohttp")
+    #: Transports of the gateway under test; the first is its default on asyncio.
+    transports: tuple[str, ...] = ("httpx-aiohttp", "httpx")
     #: Transports measured with two workers sharing the port.
-    two_worker_transports: tuple[str, ...] = ("httpx", "httpx-aiohttp")
+    two_worker_transports: tuple[str, ...] = ("httpx-aiohttp", "httpx")
     forwarder_clients: tuple[str, ...] = ("httpx", "httpx-aiohttp", "aiohttp")
     #: Scenario suites each get a gateway of their own (False: one shared, quicker to start).
     isolated_scenarios: bool = True
@@ -79,7 +79,7 @@ class Sizes:
             memory_requests=(200, 400),
             breaker_wait_in_open=0.3,
             profile_seconds=0.0,
-            transports=("httpx",),
+            transports=("httpx-aiohttp",),
             two_worker_transports=(),
             forwarder_clients=("httpx-aiohttp",),
             isolated_scenarios=False,

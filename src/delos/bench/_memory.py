@@ -114,10 +114,11 @@ def run_memory(context: BenchContext) -> SuiteResult:
 
 
 def _allocations(context: BenchContext, frame: bytes) -> str:
-    """Where memory grows: tracemalloc in a gateway of its own (httpx transport), the lines
+    """Where memory grows: tracemalloc in a gateway of its own (default transport), the lines
     whose allocations grew most between 10,000 and 30,000 requests."""
     output = context.processes.directory / "allocations.jsonl"
-    gateway = upstream_gateway(context, "httpx", tracemalloc=str(output))
+    transport = context.sizes.transports[0]
+    gateway = upstream_gateway(context, transport, tracemalloc=str(output))
     context.wait_ready()
     url = f"http://127.0.0.1:{gateway.port}{COMPLETE_PATH}"
     directory = context.processes.directory
@@ -137,7 +138,7 @@ def _allocations(context: BenchContext, frame: bytes) -> str:
             (f"`{_short_path(where)}`", f"{size:+,}", f"{size / measured:+.1f}", f"{count:+,}")
             for where, size, count in rows
         ),
-        note="Gateway with the httpx transport, the same load; tracemalloc keeps one frame "
+        note=f"Gateway with the {transport} transport, the same load; tracemalloc keeps one frame "
         "per allocation. Growth that is not here is outside Python's allocator (C extensions, "
         "fragmentation).",
     )

@@ -220,8 +220,9 @@ def run_overhead(context: BenchContext) -> SuiteResult:
             "to the instant upstream, and the same request as JSON straight to the upstream over "
             "HTTP/1.1; a bare grpclib echo server (uvloop, no work) is the framework's ceiling. "
             "`added` = gateway percentile − direct percentile at the same concurrency. CPU from "
-            "`/proc/<pid>/stat` of the server process(es) under test. Gateway rows are the "
-            "gateway as shipped (httpx's default transport) and with `httpx-aiohttp`; two "
+            "`/proc/<pid>/stat` of the server process(es) under test. Gateway rows: "
+            "`httpx-aiohttp` (aiohttp under httpx's API, the default on asyncio) and httpx's own "
+            "transport (`DELOS_RUNTIME_HTTP_TRANSPORT=httpx`); two "
             f"workers share the port with SO_REUSEPORT and are loaded over "
             f"{min(top, 16)} connections."
         ),

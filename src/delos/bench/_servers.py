@@ -122,7 +122,7 @@ def _start_gateway(
     context: BenchContext,
     settings: Mapping[str, str],
     *,
-    transport: str = "httpx",
+    transport: str = "httpx-aiohttp",
     workers: int = 1,
     breaker: Mapping[str, float] | None = None,
     extra_arguments: tuple[str, ...] = (),
@@ -153,7 +153,11 @@ def _provider_settings(base_urls: Mapping[str, str], **extra: str) -> dict[str, 
 
 
 def upstream_gateway(
-    context: BenchContext, transport: str = "httpx", workers: int = 1, *, tracemalloc: str = ""
+    context: BenchContext,
+    transport: str = "httpx-aiohttp",
+    workers: int = 1,
+    *,
+    tracemalloc: str = "",
 ) -> Gateway:
     """A gateway whose one provider (OpenAI) is the instant upstream; ``tracemalloc`` names the
     file its allocation diffs go to (see ``serve.py``)."""

@@ -38,14 +38,8 @@ def _run_asyncio(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 # -- gateway ------------------------------------------------------------------------------------
 
 
-def _transport(name: str) -> Any:
-    if name == "httpx":
-        return None
-    import httpx
-    from httpx_aiohttp import AiohttpTransport
-
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
-    return AiohttpTransport(trust_env=False, limits=limits)
+#: Benchmark transport name → the gateway's DELOS_RUNTIME_HTTP_TRANSPORT.
+_HTTP_TRANSPORT = {"httpx": "httpx", "httpx-aiohttp": "aiohttp"}
 
 
 def _serve_gateway(arguments: argparse.Namespace) -> None:
@@ -59,6 +53,8 @@ def _serve_gateway(arguments: argparse.Namespace) -> None:
     environ = dict(os.environ)
     environ["DELOS_RUNTIME_HOST"] = "127.0.0.1"
     environ["DELOS_RUNTIME_PORT"] = str(arguments.port)
+    # The gateway builds its clients as it ships; the setting only pins which transport.
+    environ["DELOS_RUNTIME_HTTP_TRANSPORT"] = _HTTP_TRANSPORT[arguments.transport]
     settings = Settings.from_environ(environ)
     policy = ResiliencePolicy.from_settings(settings)
     if arguments.breaker:
@@ -71,7 +67,6 @@ def _serve_gateway(arguments: argparse.Namespace) -> None:
     async def main() -> None:
         async with open_server(
             settings,
-            transport=_transport(arguments.transport),
             reuse_port=arguments.reuse_port,
             policy=policy,
             workers=arguments.workers,
@@ -205,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--port", type=int, required=True)
     gateway.add_argument("--reuse-port", action="store_true")
     gateway.add_argument("--workers", type=int, default=1, help="workers sharing the port")
-    gateway.add_argument("--transport", choices=("httpx", "httpx-aiohttp"), default="httpx")
+    gateway.add_argument("--transport", choices=tuple(_HTTP_TRANSPORT), default="httpx-aiohttp")
     gateway.add_argument("--breaker", help="BreakerConfig fields as a JSON object")
     gateway.add_argument("--tracemalloc", help="trace allocations; SIGUSR1 appends a diff here")
     fakes = roles.add_parser("fakes", help="delos.testing fakes with a control endpoint")
