@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Final
 
 from delos.runtime.cache import CachedAnswer, ResponseCache, replay_chunks, request_cache_key
-from delos.runtime.catalog import Catalog
 from delos.runtime.errors import ProviderNotConfigured
 from delos.runtime.observability import Metrics
 from delos.runtime.prompts import Prompt, PromptStore, resolve_prompt
@@ -41,14 +40,12 @@ class Completions:
     def __init__(
         self,
         router: Router,
-        catalog: Catalog,
         cache: ResponseCache,
         prompts: PromptStore,
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.router = router
-        self.catalog = catalog
         self.cache = cache
         self.prompts = prompts
 
@@ -84,12 +81,12 @@ class Completions:
         return _from_cache(cached, time.perf_counter() - started)
 
     def _count(self, outcome: str) -> None:
-        record = {
-            "hit": self.metrics.record_cache_hit,
-            "miss": self.metrics.record_cache_miss,
-            "coalesced": self.metrics.record_cache_coalesced,
-        }.get(outcome, _noop)
-        record()
+        if outcome == "hit":
+            self.metrics.record_cache_hit()
+        elif outcome == "miss":
+            self.metrics.record_cache_miss()
+        else:
+            self.metrics.record_cache_coalesced()
 
     async def stream(self, request: CompletionInput, sink: Sink) -> RoutedAnswer:
         if not request.use_cache:
@@ -108,10 +105,6 @@ class Completions:
         if answer.finish_reason in _CACHEABLE:
             self.cache.put(key, CachedAnswer.from_routed(answer), request.cache_ttl_seconds)
         return answer
-
-
-def _noop() -> None:
-    return None
 
 
 #: Answers worth serving again: complete ones (a filtered or tool-call answer is not).

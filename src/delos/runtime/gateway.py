@@ -63,7 +63,7 @@ class Gateway:
         prompts: PromptStore = (
             DirectoryPromptStore(settings.prompts_dir) if settings.prompts_dir else NoPromptStore()
         )
-        self.completions = Completions(self.router, catalog, self.cache, prompts, self.metrics)
+        self.completions = Completions(self.router, self.cache, prompts, self.metrics)
         self.started_at = time.monotonic()
 
     @property

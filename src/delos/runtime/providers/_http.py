@@ -14,7 +14,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -36,7 +36,6 @@ __all__ = [
     "MAX_BODY_BYTES",
     "decode_json",
     "error_from_status",
-    "iter_bounded",
     "parse_duration",
     "parse_retry_after",
     "rate_limit_hints",
@@ -95,12 +94,6 @@ async def read_bounded(
         decoder = httpx.Response(200, headers=response.headers, content=bytes(body))
         return decoder.read()
     return bytes(body)
-
-
-async def iter_bounded(response: httpx.Response) -> AsyncIterator[bytes]:
-    """Decoded body chunks of a streaming response, as the network delivers them."""
-    async for chunk in response.aiter_bytes():
-        yield chunk
 
 
 def decode_json(provider: str, body: bytes, content_type: str | None = "application/json") -> Any:
