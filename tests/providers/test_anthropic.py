@@ -52,14 +52,7 @@ from delos.testing._behaviour import reply_words
 from delos.testing._schema import sample_instance
 from delos.testing.fake_anthropic import fake_anthropic_handler
 
-pytestmark = [
-    pytest.mark.anyio,
-    # httpx and httpcore read bodies through nested async generators that closing a response
-    # cannot finalise; when a test abandons a body on purpose (an error event, an early exit),
-    # trio reports them as garbage collected unexhausted (encode/httpx#3686). Our own generators
-    # are not covered by this filter.
-    pytest.mark.filterwarnings(r"ignore:Async generator 'http(x|core)\.:ResourceWarning"),
-]
+pytestmark = pytest.mark.anyio
 
 CATALOG = Catalog.load()
 KEY = "sk-ant-test-key"

@@ -51,13 +51,7 @@ from delos.testing._schema import sample_instance
 from delos.testing.fake_bedrock import fake_bedrock_handler
 from delos.testing.fake_openai import embedding_of
 
-pytestmark = [
-    pytest.mark.anyio,
-    # Leaving a response early (an error event, a consumer that stops) closes the adapter's
-    # generators, but httpx and httpcore nest their own body generators, which only the garbage
-    # collector reaches; trio then closes them itself and warns. Ours stay covered by the check.
-    pytest.mark.filterwarnings(r"ignore:Async generator 'http(x|core)\.:ResourceWarning"),
-]
+pytestmark = pytest.mark.anyio
 
 MODEL = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 KEY_ID, SECRET = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"

@@ -43,13 +43,7 @@ from delos.testing import open_fake_server as open_server
 from delos.testing.fake_gemini import THOUGHT_TOKENS, fake_gemini_handler
 from delos.testing.fake_openai import embedding_of
 
-pytestmark = [
-    pytest.mark.anyio,
-    # httpx and httpcore read bodies through nested async generators that closing a response does
-    # not finalise; when a test leaves a body unread on purpose (an error chunk, an early exit),
-    # trio reports them as collected unexhausted (encode/httpx#3686). Ours are not filtered.
-    pytest.mark.filterwarnings(r"ignore:Async generator 'http(x|core)\.:ResourceWarning"),
-]
+pytestmark = pytest.mark.anyio
 
 KEY = "gemini-test-key"
 TOKEN = "vertex-test-token"

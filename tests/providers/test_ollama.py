@@ -51,17 +51,7 @@ from delos.testing._behaviour import count_tokens, reply_words
 from delos.testing._server import Handler
 from delos.testing.fake_ollama import embedding_of, fake_ollama_handler, go_json
 
-pytestmark = [
-    pytest.mark.anyio,
-    # On trio, an httpx response left before its end leaves httpx's and httpcore's nested async
-    # generators to the garbage collector, and trio warns about each (encode/httpx#3686); so does
-    # the fake server's body when the client goes away mid-answer. Only those are ignored: a
-    # generator of the adapter left unclosed still fails the test.
-    pytest.mark.filterwarnings(r"ignore:Async generator 'http(x|core)\._:ResourceWarning"),
-    pytest.mark.filterwarnings(
-        r"ignore:Async generator 'delos\.testing\.fake_ollama\.:ResourceWarning"
-    ),
-]
+pytestmark = pytest.mark.anyio
 
 SYSTEM = "answer briefly"
 PROMPT = "say hello to the world"
