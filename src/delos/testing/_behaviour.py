@@ -96,6 +96,13 @@ class Behaviour:
     #: Tokens to send before a mid-stream fault (reset, truncation, error event).
     tokens_before_fault: int = 3
 
+    @property
+    def token_interval(self) -> float:
+        """Seconds between two streamed tokens: one second for a slow drip, else from the rate."""
+        if self.fault is Fault.SLOW_DRIP:
+            return 1.0
+        return 1.0 / self.tokens_per_second if self.tokens_per_second else 0.0
+
     def with_fault(self, fault: Fault, **changes: object) -> Behaviour:
         return replace(self, fault=fault, **changes)  # type: ignore[arg-type]
 

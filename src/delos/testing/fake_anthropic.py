@@ -425,11 +425,7 @@ class _FakeAnthropic:
         yield _Pause(behaviour.time_to_first_token.draw(rng))
         if plan.tool is not None:  # the first fragment of a tool's input is empty
             yield _delta({"type": "input_json_delta", "partial_json": ""})
-        interval = (
-            1.0
-            if behaviour.fault is Fault.SLOW_DRIP
-            else (1.0 / behaviour.tokens_per_second if behaviour.tokens_per_second else 0.0)
-        )
+        interval = behaviour.token_interval
         for index, piece in enumerate(plan.pieces):
             if index == behaviour.tokens_before_fault:
                 if behaviour.fault is Fault.RESET_MID_BODY:

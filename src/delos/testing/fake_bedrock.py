@@ -391,11 +391,7 @@ class _FakeBedrock:
         if structured:
             start = {"toolUse": {"name": "output", "toolUseId": self._tool_id()}}
             yield frames.event("contentBlockStart", {"contentBlockIndex": 0, "start": start})
-        interval = (
-            1.0
-            if behaviour.fault is Fault.SLOW_DRIP
-            else (1.0 / behaviour.tokens_per_second if behaviour.tokens_per_second else 0.0)
-        )
+        interval = behaviour.token_interval
         for index, piece in enumerate(pieces):
             if index and interval:
                 yield _Pause(interval)

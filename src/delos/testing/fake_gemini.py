@@ -419,11 +419,7 @@ class _FakeGemini:
         await anyio.sleep(behaviour.time_to_first_token.draw(self.control.rng))
         if answer.thought_summary:
             yield chunk([{"text": _THOUGHT_SUMMARY, "thought": True}], 0, None)
-        interval = (
-            1.0
-            if behaviour.fault is Fault.SLOW_DRIP
-            else (1.0 / behaviour.tokens_per_second if behaviour.tokens_per_second else 0.0)
-        )
+        interval = behaviour.token_interval
         mid_stream = (
             Fault.RESET_MID_BODY,
             Fault.TRUNCATED,

@@ -210,12 +210,7 @@ class _FakeOllama:
         if behaviour.fault is Fault.HEADERS_THEN_SILENCE:
             await anyio.sleep_forever()
         await anyio.sleep(behaviour.time_to_first_token.draw(rng))
-        if behaviour.fault is Fault.SLOW_DRIP:
-            interval = 1.0
-        elif behaviour.tokens_per_second:
-            interval = 1.0 / behaviour.tokens_per_second
-        else:
-            interval = 0.0
+        interval = behaviour.token_interval
         # A short answer still fails: at its end rather than after tokens_before_fault tokens.
         fault_at = min(behaviour.tokens_before_fault, len(answer.pieces))
         if behaviour.fault is Fault.OVERSIZED_BODY:

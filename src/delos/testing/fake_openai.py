@@ -340,11 +340,7 @@ class _FakeOpenAI:
             await anyio.sleep_forever()
         await anyio.sleep(behaviour.time_to_first_token.draw(rng))
         yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
-        interval = (
-            1.0
-            if behaviour.fault is Fault.SLOW_DRIP
-            else (1.0 / behaviour.tokens_per_second if behaviour.tokens_per_second else 0.0)
-        )
+        interval = behaviour.token_interval
         mid_stream_faults = (
             Fault.RESET_MID_BODY,
             Fault.TRUNCATED,
