@@ -35,7 +35,7 @@ def gateway_env(**extra: str) -> dict[str, str]:
 
 def test_an_invalid_variable_stops_start_up_naming_it() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "delos.runtime.cli", "serve", "--workers", "1"],
+        [sys.executable, "-m", "delos.cli", "serve", "--workers", "1"],
         env=gateway_env(DELOS_RUNTIME_PORT="ninety", DELOS_RUNTIME_OPENAI_KEY="sk-secret-123456"),
         capture_output=True,
         text=True,
@@ -52,7 +52,7 @@ def test_a_malformed_catalog_stops_start_up_saying_where(tmp_path: Path) -> None
         "providers:\n  openai:\n    models:\n      - {id: gpt-4o, input_per_1k: x}\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "delos.runtime.cli", "serve", "--workers", "1"],
+        [sys.executable, "-m", "delos.cli", "serve", "--workers", "1"],
         env=gateway_env(DELOS_RUNTIME_CATALOG=str(catalog)),
         capture_output=True,
         text=True,
@@ -71,7 +71,7 @@ async def test_sigterm_lets_an_in_flight_stream_complete_then_exits_zero() -> No
     async with open_fake_server(fake_openai_handler(control)) as fake:
         port = free_port()
         process = await anyio.open_process(
-            [sys.executable, "-m", "delos.runtime.cli", "serve", "--workers", "1"],
+            [sys.executable, "-m", "delos.cli", "serve", "--workers", "1"],
             env=gateway_env(
                 DELOS_RUNTIME_PORT=str(port),
                 DELOS_RUNTIME_OPENAI_KEY="sk-test",

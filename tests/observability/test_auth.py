@@ -16,7 +16,7 @@ from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpclib.server import Server, Stream
 
 from delos.runtime import auth
-from delos.runtime.auth import (
+from delos.runtime.grpc.auth import (
     ANONYMOUS,
     DEFAULT_OPEN_METHODS,
     ClientKeys,

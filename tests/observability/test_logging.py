@@ -140,7 +140,7 @@ def _log_one_request(logger: logging.Logger, **overrides: Any) -> None:
 
 def test_a_request_is_one_info_line_with_every_field_structured() -> None:
     stream = configured("production")
-    _log_one_request(logging.getLogger("delos.runtime.service"))
+    _log_one_request(logging.getLogger("delos.runtime.grpc.service"))
     [line] = lines(stream)
     record = json.loads(line)
     assert record["level"] == "INFO"
@@ -169,7 +169,7 @@ def test_request_metadata_and_attempt_errors_are_redacted_too() -> None:
     stream = configured("production")
     failed = AttemptRecord("openai", "gpt-4o", "primary", "failed", error=f"401 for {SECRET}")
     _log_one_request(
-        logging.getLogger("delos.runtime.service"),
+        logging.getLogger("delos.runtime.grpc.service"),
         metadata={"note": SECRET},
         attempts=[failed],
         status="UNAVAILABLE",
@@ -195,7 +195,7 @@ class _Untouchable(Mapping[str, str]):
 def test_no_work_is_done_when_info_is_disabled() -> None:
     stream = configured("production", level="warning")
     _log_one_request(
-        logging.getLogger("delos.runtime.service"),
+        logging.getLogger("delos.runtime.grpc.service"),
         metadata=_Untouchable(),
         attempts=_Untouchable(),
     )

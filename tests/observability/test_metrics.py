@@ -10,7 +10,7 @@ import pytest
 from grpclib.const import Status
 from prometheus_client.parser import text_string_to_metric_families
 
-from delos.resilience._breaker_storage import BreakerState
+from delos.resilience import BreakerState
 from delos.runtime.observability import Metrics, serve_metrics, serve_metrics_on
 from delos.runtime.redaction import Redactor
 from delos.runtime.routing import AttemptRecord

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-MODULES = ["delos.runtime.observability", "delos.runtime.auth", "delos.runtime.tls"]
+MODULES = ["delos.runtime.observability", "delos.runtime.grpc.auth", "delos.runtime.grpc.tls"]
 
 
 @pytest.mark.parametrize("name", MODULES)

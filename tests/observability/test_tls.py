@@ -12,7 +12,7 @@ from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpclib.server import Server
 
 from delos.runtime.config import ConfigError
-from delos.runtime.tls import server_ssl_context
+from delos.runtime.grpc.tls import server_ssl_context
 from tests.observability.servers import CertificatePair, serving, write_self_signed
 
 

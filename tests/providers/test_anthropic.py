@@ -35,7 +35,7 @@ from delos.runtime.providers.anthropic import (
     AnthropicProvider,
     build_anthropic,
 )
-from delos.runtime.types import (
+from delos.runtime.values import (
     ChatMessage,
     ChatRequest,
     Completion,

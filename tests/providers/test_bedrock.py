@@ -28,7 +28,7 @@ from delos.runtime.errors import (
 )
 from delos.runtime.providers._sigv4 import RequestSigner
 from delos.runtime.providers.bedrock import BedrockProvider, build_bedrock
-from delos.runtime.types import (
+from delos.runtime.values import (
     ChatMessage,
     ChatRequest,
     EmbedRequest,

@@ -28,7 +28,7 @@ from delos.runtime.errors import (
 from delos.runtime.providers import _gemini_wire as wire
 from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.gemini import GeminiProvider, build_gemini
-from delos.runtime.types import (
+from delos.runtime.values import (
     ChatMessage,
     ChatRequest,
     Completion,

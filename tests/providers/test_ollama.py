@@ -30,7 +30,7 @@ from delos.runtime.providers.ollama import (
     OllamaProvider,
     build_ollama,
 )
-from delos.runtime.types import (
+from delos.runtime.values import (
     ChatMessage,
     ChatRequest,
     EmbedRequest,

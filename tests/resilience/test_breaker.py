@@ -4,24 +4,16 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 
-import anyio
-import anyio.lowlevel
 import pytest
 
 from delos.resilience._breaker import (
     BreakerConfig,
     BreakerListener,
+    BreakerState,
     CallPermit,
     CircuitBreaker,
     CircuitBreakerFactory,
     CircuitOpenError,
-    Outcome,
-)
-from delos.resilience._breaker_storage import (
-    BreakerRecord,
-    BreakerState,
-    BreakerStorage,
-    InMemoryBreakerStorage,
 )
 from delos.resilience._clock import FakeClock
 
@@ -45,10 +37,9 @@ def make_breaker(
     clock: FakeClock,
     config: BreakerConfig = SMALL,
     *,
-    storage: BreakerStorage | None = None,
     listeners: Sequence[BreakerListener] = (),
 ) -> CircuitBreaker:
-    return CircuitBreaker("upstream", config, clock=clock, storage=storage, listeners=listeners)
+    return CircuitBreaker("upstream", config, clock=clock, listeners=listeners)
 
 
 def feed(breaker: CircuitBreaker, outcomes: str) -> None:
@@ -345,165 +336,6 @@ def test_snapshot_reports_rates_and_time_until_half_open(clock: FakeClock) -> No
     assert snapshot.consecutive_opens == 1
 
 
-# --- storage ----------------------------------------------------------------------------------
-
-
-def test_state_round_trips_through_storage(clock: FakeClock) -> None:
-    storage = InMemoryBreakerStorage()
-    open_breaker(make_breaker(clock, storage=storage))
-    record = storage.load("upstream")
-    assert record == BreakerRecord(OPEN, 1000.0, 1010.0, consecutive_opens=1, generation=1)
-
-    clock.advance(4.0)
-    restored = make_breaker(clock, storage=storage)
-    assert restored.snapshot().seconds_until_half_open == pytest.approx(6.0)
-    with pytest.raises(CircuitOpenError):
-        restored.try_acquire()
-    assert storage.load("someone-else") is None
-
-
-def test_a_breaker_adopts_the_record_another_breaker_wrote(clock: FakeClock) -> None:
-    storage = InMemoryBreakerStorage()
-    first = make_breaker(clock, storage=storage)
-    second = make_breaker(clock, storage=storage)
-    in_flight = first.try_acquire()
-    open_breaker(second)
-    assert first.state is OPEN
-    in_flight.record_failure(0.1)  # belongs to the CLOSED state the other breaker left
-    clock.advance(10.0)
-    assert first.state is HALF_OPEN
-    feed(first, "SS")
-    assert second.state is CLOSED
-
-
-# --- guard ------------------------------------------------------------------------------------
-
-
-class Overloaded(Exception):
-    pass
-
-
-class BadRequest(Exception):
-    pass
-
-
-class TooManyRequests(Exception):
-    pass
-
-
-def classify(exc: BaseException) -> Outcome:
-    if isinstance(exc, BadRequest):
-        return Outcome.SUCCESS
-    if isinstance(exc, TooManyRequests):
-        return Outcome.IGNORED
-    return Outcome.FAILURE
-
-
-@pytest.mark.anyio
-async def test_guard_records_a_success_timed_with_the_clock(clock: FakeClock) -> None:
-    breaker = make_breaker(clock)
-    async with breaker.guard(classify):
-        clock.advance(2.5)  # longer than slow_call_duration
-    snapshot = breaker.snapshot()
-    assert (snapshot.calls_in_window, snapshot.failure_rate, snapshot.slow_call_rate) == (1, 0, 1)
-
-
-@pytest.mark.anyio
-async def test_guard_classifies_exceptions_and_reraises_them(clock: FakeClock) -> None:
-    breaker = make_breaker(clock)
-    for exc in (Overloaded(), BadRequest(), TooManyRequests(), TooManyRequests()):
-        with pytest.raises(type(exc)):
-            async with breaker.guard(classify):
-                raise exc
-    snapshot = breaker.snapshot()
-    assert (snapshot.calls_in_window, snapshot.failure_rate) == (2, 0.5)
-
-
-@pytest.mark.anyio
-async def test_guard_counts_every_exception_as_failure_by_default(clock: FakeClock) -> None:
-    breaker = make_breaker(clock)
-    for _ in range(4):
-        with pytest.raises(BadRequest):
-            async with breaker.guard():
-                raise BadRequest
-    assert breaker.state is OPEN
-
-
-@pytest.mark.anyio
-async def test_guard_never_counts_a_cancel_scope_cancellation(clock: FakeClock) -> None:
-    breaker = make_breaker(clock, BreakerConfig(window_size=1, minimum_calls=1))
-    for _ in range(5):
-        with anyio.CancelScope() as scope:
-            async with breaker.guard(classify):
-                scope.cancel()
-                await anyio.lowlevel.checkpoint()
-        assert scope.cancelled_caught
-    snapshot = breaker.snapshot()
-    assert (snapshot.state, snapshot.calls_in_window) == (CLOSED, 0)
-
-
-@pytest.mark.anyio
-async def test_a_deadline_cancelling_a_trial_frees_its_half_open_slot(clock: FakeClock) -> None:
-    breaker = half_open_breaker(clock)
-    for _ in range(5):
-        with anyio.move_on_after(0):
-            async with breaker.guard(classify):
-                await anyio.lowlevel.checkpoint()
-    assert breaker.state is HALF_OPEN
-    assert breaker.snapshot().calls_in_window == 0
-    breaker.try_acquire()
-    breaker.try_acquire()  # both slots are free again
-
-
-class Abandoned(BaseException):
-    pass
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("exc_type", [GeneratorExit, Abandoned, KeyboardInterrupt])
-async def test_guard_ignores_base_exceptions_that_are_not_errors(
-    clock: FakeClock, exc_type: type[BaseException]
-) -> None:
-    breaker = half_open_breaker(clock)
-    for _ in range(3):
-        with pytest.raises(exc_type):
-            async with breaker.guard(classify):
-                raise exc_type
-    assert breaker.snapshot().calls_in_window == 0
-
-
-@pytest.mark.anyio
-async def test_guard_rejects_an_open_breaker_without_running_the_body(clock: FakeClock) -> None:
-    breaker = make_breaker(clock)
-    open_breaker(breaker)
-    body_ran = False
-    with pytest.raises(CircuitOpenError):
-        async with breaker.guard(classify):
-            body_ran = True
-    assert not body_ran
-
-
-@pytest.mark.anyio
-async def test_guard_leaves_a_permit_settled_by_the_body_alone(clock: FakeClock) -> None:
-    breaker = make_breaker(clock)
-    async with breaker.guard(classify) as permit:
-        permit.record_ignored()  # e.g. a 429 response that raised nothing
-    assert breaker.snapshot().calls_in_window == 0
-
-
-@pytest.mark.anyio
-async def test_a_raising_classifier_frees_the_trial_slot(clock: FakeClock) -> None:
-    def broken(exc: BaseException) -> Outcome:
-        raise LookupError("no rule")
-
-    breaker = half_open_breaker(clock)
-    for _ in range(3):
-        with pytest.raises(LookupError):
-            async with breaker.guard(broken):
-                raise Overloaded
-    assert breaker.state is HALF_OPEN
-
-
 # --- factory ----------------------------------------------------------------------------------
 
 
@@ -536,14 +368,3 @@ def test_factory_listeners_reach_existing_and_future_breakers(
     open_breaker(existing)
     open_breaker(factory.get_breaker("anthropic"))
     assert [name for name, _, _ in transitions.seen] == ["openai", "anthropic"]
-    factory.remove_listener(transitions)
-    open_breaker(factory.get_breaker("gemini"))
-    assert len(transitions.seen) == 2
-
-
-def test_factory_breakers_keep_state_in_the_shared_storage(clock: FakeClock) -> None:
-    storage = InMemoryBreakerStorage()
-    factory = CircuitBreakerFactory(SMALL, clock=clock, storage=storage)
-    open_breaker(factory.get_breaker("openai"))
-    record = storage.load("openai")
-    assert record is not None and record.state is OPEN

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Hashable
 from typing import TypeVar
 
 import pytest
 
 from delos.resilience._clock import FakeClock
-from delos.resilience._ewma import LatencyTable, PeakEwma, choose_power_of_two
+from delos.resilience._ewma import LatencyTable, PeakEwma
 
 KEY = ("openai", "gpt-4o")
 OTHER = ("anthropic", "claude")
@@ -293,34 +292,3 @@ def test_the_table_evicts_the_least_recently_started_key_beyond_max_keys(clock: 
     table.start("a")
     table.start("c")
     assert set(table.snapshots()) == {"a", "c"}
-
-
-# Power of two choices
-
-
-def test_power_of_two_keeps_the_less_loaded_of_its_two_picks() -> None:
-    loads = {"fast": 0.1, "slow": 5.0}
-    for seed in range(20):
-        assert choose_power_of_two(["slow", "fast"], loads.get, random.Random(seed)) == "fast"
-
-
-def test_power_of_two_never_chooses_the_single_most_loaded_key() -> None:
-    loads = {"a": 0.2, "b": 0.3, "c": 9.0, "d": 0.25}
-    rng = random.Random(7)
-    chosen = {choose_power_of_two(list(loads), loads.get, rng) for _ in range(500)}
-    assert "c" not in chosen
-    assert len(chosen) > 1
-
-
-def test_power_of_two_prefers_a_key_that_asks_to_be_explored() -> None:
-    loads: dict[str, float | None] = {"measured": 0.01, "new": None}
-    for seed in range(20):
-        assert choose_power_of_two(["measured", "new"], loads.__getitem__, random.Random(seed)) == (
-            "new"
-        )
-
-
-def test_power_of_two_with_one_key_returns_it_and_with_none_raises() -> None:
-    assert choose_power_of_two(["only"], lambda key: 1.0, random.Random(0)) == "only"
-    with pytest.raises(ValueError):
-        choose_power_of_two([], lambda key: 1.0, random.Random(0))

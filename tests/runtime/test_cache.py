@@ -22,9 +22,9 @@ from delos.runtime.cache import (
     request_cache_key,
 )
 from delos.runtime.catalog import ModelInfo
-from delos.runtime.requests import CompletionInput, Routing
+from delos.runtime.inputs import CompletionInput, Routing
 from delos.runtime.routing._outcome import RoutedAnswer
-from delos.runtime.types import ChatMessage, Usage
+from delos.runtime.values import ChatMessage, Usage
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -9,9 +9,9 @@ import pytest
 
 from delos.runtime.catalog import Catalog
 from delos.runtime.errors import NoProvidersConfigured, ProviderNotConfigured, UnknownModel
-from delos.runtime.requests import CompletionInput, Routing
+from delos.runtime.inputs import CompletionInput, Routing
 from delos.runtime.routing import Candidate, candidates_for
-from delos.runtime.types import ChatMessage
+from delos.runtime.values import ChatMessage
 
 CATALOG = Catalog.load()
 QUALITY = ("anthropic", "openai", "vertex", "bedrock", "gemini", "openrouter", "together", "ollama")

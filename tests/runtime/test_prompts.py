@@ -21,8 +21,8 @@ from delos.runtime.prompts import (
     resolve_prompt,
     version_order,
 )
-from delos.runtime.requests import CompletionInput, Routing
-from delos.runtime.types import ChatMessage
+from delos.runtime.inputs import CompletionInput, Routing
+from delos.runtime.values import ChatMessage
 
 
 @pytest.fixture(params=["asyncio", "trio"])

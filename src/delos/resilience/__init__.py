@@ -1,14 +1,13 @@
 """Resilience primitives, with no knowledge of providers: backend-neutral anyio code, time injected.
 
 Layout:
-    _clock.py            the Clock protocol and a FakeClock for tests
-    _breaker.py          circuit breaker (purgatory's API shape, resilience4j's rules)
-    _breaker_storage.py  pluggable breaker state storage (in memory)
-    _limiter.py          GCRA rate limiter, provider RPM+TPM limiter, rate-limit hints
-    _ewma.py             PeakEWMA latency table (TTFT, throughput, in-flight, errors)
-    _budget.py           retry budget: retries and hedges as a ratio of primary traffic
-    _race.py             races and hedges: first to claim wins, the others are cancelled
-    _retry.py            tenacity retry policy: backoff, Retry-After, deadline, budget
+    _clock.py     the Clock protocol and a FakeClock for tests
+    _breaker.py   circuit breaker (purgatory's API shape, resilience4j's rules)
+    _limiter.py   GCRA rate limiter, provider RPM+TPM limiter, rate-limit hints
+    _ewma.py      PeakEWMA latency table (TTFT, throughput, in-flight, errors)
+    _budget.py    retry budget: retries and hedges as a ratio of primary traffic
+    _race.py      races and hedges: first to claim wins, the others are cancelled
+    _retry.py     tenacity retry policy: backoff, Retry-After, deadline, budget
 
 Wrapper order, outermost first, for every upstream attempt (as resilience4j's
 ``Retry(CircuitBreaker(RateLimiter(TimeLimiter(fn))))``):
@@ -28,95 +27,41 @@ or hedge loser, client gone) counts as neither success nor failure.
 
 from delos.resilience._breaker import (
     BreakerConfig,
-    BreakerListener,
-    BreakerSnapshot,
+    BreakerState,
     CallPermit,
     CircuitBreaker,
     CircuitBreakerFactory,
     CircuitOpenError,
-    Outcome,
-    count_every_exception,
-)
-from delos.resilience._breaker_storage import (
-    BreakerRecord,
-    BreakerState,
-    BreakerStorage,
-    InMemoryBreakerStorage,
 )
 from delos.resilience._budget import RetryBudget
-from delos.resilience._clock import Clock, FakeClock
-from delos.resilience._ewma import (
-    AttemptTimer,
-    LatencySnapshot,
-    LatencyStats,
-    LatencyTable,
-    PeakEwma,
-    choose_power_of_two,
-)
+from delos.resilience._clock import FakeClock
+from delos.resilience._ewma import LatencySnapshot, LatencyTable
 from delos.resilience._limiter import (
-    GcraLimiter,
-    LimiterSnapshot,
     ProviderLimiter,
-    ProviderLimiterSnapshot,
     RateLimitHints,
     RateLimitWouldWait,
     Reservation,
-    share_limits,
 )
-from delos.resilience._race import (
-    AllAttemptsFailed,
-    AttemptOutcome,
-    AttemptStatus,
-    RaceResult,
-    RaceTicket,
-    race,
-)
-from delos.resilience._retry import (
-    StopBeforeDeadline,
-    StopWhenBudgetRefuses,
-    WaitAtLeastRetryAfter,
-    retrying,
-)
+from delos.resilience._race import AllAttemptsFailed, RaceTicket, race
+from delos.resilience._retry import retrying
 
 __all__ = [
     "AllAttemptsFailed",
-    "AttemptOutcome",
-    "AttemptStatus",
-    "AttemptTimer",
     "BreakerConfig",
-    "BreakerListener",
-    "BreakerRecord",
-    "BreakerSnapshot",
     "BreakerState",
-    "BreakerStorage",
     "CallPermit",
     "CircuitBreaker",
     "CircuitBreakerFactory",
     "CircuitOpenError",
-    "Clock",
     "FakeClock",
-    "GcraLimiter",
-    "InMemoryBreakerStorage",
     "LatencySnapshot",
-    "LatencyStats",
     "LatencyTable",
-    "LimiterSnapshot",
-    "Outcome",
-    "PeakEwma",
     "ProviderLimiter",
-    "ProviderLimiterSnapshot",
-    "RaceResult",
     "RaceTicket",
     "RateLimitHints",
     "RateLimitWouldWait",
     "Reservation",
     "RetryBudget",
-    "StopBeforeDeadline",
-    "StopWhenBudgetRefuses",
-    "WaitAtLeastRetryAfter",
-    "choose_power_of_two",
-    "count_every_exception",
     "race",
     "retrying",
-    "share_limits",
 ]

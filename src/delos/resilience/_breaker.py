@@ -7,56 +7,69 @@
 
 Admission is non-blocking (`try_acquire()` returns a `CallPermit` or raises `CircuitOpenError`)
 so a router can move on to another provider at once. Every permit is settled exactly once, and
-settling is synchronous so it still happens in a cancelled scope. Cancellations, `GeneratorExit`
-and other non-`Exception` exits are never failures: a cancelled race loser says nothing about
-the health of its provider.
+settling is synchronous so it still happens in a cancelled scope. A cancelled call is settled
+with `record_ignored()`, never as a failure: a cancelled race loser says nothing about the
+health of its provider.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 
-import anyio
-
-from ._breaker_storage import BreakerRecord, BreakerState, BreakerStorage, InMemoryBreakerStorage
 from ._clock import Clock
 
 __all__ = [
     "BreakerConfig",
     "BreakerListener",
     "BreakerSnapshot",
+    "BreakerState",
     "CallPermit",
     "CircuitBreaker",
     "CircuitBreakerFactory",
     "CircuitOpenError",
-    "Outcome",
-    "count_every_exception",
 ]
 
 logger = logging.getLogger("delos.resilience.breaker")
+
+
+class BreakerState(enum.Enum):
+    """The three states of a circuit breaker."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
 
 BreakerListener = Callable[[str, BreakerState, BreakerState], None]
 """Called as `listener(name, old_state, new_state)`, synchronously, on every transition."""
 
 
-class Outcome(enum.Enum):
-    """How a finished call counts for its breaker."""
+class _Outcome(enum.Enum):
+    """How a settled permit counts for its breaker."""
 
     SUCCESS = "success"
     FAILURE = "failure"
     IGNORED = "ignored"
 
 
-def count_every_exception(exc: BaseException) -> Outcome:
-    """The default classifier: every `Exception` is a failure (resilience4j's default)."""
-    return Outcome.FAILURE
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """The state and its timing, replaced as a whole on every transition.
+
+    `opened_at` and `half_open_at` are clock times in seconds (None unless they apply);
+    `consecutive_opens` counts openings since the breaker last closed and sets the back-off of
+    the wait in OPEN.
+    """
+
+    state: BreakerState = BreakerState.CLOSED
+    opened_at: float | None = None
+    half_open_at: float | None = None
+    consecutive_opens: int = 0
 
 
 class CircuitOpenError(Exception):
@@ -210,20 +223,20 @@ class CallPermit:
 
     def record_success(self, duration: float) -> None:
         """The call succeeded after `duration` seconds (slow if above `slow_call_duration`)."""
-        self._settle(Outcome.SUCCESS, duration)
+        self._settle(_Outcome.SUCCESS, duration)
 
     def record_failure(self, duration: float) -> None:
         """The call failed after `duration` seconds."""
-        self._settle(Outcome.FAILURE, duration)
+        self._settle(_Outcome.FAILURE, duration)
 
     def record_ignored(self) -> None:
         """The call says nothing about the upstream (cancelled, rejected locally, caller error).
 
         Frees a half-open trial slot without counting.
         """
-        self._settle(Outcome.IGNORED, 0.0)
+        self._settle(_Outcome.IGNORED, 0.0)
 
-    def _settle(self, outcome: Outcome, duration: float) -> None:
+    def _settle(self, outcome: _Outcome, duration: float) -> None:
         if self._settled:
             return
         self._settled = True
@@ -233,8 +246,8 @@ class CallPermit:
 class CircuitBreaker:
     """One breaker, a synchronous state machine driven by an injected clock (seconds).
 
-    `storage` defaults to a private `InMemoryBreakerStorage`. `listeners` are called as
-    `listener(name, old, new)` on each transition; a listener that raises is logged and skipped.
+    `listeners` are called as `listener(name, old, new)` on each transition; a listener that
+    raises is logged and skipped.
     """
 
     def __init__(
@@ -243,21 +256,18 @@ class CircuitBreaker:
         config: BreakerConfig,
         *,
         clock: Clock,
-        storage: BreakerStorage | None = None,
         listeners: Iterable[BreakerListener] = (),
     ) -> None:
         self.name = name
         self.config = config
         self._clock = clock
-        self._storage: BreakerStorage = storage if storage is not None else InMemoryBreakerStorage()
         self._listeners = list(listeners)
-        self._record = BreakerRecord()
+        self._record = _Record()
         self._window = _Window(config.window_size)
         self._trials_admitted = 0
         self._rejected = 0
         # Bumped on every transition; permits from an earlier epoch are settled silently.
         self._epoch = 0
-        self._sync()
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self._record.state.value}>"
@@ -271,10 +281,6 @@ class CircuitBreaker:
     def add_listener(self, listener: BreakerListener) -> None:
         """Call `listener(name, old, new)` on every later transition."""
         self._listeners.append(listener)
-
-    def remove_listener(self, listener: BreakerListener) -> None:
-        """Stop calling `listener`. Raises `ValueError` if it was not added."""
-        self._listeners.remove(listener)
 
     def try_acquire(self) -> CallPermit:
         """Admit a call without waiting.
@@ -296,18 +302,6 @@ class CircuitBreaker:
         self._rejected += 1
         raise CircuitOpenError(self.name, retry_after)
 
-    def guard(
-        self, classify: Callable[[BaseException], Outcome] = count_every_exception
-    ) -> contextlib.AbstractAsyncContextManager[CallPermit]:
-        """`async with breaker.guard(classify) as permit:` admits, times and records one call.
-
-        Entering raises `CircuitOpenError` like `try_acquire()`. The duration is measured with
-        the breaker's clock. A clean exit is a success; an `Exception` is classified by
-        `classify`; cancellations and other `BaseException`s are ignored. The body may settle
-        `permit` itself (e.g. `record_ignored()` for a 429 response); the guard then does nothing.
-        """
-        return _Guard(self, classify)
-
     def snapshot(self) -> BreakerSnapshot:
         """The current state and rates (see `BreakerSnapshot`)."""
         self._sync()
@@ -327,12 +321,7 @@ class CircuitBreaker:
         )
 
     def _sync(self) -> None:
-        """Adopt a record written by another breaker object, then apply a due lazy transition."""
-        stored = self._storage.load(self.name)
-        if stored is not None and stored != self._record:
-            self._record = stored
-            self._epoch += 1
-            self._reset_counters(stored.state)
+        """Apply a due OPEN → HALF_OPEN transition."""
         record = self._record
         if (
             record.state is BreakerState.OPEN
@@ -341,18 +330,18 @@ class CircuitBreaker:
         ):
             self._transition(BreakerState.HALF_OPEN)
 
-    def _on_settled(self, epoch: int, outcome: Outcome, duration: float) -> None:
+    def _on_settled(self, epoch: int, outcome: _Outcome, duration: float) -> None:
         self._sync()
         if epoch != self._epoch:
             return
         state = self._record.state
-        if outcome is Outcome.IGNORED:
+        if outcome is _Outcome.IGNORED:
             if state is BreakerState.HALF_OPEN:
                 self._trials_admitted -= 1
             return
         if state is BreakerState.OPEN:  # unreachable: no permit is issued in OPEN
             return
-        self._window.add(outcome is Outcome.FAILURE, duration > self.config.slow_call_duration)
+        self._window.add(outcome is _Outcome.FAILURE, duration > self.config.slow_call_duration)
         if state is BreakerState.CLOSED:
             if self._window.calls >= self.config.effective_minimum_calls and self._exceeded():
                 self._transition(BreakerState.OPEN)
@@ -377,24 +366,20 @@ class CircuitBreaker:
     def _transition(self, new: BreakerState) -> None:
         old_record = self._record
         now = self._clock()
-        generation = old_record.generation + 1
         if new is BreakerState.OPEN:
             opens = old_record.consecutive_opens + 1
             wait = self.config.wait_for_opening(opens)
-            record = BreakerRecord(new, now, now + wait, opens, generation)
+            record = _Record(new, now, now + wait, opens)
         elif new is BreakerState.HALF_OPEN:
-            record = BreakerRecord(
-                new, old_record.opened_at, None, old_record.consecutive_opens, generation
-            )
+            record = _Record(new, old_record.opened_at, None, old_record.consecutive_opens)
         else:
-            record = BreakerRecord(new, generation=generation)
+            record = _Record(new)
         self._record = record
         self._epoch += 1
         self._reset_counters(new)
-        self._storage.save(self.name, record)
         self._announce(old_record.state, record)
 
-    def _announce(self, old: BreakerState, record: BreakerRecord) -> None:
+    def _announce(self, old: BreakerState, record: _Record) -> None:
         new = record.state
         if new is BreakerState.OPEN:
             assert record.half_open_at is not None and record.opened_at is not None
@@ -420,65 +405,17 @@ class CircuitBreaker:
                 logger.exception("circuit breaker %r: listener %r failed", self.name, listener)
 
 
-class _Guard:
-    """The context manager behind `CircuitBreaker.guard()`."""
-
-    def __init__(
-        self, breaker: CircuitBreaker, classify: Callable[[BaseException], Outcome]
-    ) -> None:
-        self._breaker = breaker
-        self._classify = classify
-        self._permit: CallPermit | None = None
-        self._started = 0.0
-
-    async def __aenter__(self) -> CallPermit:
-        self._permit = self._breaker.try_acquire()
-        self._started = self._breaker._clock()
-        return self._permit
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        # No await in here: recording must complete even when the scope is cancelled.
-        permit = self._permit
-        assert permit is not None, "guard exited without being entered"
-        duration = self._breaker._clock() - self._started
-        if exc is None:
-            permit.record_success(duration)
-            return
-        if not isinstance(exc, Exception) or isinstance(exc, anyio.get_cancelled_exc_class()):
-            permit.record_ignored()
-            return
-        try:
-            outcome = self._classify(exc)
-        except BaseException:
-            # A faulty classifier must not leak a half-open trial slot.
-            permit.record_ignored()
-            raise
-        if outcome is Outcome.SUCCESS:
-            permit.record_success(duration)
-        elif outcome is Outcome.FAILURE:
-            permit.record_failure(duration)
-        else:
-            permit.record_ignored()
-
-
 class CircuitBreakerFactory:
-    """Creates and keeps one breaker per name, sharing a clock, a storage and listeners."""
+    """Creates and keeps one breaker per name, sharing a clock and listeners."""
 
     def __init__(
         self,
         default_config: BreakerConfig,
         *,
         clock: Clock,
-        storage: BreakerStorage | None = None,
     ) -> None:
         self.default_config = default_config
         self._clock = clock
-        self._storage: BreakerStorage = storage if storage is not None else InMemoryBreakerStorage()
         self._breakers: dict[str, CircuitBreaker] = {}
         self._listeners: list[BreakerListener] = []
 
@@ -494,7 +431,6 @@ class CircuitBreakerFactory:
                 name,
                 config if config is not None else self.default_config,
                 clock=self._clock,
-                storage=self._storage,
                 listeners=self._listeners,
             )
             self._breakers[name] = breaker
@@ -513,9 +449,3 @@ class CircuitBreakerFactory:
         self._listeners.append(listener)
         for breaker in self._breakers.values():
             breaker.add_listener(listener)
-
-    def remove_listener(self, listener: BreakerListener) -> None:
-        """Stop calling `listener` for every breaker. Raises `ValueError` if it was not added."""
-        self._listeners.remove(listener)
-        for breaker in self._breakers.values():
-            breaker.remove_listener(listener)

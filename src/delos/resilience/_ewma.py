@@ -10,9 +10,8 @@ injected clock, which must be monotonic.
 from __future__ import annotations
 
 import math
-import random
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -345,25 +344,3 @@ class LatencyTable(Generic[K]):
         return LatencyStats(
             clock=self._clock, tau=self._tau, window=self._window, min_samples=self._min_samples
         )
-
-
-def choose_power_of_two(
-    keys: Sequence[K], load_of: Callable[[K], float | None], rng: random.Random
-) -> K:
-    """Pick two distinct keys at random and return the one with the lower load (Mitzenmacher's
-    power of two choices: nearly as good as the global minimum, without herding every caller
-    onto the same key). A None load ("explore me", see `LatencyTable.load`) beats any number.
-
-    Raises `ValueError` if ``keys`` is empty.
-    """
-    if not keys:
-        raise ValueError("no keys to choose from")
-    if len(keys) == 1:
-        return keys[0]
-    first, second = rng.sample(range(len(keys)), 2)
-    first_load, second_load = load_of(keys[first]), load_of(keys[second])
-    if first_load is None:
-        return keys[first]
-    if second_load is None or second_load < first_load:
-        return keys[second]
-    return keys[first]

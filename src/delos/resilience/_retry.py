@@ -2,7 +2,7 @@
 
 `retrying` composes the pieces below with tenacity's own: full-jitter exponential backoff
 floored by the error's Retry-After, and three stop conditions (attempt count, the enclosing
-deadline, the retry budget). The pieces are public so other policies can reuse them.
+deadline, the retry budget).
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from types import MappingProxyType
 from typing import Final
 
 from delos.runtime.errors import InvalidRequest
-from delos.runtime.requests import LIMITS
-from delos.runtime.types import ROLES, ChatMessage
+from delos.runtime.inputs import LIMITS
+from delos.runtime.values import ROLES, ChatMessage
 
 __all__ = [
     "PROMPT_NAME",

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import anyio
 from cachetools import TLRUCache
 
-from delos.runtime.types import ChatMessage
+from delos.runtime.values import ChatMessage
 
 if TYPE_CHECKING:
-    from delos.runtime.requests import CompletionInput
+    from delos.runtime.inputs import CompletionInput
     from delos.runtime.routing import RoutedAnswer
 
 __all__ = [

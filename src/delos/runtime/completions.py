@@ -17,9 +17,9 @@ from delos.runtime.cache import CachedAnswer, ResponseCache, replay_chunks, requ
 from delos.runtime.errors import ProviderNotConfigured
 from delos.runtime.observability import Metrics
 from delos.runtime.prompts import Prompt, PromptStore, resolve_prompt
-from delos.runtime.requests import CompletionInput
+from delos.runtime.inputs import CompletionInput
 from delos.runtime.routing import RoutedAnswer, Router, Sink
-from delos.runtime.types import Usage
+from delos.runtime.values import Usage
 
 __all__ = ["Completions", "NoPromptStore"]
 

@@ -1,8 +1,10 @@
-"""The Embed RPC: pick the provider and model, call it, price the answer."""
+"""Embeddings: pick the provider and model, call it, price the answer."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 import anyio
 
@@ -23,16 +25,27 @@ from delos.runtime.errors import (
     UpstreamUnavailable,
 )
 from delos.runtime.gateway import Gateway
+from delos.runtime.inputs import EmbedInput
 from delos.runtime.providers import Provider
-from delos.runtime.requests import embed_input_from_proto
 from delos.runtime.routing import Candidate
-from delos.runtime.types import Embeddings, EmbedRequest, Usage
-from delos.runtime.v1 import runtime_pb2 as pb
+from delos.runtime.values import Embeddings, EmbedRequest, Usage
 
-__all__ = ["EMBEDDING_PROVIDERS", "embed"]
+__all__ = ["EMBEDDING_PROVIDERS", "EmbedAnswer", "embed"]
 
 #: Providers with an embeddings API, in the order used when the request names none.
 EMBEDDING_PROVIDERS = ("openai", "gemini", "bedrock", "vertex", "together", "ollama")
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedAnswer:
+    """Vectors in the order of the texts, priced from the provider's (or estimated) usage."""
+
+    vectors: list[list[float]] = field(repr=False)
+    provider: str
+    model: str
+    usage: Usage
+    cost_usd: Decimal
+    latency_s: float
 
 
 def _choose_provider(gateway: Gateway, wanted: str | None) -> Provider:
@@ -62,8 +75,9 @@ def _choose_provider(gateway: Gateway, wanted: str | None) -> Provider:
     )
 
 
-async def embed(gateway: Gateway, message: pb.EmbedRequest) -> pb.EmbedResponse:
-    request = embed_input_from_proto(message)
+async def embed(gateway: Gateway, request: EmbedInput) -> EmbedAnswer:
+    """Embed ``request.texts`` with one provider. Raises request errors, or
+    :class:`AllCandidatesFailed` when the provider failed."""
     provider = _choose_provider(gateway, request.provider)
     catalog = gateway.catalog
     model_id = request.model or catalog.default_embedding_model(provider.name)
@@ -83,18 +97,13 @@ async def embed(gateway: Gateway, message: pb.EmbedRequest) -> pb.EmbedResponse:
     except ProviderError:
         raise AllCandidatesFailed(errors) from None
     usage = result.usage or Usage(estimate_prompt_tokens(request.texts), 0, estimated=True)
-    return pb.EmbedResponse(
-        embeddings=[pb.Embedding(values=v, index=i) for i, v in enumerate(result.vectors)],
+    return EmbedAnswer(
+        vectors=result.vectors,
         provider=provider.name,
         model=result.model,
-        usage=pb.Usage(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=0,
-            total_tokens=usage.prompt_tokens,
-            estimated=usage.estimated,
-        ),
-        cost_usd=float(cost_usd(model, usage.prompt_tokens, 0)),
-        latency_ms=(time.perf_counter() - started) * 1000.0,
+        usage=Usage(usage.prompt_tokens, 0, usage.estimated),
+        cost_usd=cost_usd(model, usage.prompt_tokens, 0),
+        latency_s=time.perf_counter() - started,
     )
 
 

@@ -1,48 +1,49 @@
 """The one exception hierarchy of the gateway, and its single mapping to gRPC statuses.
 
     DelosError                              (operational: a request that cannot be served)
-    ├── InvalidRequest                      INVALID_ARGUMENT   the client's request is wrong
-    │   └── EmbeddingsNotSupported          INVALID_ARGUMENT   provider has no embeddings API
-    ├── RequestTooLarge                     RESOURCE_EXHAUSTED over the maximum message size
+    ├── InvalidRequest                      INVALID            the client's request is wrong
+    │   └── EmbeddingsNotSupported          INVALID            provider has no embeddings API
+    ├── RequestTooLarge                     TOO_LARGE          over the maximum message size
     ├── NotFound                            NOT_FOUND
     │   ├── UnknownProvider
     │   ├── UnknownModel
     │   └── PromptNotFound
-    ├── ProviderNotConfigured               FAILED_PRECONDITION  known provider, no credentials
+    ├── ProviderNotConfigured               NOT_CONFIGURED     known provider, no credentials
     ├── NoProvidersConfigured               UNAVAILABLE
     ├── Unauthenticated                     UNAUTHENTICATED    missing or wrong client key
-    ├── DeadlineExceeded                    DEADLINE_EXCEEDED
-    ├── AllCandidatesFailed                 status of the most telling underlying error
+    ├── AllCandidatesFailed                 kind of the most telling underlying error
     └── ProviderError                       (something went wrong at or on the way to a provider)
-        ├── UpstreamAuthenticationError     FAILED_PRECONDITION  401/403: the gateway's key
-        ├── UpstreamRejected                INVALID_ARGUMENT   400/413/422: upstream refused input
+        ├── UpstreamAuthenticationError     NOT_CONFIGURED     401/403: the gateway's key
+        ├── UpstreamRejected                INVALID            400/413/422: upstream refused input
         │   └── UpstreamModelNotFound       NOT_FOUND          404 on a model
-        ├── UpstreamRateLimited             RESOURCE_EXHAUSTED 429, with Retry-After
-        ├── LocalRateLimited                RESOURCE_EXHAUSTED our limiter would wait too long
+        ├── UpstreamRateLimited             RATE_LIMITED       429, with Retry-After
+        ├── LocalRateLimited                RATE_LIMITED       our limiter would wait too long
         ├── CircuitOpen                     UNAVAILABLE        breaker is cutting the provider off
         ├── UpstreamUnavailable             UNAVAILABLE        5xx, 529, connect/read failures
         │   └── UpstreamTimeout             UNAVAILABLE        the provider took too long
         ├── UpstreamProtocolError           UNAVAILABLE        malformed, truncated, error event
         └── OutputSchemaViolation           UNAVAILABLE        the answer did not fit the schema
 
-Programming errors (anything else) become INTERNAL with a generic message: they are logged with
-their traceback server-side and never shown to the client. Messages never contain secrets: the
-service passes every message through a redactor before it leaves the process.
+Each error carries a protocol-neutral :class:`ErrorKind` (as h11's ``ProtocolError`` carries a
+status hint); the gRPC edge maps kinds to statuses in one table
+(:mod:`delos.runtime.grpc.convert`). Programming errors (anything else) become INTERNAL with a
+generic message: they are logged with their traceback server-side and never shown to the client.
+Messages never contain secrets: the edge passes every message through a redactor before it leaves
+the process.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from typing import ClassVar
-
-from grpclib.const import Status
 
 __all__ = [
     "AllCandidatesFailed",
     "CircuitOpen",
-    "DeadlineExceeded",
     "DelosError",
     "EmbeddingsNotSupported",
+    "ErrorKind",
     "InvalidRequest",
     "LocalRateLimited",
     "NoProvidersConfigured",
@@ -62,14 +63,27 @@ __all__ = [
     "UpstreamRejected",
     "UpstreamTimeout",
     "UpstreamUnavailable",
-    "grpc_status_of",
+    "kind_of",
 ]
+
+
+class ErrorKind(enum.Enum):
+    """What kind of failure an error is, whatever protocol reports it."""
+
+    INVALID = "invalid"
+    TOO_LARGE = "too_large"
+    NOT_FOUND = "not_found"
+    NOT_CONFIGURED = "not_configured"
+    UNAUTHENTICATED = "unauthenticated"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
 
 
 class DelosError(Exception):
     """An operational error: the request cannot be served, and the message says why."""
 
-    status: ClassVar[Status] = Status.INTERNAL
+    kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -77,7 +91,7 @@ class DelosError(Exception):
 
 
 class InvalidRequest(DelosError):
-    status = Status.INVALID_ARGUMENT
+    kind = ErrorKind.INVALID
 
 
 class EmbeddingsNotSupported(InvalidRequest):
@@ -85,11 +99,11 @@ class EmbeddingsNotSupported(InvalidRequest):
 
 
 class RequestTooLarge(DelosError):
-    status = Status.RESOURCE_EXHAUSTED
+    kind = ErrorKind.TOO_LARGE
 
 
 class NotFound(DelosError):
-    status = Status.NOT_FOUND
+    kind = ErrorKind.NOT_FOUND
 
 
 class UnknownProvider(NotFound):
@@ -105,19 +119,15 @@ class PromptNotFound(NotFound):
 
 
 class ProviderNotConfigured(DelosError):
-    status = Status.FAILED_PRECONDITION
+    kind = ErrorKind.NOT_CONFIGURED
 
 
 class NoProvidersConfigured(DelosError):
-    status = Status.UNAVAILABLE
+    kind = ErrorKind.UNAVAILABLE
 
 
 class Unauthenticated(DelosError):
-    status = Status.UNAUTHENTICATED
-
-
-class DeadlineExceeded(DelosError):
-    status = Status.DEADLINE_EXCEEDED
+    kind = ErrorKind.UNAUTHENTICATED
 
 
 class ProviderError(DelosError):
@@ -127,7 +137,7 @@ class ProviderError(DelosError):
     ``breaker_failure``: the outcome is evidence that the provider is unhealthy.
     """
 
-    status = Status.UNAVAILABLE
+    kind = ErrorKind.UNAVAILABLE
     retryable: ClassVar[bool] = True
     breaker_failure: ClassVar[bool] = True
 
@@ -148,29 +158,29 @@ class ProviderError(DelosError):
 
 
 class UpstreamAuthenticationError(ProviderError):
-    status = Status.FAILED_PRECONDITION
+    kind = ErrorKind.NOT_CONFIGURED
     retryable = True  # another provider may hold a valid key
     breaker_failure = False
 
 
 class UpstreamRejected(ProviderError):
-    status = Status.INVALID_ARGUMENT
+    kind = ErrorKind.INVALID
     retryable = False
     breaker_failure = False
 
 
 class UpstreamModelNotFound(UpstreamRejected):
-    status = Status.NOT_FOUND
+    kind = ErrorKind.NOT_FOUND
     retryable = True  # another provider may serve the same family
 
 
 class UpstreamRateLimited(ProviderError):
-    status = Status.RESOURCE_EXHAUSTED
+    kind = ErrorKind.RATE_LIMITED
     breaker_failure = False
 
 
 class LocalRateLimited(ProviderError):
-    status = Status.RESOURCE_EXHAUSTED
+    kind = ErrorKind.RATE_LIMITED
     breaker_failure = False
 
 
@@ -197,7 +207,7 @@ class OutputSchemaViolation(ProviderError):
 
 
 class AllCandidatesFailed(DelosError):
-    """Every candidate provider failed; the status is that of the most telling failure."""
+    """Every candidate provider failed; the kind is that of the most telling failure."""
 
     def __init__(self, errors: Sequence[DelosError]) -> None:
         self.errors = tuple(errors)
@@ -211,19 +221,19 @@ class AllCandidatesFailed(DelosError):
         super().__init__(message)
 
     @property
-    def grpc_status(self) -> Status:
-        statuses = {grpc_status_of(e) for e in self.errors}
-        if len(statuses) == 1:
-            return statuses.pop()
+    def combined_kind(self) -> ErrorKind:
+        kinds = {kind_of(e) for e in self.errors}
+        if len(kinds) == 1:
+            return kinds.pop()
         # Mixed causes: a transient one means "try again later".
-        for preferred in (Status.UNAVAILABLE, Status.RESOURCE_EXHAUSTED):
-            if preferred in statuses:
+        for preferred in (ErrorKind.UNAVAILABLE, ErrorKind.RATE_LIMITED):
+            if preferred in kinds:
                 return preferred
-        return grpc_status_of(self.errors[-1])
+        return kind_of(self.errors[-1])
 
 
-def grpc_status_of(error: DelosError) -> Status:
-    """The gRPC status a client sees for ``error``: the one table of the project."""
+def kind_of(error: DelosError) -> ErrorKind:
+    """The kind a client is told for ``error`` (of every underlying error, when several)."""
     if isinstance(error, AllCandidatesFailed):
-        return error.grpc_status
-    return type(error).status
+        return error.combined_kind
+    return type(error).kind

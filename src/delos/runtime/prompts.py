@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from delos.runtime._prompt_render import PROMPT_NAME, PROMPT_VERSION, Prompt, render
 from delos.runtime.errors import InvalidRequest, PromptNotFound
-from delos.runtime.requests import LIMITS, CompletionInput
+from delos.runtime.inputs import LIMITS, CompletionInput
 
 __all__ = [
     "DirectoryPromptStore",

@@ -1,8 +1,9 @@
 """Logs: JSON lines in production, one readable line otherwise, every line redacted.
 
 :func:`configure_logging` installs one handler on the root logger, so the gateway's loggers and
-those of its libraries (grpclib logs application errors with their traceback) all pass through
-the redacting formatter. :func:`log_request` writes the one line that describes a request.
+those of its libraries (the gRPC server library logs application errors with their traceback)
+all pass through the redacting formatter. :func:`log_request` writes the one line that
+describes a request.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from typing import Final, Generic, Protocol, SupportsFloat, TypeVar
 import anyio
 import h11
 from anyio.abc import Listener, SocketAttribute, SocketStream, TaskStatus
-from grpclib.const import Status
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
@@ -31,7 +30,7 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
-from delos.runtime.auth import ANONYMOUS
+from delos.runtime.grpc.auth import ANONYMOUS
 from delos.runtime.redaction import Redactor
 
 __all__ = ["AttemptLike", "Metrics", "serve_metrics", "serve_metrics_on"]
@@ -210,7 +209,7 @@ class Metrics:
         rpc: str,
         provider: str,
         model: str,
-        status: Status | str,
+        status: str,
         latency_s: float,
         ttft_s: float | None = None,
         prompt_tokens: int = 0,
@@ -222,13 +221,14 @@ class Metrics:
     ) -> None:
         """Record one finished request.
 
-        ``status`` is the gRPC status (or its name, ``"OK"``); ``provider``/``model`` are those
-        that answered, ``""`` when none did. Latencies are seconds; ``ttft_s`` is None for
-        requests that produced no token. Tokens are counted only for answers not served from
-        the cache. Spend is taken from ``attempts`` (each at its own provider and model,
-        losers included); ``cost_usd`` (USD) is counted only when no attempt is given.
+        ``status`` is the name of the status the client saw (``"OK"``, ``"UNAVAILABLE"``);
+        ``provider``/``model`` are those that answered, ``""`` when none did. Latencies are
+        seconds; ``ttft_s`` is None for requests that produced no token. Tokens are counted only
+        for answers not served from the cache. Spend is taken from ``attempts`` (each at its own
+        provider and model, losers included); ``cost_usd`` (USD) is counted only when no attempt
+        is given.
         """
-        status_name = status.name if isinstance(status, Status) else status
+        status_name = status
         client_name = client or ANONYMOUS
         self._requests.labels(provider, model, rpc, status_name).inc()
         self._latency.labels(provider, model, rpc).observe(latency_s)

@@ -15,8 +15,6 @@ from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from grpclib.const import Status as GrpcStatus
-
 from delos.runtime.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -70,6 +68,9 @@ class SpanHandle:
         cost_usd: float | None = None,
     ) -> None:
         """Record what the call produced: model, usage in tokens, finish reasons, cost in USD."""
+
+    def set_rpc_status_code(self, code: int) -> None:
+        """The gRPC status code the call ended with (0 is OK)."""
 
     def set_error(self, message: str, *, error_type: str | None = None) -> None:
         """Mark the span failed (status ERROR); ``message`` is redacted before it is kept."""
@@ -152,14 +153,13 @@ _NOOP_TRACING: Final = Tracing()
 
 
 class _OtelSpan(SpanHandle):
-    __slots__ = ("_failed", "_is_rpc", "_redact", "_span")
+    __slots__ = ("_failed", "_redact", "_span")
 
     recording = True
 
-    def __init__(self, span: Span, redact: Callable[[str], str], *, is_rpc: bool) -> None:
+    def __init__(self, span: Span, redact: Callable[[str], str]) -> None:
         self._span = span
         self._redact = redact
-        self._is_rpc = is_rpc
         self._failed = False
 
     @property
@@ -196,6 +196,10 @@ class _OtelSpan(SpanHandle):
         if cost_usd is not None:
             span.set_attribute("delos.cost_usd", float(cost_usd))
 
+    def set_rpc_status_code(self, code: int) -> None:
+        """The gRPC status code the call ended with (0 is OK)."""
+        self._span.set_attribute("rpc.grpc.status_code", code)
+
     def set_error(self, message: str, *, error_type: str | None = None) -> None:
         from opentelemetry.trace import Status, StatusCode
 
@@ -206,10 +210,6 @@ class _OtelSpan(SpanHandle):
 
     def finish(self, error: BaseException | None) -> None:
         """Record how the block ended; the span itself is ended by its context manager."""
-        if self._is_rpc:
-            status = GrpcStatus.OK if error is None else getattr(error, "status", None)
-            if isinstance(status, GrpcStatus):  # our errors and GRPCError both carry one
-                self._span.set_attribute("rpc.grpc.status_code", status.value)
         if error is None or self._failed:
             return
         if isinstance(error, Exception):
@@ -263,7 +263,7 @@ class _OtelTracing(Tracing):
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            yield from _traced(_OtelSpan(span, self._redact, is_rpc=True))
+            yield from _traced(_OtelSpan(span, self._redact))
 
     @contextmanager
     def attempt_span(
@@ -284,7 +284,7 @@ class _OtelTracing(Tracing):
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            yield from _traced(_OtelSpan(span, self._redact, is_rpc=False))
+            yield from _traced(_OtelSpan(span, self._redact))
 
     def shutdown(self) -> None:
         if self._closed:

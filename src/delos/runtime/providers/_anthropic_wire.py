@@ -2,7 +2,7 @@
 
 Nothing here does I/O. :func:`messages_body` builds a request body, :func:`parse_message` reads a
 non-streamed answer and :class:`MessageStreamReader` turns the named events of a streamed answer
-into :class:`~delos.runtime.types.TextDelta` and :class:`~delos.runtime.types.StreamFinished`.
+into :class:`~delos.runtime.values.TextDelta` and :class:`~delos.runtime.values.StreamFinished`.
 The same format serves the direct API and Claude on Vertex AI; only the transport differs.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from delos.runtime.errors import UpstreamProtocolError
-from delos.runtime.types import (
+from delos.runtime.values import (
     ChatRequest,
     Completion,
     StreamEvent,

@@ -29,7 +29,7 @@ from delos.runtime.errors import (
     UpstreamUnavailable,
 )
 from delos.runtime.providers._http import error_from_status, parse_retry_after
-from delos.runtime.types import (
+from delos.runtime.values import (
     ChatRequest,
     Completion,
     StreamEvent,

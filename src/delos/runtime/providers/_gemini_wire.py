@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from delos.runtime.errors import UpstreamProtocolError
-from delos.runtime.types import ChatRequest, Usage
+from delos.runtime.values import ChatRequest, Usage
 
 __all__ = [
     "ACCOUNT_STATUS",

@@ -42,7 +42,7 @@ from delos.runtime.providers._http import (
 )
 from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
-from delos.runtime.types import (
+from delos.runtime.values import (
     ChatRequest,
     Completion,
     Embeddings,

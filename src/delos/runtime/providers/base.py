@@ -18,7 +18,7 @@ from delos.resilience._limiter import RateLimitHints
 from delos.runtime.catalog import Catalog
 from delos.runtime.errors import EmbeddingsNotSupported
 from delos.runtime.providers._http import rate_limit_hints
-from delos.runtime.types import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
+from delos.runtime.values import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
 
 __all__ = ["HttpProvider", "Provider", "RateLimitListener"]
 
@@ -50,8 +50,8 @@ class Provider(Protocol):
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         """Open a streamed completion; leaving the block closes the upstream request.
 
-        The iterator yields :class:`~delos.runtime.types.TextDelta` events and, last,
-        exactly one :class:`~delos.runtime.types.StreamFinished`. A stream that ends any other way
+        The iterator yields :class:`~delos.runtime.values.TextDelta` events and, last,
+        exactly one :class:`~delos.runtime.values.StreamFinished`. A stream that ends any other way
         raises :class:`~delos.runtime.errors.UpstreamProtocolError`: never a silent truncation.
         """
         ...

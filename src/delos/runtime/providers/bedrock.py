@@ -48,7 +48,7 @@ from delos.runtime.providers._http import (
 )
 from delos.runtime.providers._sigv4 import RequestSigner
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
-from delos.runtime.types import (
+from delos.runtime.values import (
     ChatRequest,
     Completion,
     Embeddings,

@@ -35,7 +35,7 @@ from delos.runtime.providers._http import (
     upstream_errors,
 )
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
-from delos.runtime.types import (
+from delos.runtime.values import (
     ChatRequest,
     Completion,
     Embeddings,

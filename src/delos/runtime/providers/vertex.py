@@ -18,7 +18,7 @@ from delos.runtime.config import Settings
 from delos.runtime.providers.anthropic import AnthropicProvider
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
 from delos.runtime.providers.gemini import GeminiProvider
-from delos.runtime.types import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
+from delos.runtime.values import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
 
 __all__ = ["VertexProvider", "build_vertex"]
 

@@ -16,11 +16,11 @@ from typing import Any
 from delos.resilience import CallPermit, Reservation
 from delos.runtime.catalog import estimate_prompt_tokens
 from delos.runtime.errors import DelosError, ProviderError, UpstreamRateLimited
-from delos.runtime.requests import CompletionInput
+from delos.runtime.inputs import CompletionInput
 from delos.runtime.routing._candidates import Candidate
 from delos.runtime.routing._guards import Guards
 from delos.runtime.routing._outcome import AttemptRecord, priced_usage
-from delos.runtime.types import ChatRequest, Usage
+from delos.runtime.values import ChatRequest, Usage
 
 __all__ = ["AttemptScope", "RequestRun", "Sink", "guarded_attempt"]
 

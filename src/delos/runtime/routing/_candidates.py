@@ -14,7 +14,7 @@ from delos.runtime.errors import (
     UnknownModel,
 )
 from delos.runtime.providers.base import Provider
-from delos.runtime.requests import CompletionInput, Routing
+from delos.runtime.inputs import CompletionInput, Routing
 
 __all__ = ["Candidate", "candidates_for", "estimated_cost"]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from delos.runtime.catalog import ModelInfo, cost_usd, estimate_prompt_tokens
-from delos.runtime.types import ChatMessage, Usage
+from delos.runtime.values import ChatMessage, Usage
 
 __all__ = ["AttemptRecord", "RoutedAnswer", "priced_usage"]
 

@@ -37,13 +37,13 @@ from delos.runtime.errors import (
 )
 from delos.runtime.providers.base import Provider
 from delos.runtime.providers.registry import effective_catalog
-from delos.runtime.requests import CompletionInput, Routing
+from delos.runtime.inputs import CompletionInput, Routing
 from delos.runtime.routing._attempts import AttemptScope, RequestRun, Sink, guarded_attempt
 from delos.runtime.routing._candidates import Candidate, candidates_for
 from delos.runtime.routing._guards import Guards
 from delos.runtime.routing._outcome import RoutedAnswer
 from delos.runtime.schema import validation_error
-from delos.runtime.types import StreamEvent, StreamFinished, TextDelta
+from delos.runtime.values import StreamEvent, StreamFinished, TextDelta
 
 __all__ = ["Router"]
 

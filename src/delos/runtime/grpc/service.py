@@ -1,20 +1,18 @@
-"""The gRPC service: wire messages in, validated requests to the router, wire messages out.
+"""The gRPC service: wire messages in, domain calls, wire messages out (through :mod:`.convert`).
 
 Every handler runs inside :meth:`RuntimeService._rpc`, the one place where our errors become gRPC
-statuses (through :func:`~delos.runtime.errors.grpc_status_of`), messages are redacted, the
+statuses (through :func:`~delos.runtime.grpc.convert.status_of`), messages are redacted, the
 client's deadline becomes a cancel scope, and unexpected errors become INTERNAL without a traceback.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import anyio
@@ -22,22 +20,21 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from delos.runtime.auth import ANONYMOUS, current_client
+from delos.runtime import reports
 from delos.runtime.embeddings import embed
-from delos.runtime.errors import DeadlineExceeded, DelosError, grpc_status_of
+from delos.runtime.errors import DelosError
 from delos.runtime.gateway import Gateway
+from delos.runtime.grpc import convert
+from delos.runtime.grpc.auth import ANONYMOUS, current_client
+from delos.runtime.grpc.receive import receive_request
 from delos.runtime.observability import SpanHandle, log_request
-from delos.runtime.receive import receive_request
-from delos.runtime.requests import completion_input_from_proto
-from delos.runtime.routing import AttemptRecord, RoutedAnswer
-from delos.runtime.status import health, list_providers
-from delos.runtime.types import Usage
+from delos.runtime.routing import RoutedAnswer
 from delos.runtime.v1 import runtime_pb2 as pb
 from delos.runtime.v1.runtime_grpc import RuntimeServiceBase
 
 __all__ = ["RuntimeService"]
 
-log = logging.getLogger("delos.runtime.service")
+log = logging.getLogger("delos.runtime.grpc.service")
 
 _DEADLINE_MARGIN_SECONDS = 0.05
 
@@ -98,11 +95,7 @@ class RuntimeService(RuntimeServiceBase):
                 span.set_error("deadline exceeded", error_type="DEADLINE_EXCEEDED")
                 raise GRPCError(status, f"deadline exceeded after {remaining:.3f} s") from None
             except DelosError as error:
-                status = (
-                    Status.DEADLINE_EXCEEDED
-                    if isinstance(error, DeadlineExceeded)
-                    else grpc_status_of(error)
-                )
+                status = convert.status_of(error)
                 message = gateway.redact(error.message)
                 span.set_error(message, error_type=status.name)
                 raise GRPCError(status, message) from None
@@ -122,6 +115,7 @@ class RuntimeService(RuntimeServiceBase):
                 self.in_flight -= 1
                 if self.in_flight == 0:
                     self._idle.set()
+                span.set_rpc_status_code(status.value)
                 self._record(name, context, status, time.perf_counter() - started, span)
 
     def _record(
@@ -135,7 +129,7 @@ class RuntimeService(RuntimeServiceBase):
                 rpc=rpc,
                 provider="",
                 model="",
-                status=status,
+                status=status.name,
                 latency_s=elapsed,
                 client=context.client,
             )
@@ -162,7 +156,7 @@ class RuntimeService(RuntimeServiceBase):
             rpc=rpc,
             provider=answer.provider,
             model=answer.model,
-            status=status,
+            status=status.name,
             latency_s=answer.latency_s,
             ttft_s=answer.time_to_first_token_s,
             prompt_tokens=answer.usage.prompt_tokens,
@@ -198,108 +192,45 @@ class RuntimeService(RuntimeServiceBase):
     async def Complete(self, stream: Stream[pb.CompleteRequest, pb.CompleteResponse]) -> None:
         async with self._rpc(stream, "Complete") as context:
             message = await self._receive(stream)
-            request_id = context.request_id
             context.metadata = dict(message.params.metadata)
             completions = self.gateway.completions
-            request = await completions.prepare(completion_input_from_proto(message.params))
-            answer = context.answer = await completions.complete(request)
-            response = pb.CompleteResponse(
-                content=answer.content,
-                provider=answer.provider,
-                model=answer.model,
-                finish_reason=answer.finish_reason,
-                usage=_usage(answer.usage),
-                cost_usd=float(answer.cost_usd),
-                latency_ms=answer.latency_s * 1000.0,
-                cached=answer.cached,
-                cost_saved_usd=float(answer.cost_saved_usd),
-                total_cost_usd=float(answer.total_cost_usd),
-                time_to_first_token_ms=answer.time_to_first_token_s * 1000.0,
-                attempts=[_attempt(a) for a in answer.attempts],
-                request_id=request_id,
-                cost_estimated=answer.usage.estimated,
-            )
-            await stream.send_message(response)
+            request = convert.completion_input_from_proto(message.params)
+            answer = context.answer = await completions.complete(await completions.prepare(request))
+            await stream.send_message(convert.complete_response(answer, context.request_id))
 
     async def CompleteStream(self, stream: Stream[pb.CompleteRequest, pb.StreamChunk]) -> None:
         async with self._rpc(stream, "CompleteStream") as context:
             message = await self._receive(stream)
-            request_id = context.request_id
             context.metadata = dict(message.params.metadata)
             completions = self.gateway.completions
-            request = await completions.prepare(completion_input_from_proto(message.params))
+            request = convert.completion_input_from_proto(message.params)
+            request = await completions.prepare(request)
             index = 0
 
             async def send_delta(delta: str) -> None:
                 nonlocal index
-                await stream.send_message(pb.StreamChunk(delta=delta, index=index))
+                await stream.send_message(convert.delta_chunk(delta, index))
                 index += 1
 
             answer = context.answer = await completions.stream(request, send_delta)
-            await stream.send_message(_final_chunk(answer, index, request_id))
+            await stream.send_message(convert.final_chunk(answer, index, context.request_id))
 
     async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:
         async with self._rpc(stream, "Embed") as context:
             message = await self._receive(stream)
-            result = await embed(self.gateway, message)
-            result.request_id = context.request_id
-            await stream.send_message(result)
+            answer = await embed(self.gateway, convert.embed_input_from_proto(message))
+            await stream.send_message(convert.embed_response(answer, context.request_id))
 
     async def ListProviders(
         self, stream: Stream[pb.ListProvidersRequest, pb.ListProvidersResponse]
     ) -> None:
         async with self._rpc(stream, "ListProviders"):
             await self._receive(stream)
-            await stream.send_message(await list_providers(self.gateway))
+            found = await reports.list_providers(self.gateway)
+            await stream.send_message(convert.list_providers_response(found))
 
     async def Health(self, stream: Stream[pb.HealthRequest, pb.HealthResponse]) -> None:
         async with self._rpc(stream, "Health"):
             await self._receive(stream)
-            await stream.send_message(await health(self.gateway))
-
-
-def _usage(usage: Usage) -> pb.Usage:
-    return pb.Usage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-        estimated=usage.estimated,
-    )
-
-
-def _attempt(record: AttemptRecord) -> pb.Attempt:
-    return pb.Attempt(
-        provider=record.provider,
-        model=record.model,
-        kind=record.kind,
-        outcome=record.outcome,
-        error=record.error,
-        usage=_usage(record.usage) if record.usage else None,
-        cost_usd=_float(record.cost_usd),
-        latency_ms=record.latency_s * 1000.0,
-    )
-
-
-def _float(value: Decimal) -> float:
-    result = float(value)
-    return result if math.isfinite(result) else 0.0
-
-
-def _final_chunk(answer: RoutedAnswer, index: int, request_id: str) -> pb.StreamChunk:
-    return pb.StreamChunk(
-        delta="",
-        finish_reason=answer.finish_reason,
-        usage=_usage(answer.usage),
-        cost_usd=_float(answer.cost_usd),
-        provider=answer.provider,
-        model=answer.model,
-        cached=answer.cached,
-        latency_ms=answer.latency_s * 1000.0,
-        time_to_first_token_ms=answer.time_to_first_token_s * 1000.0,
-        total_cost_usd=_float(answer.total_cost_usd),
-        cost_saved_usd=_float(answer.cost_saved_usd),
-        attempts=[_attempt(a) for a in answer.attempts],
-        request_id=request_id,
-        cost_estimated=answer.usage.estimated,
-        index=index,
-    )
+            report = await reports.health(self.gateway)
+            await stream.send_message(convert.health_response(report))

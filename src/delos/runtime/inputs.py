@@ -1,4 +1,4 @@
-"""Validated, provider-neutral requests, built from the wire messages at the RPC edge.
+"""Validated, provider-neutral requests, built from the values the edge read off the wire.
 
 Every rule a client can break is checked here, once, with a message that says what is wrong:
 the router and the adapters receive only requests that make sense.
@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from delos.runtime.config import PROVIDER_NAMES
 from delos.runtime.errors import InvalidRequest, UnknownProvider
-from delos.runtime.types import ROLES, ChatMessage
-from delos.runtime.v1 import runtime_pb2 as pb
+from delos.runtime.schema import check_schema
+from delos.runtime.values import ROLES, ChatMessage
 
 __all__ = [
     "LIMITS",
     "CompletionInput",
     "EmbedInput",
     "Routing",
-    "completion_input_from_proto",
-    "embed_input_from_proto",
+    "completion_input",
+    "embed_input",
 ]
 
 
@@ -32,15 +32,6 @@ class Routing(enum.Enum):
     LATENCY = "latency_optimized"
     QUALITY = "quality_optimized"
     SPECIFIC = "specific_provider"
-
-
-_ROUTING_OF_PROTO: Final = {
-    pb.ROUTING_STRATEGY_UNSPECIFIED: None,
-    pb.ROUTING_STRATEGY_COST_OPTIMIZED: Routing.COST,
-    pb.ROUTING_STRATEGY_LATENCY_OPTIMIZED: Routing.LATENCY,
-    pb.ROUTING_STRATEGY_QUALITY_OPTIMIZED: Routing.QUALITY,
-    pb.ROUTING_STRATEGY_SPECIFIC_PROVIDER: Routing.SPECIFIC,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,87 +76,102 @@ class EmbedInput:
     provider: str | None
 
 
-def completion_input_from_proto(params: pb.CompletionParams) -> CompletionInput:
-    """Validate ``params``. Raises :class:`InvalidRequest` or :class:`UnknownProvider`."""
-    if params.routing not in _ROUTING_OF_PROTO:
-        raise InvalidRequest(f"routing: unknown strategy number {params.routing}")
-    routing = _ROUTING_OF_PROTO[params.routing]
-    provider = params.provider.strip() or None
-    if provider is not None and provider not in PROVIDER_NAMES:
-        raise UnknownProvider(
-            f"provider: unknown provider {provider!r}; known: {', '.join(PROVIDER_NAMES)}"
-        )
-    if routing is Routing.SPECIFIC and provider is None:
+def completion_input(
+    *,
+    messages: Sequence[tuple[str, str]],
+    routing: Routing | None = None,
+    provider: str = "",
+    model: str = "",
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_tokens: int | None = None,
+    stop: Sequence[str] = (),
+    output_schema: str = "",
+    use_cache: bool = False,
+    cache_ttl_seconds: int = 0,
+    metadata: Mapping[str, str] | None = None,
+    prompt_ref: str = "",
+    variables: Mapping[str, str] | None = None,
+) -> CompletionInput:
+    """Validate one completion request; ``messages`` are (role, content) pairs as received and
+    ``routing`` None means unspecified. Raises :class:`InvalidRequest` or
+    :class:`UnknownProvider`."""
+    provider_name = _provider(provider)
+    if routing is Routing.SPECIFIC and provider_name is None:
         raise InvalidRequest("provider: required with ROUTING_STRATEGY_SPECIFIC_PROVIDER")
     if routing is None:
         # The spec's default is cost-optimized; a named provider alone means that provider.
-        routing = Routing.SPECIFIC if provider is not None else Routing.COST
+        routing = Routing.SPECIFIC if provider_name is not None else Routing.COST
 
-    messages = _messages(params)
-    if not messages and not params.prompt_ref:
+    checked = _messages(messages)
+    if not checked and not prompt_ref:
         raise InvalidRequest("messages: at least one message is required (or a prompt_ref)")
-
-    temperature = params.temperature if params.HasField("temperature") else None
     if temperature is not None and not 0.0 <= temperature <= 2.0:
         raise InvalidRequest(f"temperature: must be between 0 and 2, got {temperature:g}")
-    top_p = params.top_p if params.HasField("top_p") else None
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise InvalidRequest(f"top_p: must be greater than 0 and at most 1, got {top_p:g}")
-    max_tokens = params.max_tokens if params.HasField("max_tokens") else None
     if max_tokens is not None and not 1 <= max_tokens <= LIMITS.max_tokens:
         raise InvalidRequest(
             f"max_tokens: must be between 1 and {LIMITS.max_tokens}, got {max_tokens}"
         )
-    stop = tuple(params.stop)
+    stop = tuple(stop)
     if len(stop) > LIMITS.stop_sequences:
         raise InvalidRequest(f"stop: at most {LIMITS.stop_sequences} sequences, got {len(stop)}")
     if any(not s for s in stop):
         raise InvalidRequest("stop: sequences must not be empty")
-    if params.cache_ttl_seconds < 0 or params.cache_ttl_seconds > LIMITS.cache_ttl_seconds:
+    if cache_ttl_seconds < 0 or cache_ttl_seconds > LIMITS.cache_ttl_seconds:
         raise InvalidRequest(
             f"cache_ttl_seconds: must be between 0 and {LIMITS.cache_ttl_seconds}, "
-            f"got {params.cache_ttl_seconds}"
+            f"got {cache_ttl_seconds}"
         )
-    if len(params.metadata) > LIMITS.metadata_entries:
+    metadata = dict(metadata or {})
+    if len(metadata) > LIMITS.metadata_entries:
         raise InvalidRequest(f"metadata: at most {LIMITS.metadata_entries} entries")
     return CompletionInput(
-        messages=messages,
+        messages=checked,
         routing=routing,
-        provider=provider,
-        model=params.model.strip() or None,
+        provider=provider_name,
+        model=model.strip() or None,
         temperature=temperature,
         top_p=top_p,
         max_tokens=max_tokens,
         stop=stop,
-        output_schema=_schema(params.output_schema),
-        use_cache=params.use_cache,
-        cache_ttl_seconds=params.cache_ttl_seconds or None,
-        metadata=dict(params.metadata),
-        prompt_ref=params.prompt_ref.strip() or None,
-        variables=dict(params.variables),
+        output_schema=_schema(output_schema),
+        use_cache=use_cache,
+        cache_ttl_seconds=cache_ttl_seconds or None,
+        metadata=metadata,
+        prompt_ref=prompt_ref.strip() or None,
+        variables=dict(variables or {}),
     )
 
 
-def _messages(params: pb.CompletionParams) -> tuple[ChatMessage, ...]:
-    if len(params.messages) > LIMITS.messages:
-        raise InvalidRequest(
-            f"messages: at most {LIMITS.messages} messages, got {len(params.messages)}"
+def _provider(name: str) -> str | None:
+    provider = name.strip() or None
+    if provider is not None and provider not in PROVIDER_NAMES:
+        raise UnknownProvider(
+            f"provider: unknown provider {provider!r}; known: {', '.join(PROVIDER_NAMES)}"
         )
+    return provider
+
+
+def _messages(received: Sequence[tuple[str, str]]) -> tuple[ChatMessage, ...]:
+    if len(received) > LIMITS.messages:
+        raise InvalidRequest(f"messages: at most {LIMITS.messages} messages, got {len(received)}")
     messages = []
     total = 0
-    for index, message in enumerate(params.messages):
-        role = message.role.strip().lower()
+    for index, (raw_role, content) in enumerate(received):
+        role = raw_role.strip().lower()
         if role not in ROLES:
             raise InvalidRequest(
-                f"messages[{index}].role: unknown role {message.role[:40]!r}; "
+                f"messages[{index}].role: unknown role {raw_role[:40]!r}; "
                 "use system, user or assistant"
             )
-        if len(message.content) > LIMITS.message_characters:
+        if len(content) > LIMITS.message_characters:
             raise InvalidRequest(
                 f"messages[{index}].content: longer than {LIMITS.message_characters} characters"
             )
-        total += len(message.content)
-        messages.append(ChatMessage(role, message.content))
+        total += len(content)
+        messages.append(ChatMessage(role, content))
     if total > LIMITS.total_characters:
         raise InvalidRequest(f"messages: longer than {LIMITS.total_characters} characters in all")
     if messages and all(m.role == "system" for m in messages):
@@ -182,14 +188,14 @@ def _schema(text: str) -> Mapping[str, Any] | None:
         raise InvalidRequest(f"output_schema: not valid JSON ({exc})") from None
     if not isinstance(schema, dict):
         raise InvalidRequest("output_schema: must be a JSON object (a JSON Schema)")
-    from delos.runtime.schema import check_schema  # imported late: jsonschema is heavy
-
     check_schema(schema)
     return schema
 
 
-def embed_input_from_proto(request: pb.EmbedRequest) -> EmbedInput:
-    texts = tuple(request.texts)
+def embed_input(*, texts: Sequence[str], model: str = "", provider: str = "") -> EmbedInput:
+    """Validate one embeddings request. Raises :class:`InvalidRequest` or
+    :class:`UnknownProvider`."""
+    texts = tuple(texts)
     if not texts:
         raise InvalidRequest("texts: at least one text is required")
     if len(texts) > LIMITS.embed_texts:
@@ -201,9 +207,4 @@ def embed_input_from_proto(request: pb.EmbedRequest) -> EmbedInput:
             raise InvalidRequest(
                 f"texts[{index}]: longer than {LIMITS.message_characters} characters"
             )
-    provider = request.provider.strip() or None
-    if provider is not None and provider not in PROVIDER_NAMES:
-        raise UnknownProvider(
-            f"provider: unknown provider {provider!r}; known: {', '.join(PROVIDER_NAMES)}"
-        )
-    return EmbedInput(texts, request.model.strip() or None, provider)
+    return EmbedInput(texts, model.strip() or None, _provider(provider))

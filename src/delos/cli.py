@@ -1,4 +1,4 @@
-"""The ``delos-runtime`` command."""
+"""The ``delos-runtime`` command: above both the gateway and the demo providers it can start."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import anyio
 from delos.runtime import __version__
 from delos.runtime.catalog import Catalog, CatalogError
 from delos.runtime.config import ConfigError, Settings
+from delos.runtime.grpc.server import serve_until_signalled
+from delos.runtime.grpc.workers import default_worker_count, run_workers
 from delos.runtime.observability import configure_logging
 from delos.runtime.prompts import DirectoryPromptStore, PromptFileError
 from delos.runtime.redaction import Redactor
-from delos.runtime.server import serve_until_signalled
-from delos.runtime.workers import default_worker_count, run_workers
+from delos.testing.demo import demo_providers_in_thread, open_demo_providers
 
 __all__ = ["main"]
 
@@ -46,8 +47,6 @@ async def _serve(settings: Settings, demo: bool) -> None:
     if not demo:
         await serve_until_signalled(settings)
         return
-    from delos.testing.demo import open_demo_providers
-
     async with open_demo_providers(settings) as (demo_settings, _controls):
         await serve_until_signalled(demo_settings)
 
@@ -93,8 +92,6 @@ def _serve_workers(settings: Settings, demo: bool, workers: int) -> int:
     if not demo:
         return run_workers(settings, workers)
     # The demo fakes live in this (supervising) process, shared by every worker.
-    from delos.testing.demo import demo_providers_in_thread
-
     with demo_providers_in_thread(settings) as demo_settings:
         return run_workers(demo_settings, workers)
 

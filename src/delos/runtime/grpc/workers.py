@@ -26,7 +26,7 @@ from delos.runtime.redaction import Redactor
 
 __all__ = ["default_worker_count", "run_workers"]
 
-log = logging.getLogger("delos.runtime.workers")
+log = logging.getLogger("delos.runtime.grpc.workers")
 
 
 def default_worker_count() -> int:
@@ -50,7 +50,7 @@ def _worker_main(settings_json: str, workers: int, index: int) -> None:
 
 
 async def _serve(settings: Settings, workers: int, index: int) -> None:
-    from delos.runtime.server import serve_until_signalled
+    from delos.runtime.grpc.server import serve_until_signalled
 
     await serve_until_signalled(settings, reuse_port=True, workers=workers, worker_index=index)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,18 +21,19 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
-from delos.runtime.auth import ClientKeys, install_auth, warn_if_exposed
 from delos.runtime.config import Settings
 from delos.runtime.gateway import Gateway, open_gateway
+from delos.runtime.grpc._grpclib_private import check_supported, stop_accepting
+from delos.runtime.grpc.auth import ClientKeys, install_auth, warn_if_exposed
+from delos.runtime.grpc.service import RuntimeService
+from delos.runtime.grpc.tls import server_ssl_context
 from delos.runtime.observability import serve_metrics
+from delos.runtime.reports import serving
 from delos.runtime.routing import ResiliencePolicy
-from delos.runtime.service import RuntimeService
-from delos.runtime.status import serving
-from delos.runtime.tls import server_ssl_context
 
-__all__ = ["RunningServer", "open_server", "serve_until_signalled"]
+__all__ = ["RunningServer", "listening_socket", "open_server", "serve_until_signalled"]
 
-log = logging.getLogger("delos.runtime.server")
+log = logging.getLogger("delos.runtime.grpc.server")
 
 #: h2 remembers up to 65,536 closed streams per connection (to tell a late frame from a protocol
 #: error); on the long-lived connections of a busy gateway that is resident memory that grows for
@@ -58,9 +60,7 @@ class RunningServer:
     async def drain(self, grace_seconds: float) -> None:
         """Stop accepting, let in-flight calls finish within ``grace_seconds``, then close."""
         self.service.draining = True
-        listening = getattr(self.server, "_server", None)  # grpclib has no public "stop accepting"
-        if listening is not None:
-            listening.close()
+        stop_accepting(self.server)
         with anyio.move_on_after(grace_seconds) as scope:
             await self.service.wait_idle()
         if scope.cancelled_caught:
@@ -102,12 +102,12 @@ async def open_server(
         health = Health({service: [check]})
         handlers = ServerReflection.extend([service, health])
         server = Server(handlers)
+        check_supported(server)
         install_auth(server, keys)
         warn_if_exposed(settings.host, keys, log)
-        await server.start(
-            settings.host, settings.port, ssl=ssl_context, reuse_port=reuse_port or None
-        )
-        port = _bound_port(server, settings.port)
+        listening = listening_socket(settings.host, settings.port, reuse_port=reuse_port)
+        port = int(listening.getsockname()[1])
+        await server.start(sock=listening, ssl=ssl_context)
         # With several workers each serves its own metrics, on consecutive ports.
         metrics_port = settings.metrics_port + worker_index if settings.metrics_port else 0
         metrics_bound = await tasks.start(
@@ -124,11 +124,16 @@ async def open_server(
                     await server.wait_closed()
 
 
-def _bound_port(server: Server, configured: int) -> int:
-    """The port actually bound (differs from the configured one when that is 0)."""
-    listening = getattr(server, "_server", None)
-    sockets = getattr(listening, "sockets", None) or ()
-    return int(sockets[0].getsockname()[1]) if sockets else configured
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening TCP socket for ``host``:``port`` (0: an ephemeral port).
+
+    Bound here rather than by grpclib so that the bound port is known without reaching into the
+    server, and so that an address in use is an ``OSError`` raised before anything started.
+    """
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return socket.create_server(address, family=family, backlog=1024, reuse_port=reuse_port)
 
 
 async def serve_until_signalled(

@@ -1,24 +1,74 @@
-"""ListProviders and Health: what is configured, what answers, how fast, and what is cut off."""
+"""What the gateway says about its providers: configured, answering, how fast, what is cut off.
+
+The gRPC edge turns these reports into ListProviders and Health answers.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from delos.resilience import BreakerState
+from delos.resilience import BreakerState, LatencySnapshot
 from delos.runtime import __version__
+from delos.runtime.catalog import ModelInfo
 from delos.runtime.config import PROVIDER_NAMES, enabling_variables
 from delos.runtime.gateway import Gateway
 from delos.runtime.providers import HttpProvider
-from delos.runtime.v1 import runtime_pb2 as pb
 
-__all__ = ["health", "list_providers", "provider_breaker_state", "serving"]
+__all__ = [
+    "HealthReport",
+    "ProviderHealth",
+    "ProviderReport",
+    "health",
+    "list_providers",
+    "provider_breaker_state",
+    "serving",
+]
 
 _SEVERITY = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderReport:
+    """One provider for ListProviders; ``latency`` maps model id → its live latency figures."""
+
+    name: str
+    available: bool
+    models: tuple[str, ...]
+    default_model: str
+    supports_embeddings: bool
+    embedding_models: tuple[str, ...]
+    prices: tuple[ModelInfo, ...]
+    breaker_state: BreakerState
+    latency: Mapping[str, LatencySnapshot]
+    detail: str
+    base_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHealth:
+    name: str
+    available: bool
+    breaker_state: BreakerState
+    #: The fastest measured model's time-to-first-token EWMA, milliseconds; None before samples.
+    ttft_ewma_ms: float | None
+    error_rate: float
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    serving: bool
+    providers: tuple[ProviderHealth, ...]
+    version: str
+    uptime_seconds: float
+    detail: str
+
+
 def provider_breaker_state(gateway: Gateway, provider: str) -> BreakerState:
-    """The state of the provider's default model breaker, or the worst of its breakers' states
-    when the default model's is closed (a cut-off model is worth showing)."""
+    """The worst state among the provider's breakers (one per model): a model that is cut off
+    is worth showing even while the others are closed."""
     states = [
         breaker.state
         for breaker in gateway.guards.breakers.breakers()
@@ -27,23 +77,12 @@ def provider_breaker_state(gateway: Gateway, provider: str) -> BreakerState:
     return max(states, key=_SEVERITY.__getitem__, default=BreakerState.CLOSED)
 
 
-def _latency(gateway: Gateway, provider: str) -> list[pb.LatencyStats]:
-    stats = []
-    for (name, model), snapshot in gateway.guards.latency.snapshots().items():
-        if name != provider:
-            continue
-        stats.append(
-            pb.LatencyStats(
-                model=model,
-                ttft_ewma_ms=snapshot.ttft_ewma_ms or 0.0,
-                tokens_per_second=snapshot.tokens_per_second or 0.0,
-                in_flight=snapshot.in_flight,
-                error_rate=snapshot.error_rate,
-                samples=snapshot.samples,
-                p95_ttft_ms=snapshot.p95_ttft_ms or 0.0,
-            )
-        )
-    return stats
+def _latency(gateway: Gateway, provider: str) -> dict[str, LatencySnapshot]:
+    return {
+        model: snapshot
+        for (name, model), snapshot in gateway.guards.latency.snapshots().items()
+        if name == provider
+    }
 
 
 def _usable(gateway: Gateway, provider: str, available: bool) -> bool:
@@ -51,30 +90,19 @@ def _usable(gateway: Gateway, provider: str, available: bool) -> bool:
     return available and gateway.guards.breaker_state(provider, default) is not BreakerState.OPEN
 
 
-async def list_providers(gateway: Gateway) -> pb.ListProvidersResponse:
+async def list_providers(gateway: Gateway) -> list[ProviderReport]:
+    """Every known provider, configured or not, in the spec's order."""
     availability = await gateway.provider_availability()
     catalog = gateway.catalog
-    infos = []
+    reports = []
     for name in PROVIDER_NAMES:
         provider = gateway.providers.get(name)
         models = (
-            list(provider.models())
+            tuple(provider.models())
             if provider is not None
-            else [m.id for m in catalog.chat_models(name)]
+            else tuple(m.id for m in catalog.chat_models(name))
         )
-        embedding_models = [m.id for m in catalog.embedding_models(name)]
-        prices = [
-            pb.ModelPrice(
-                model=m.id,
-                family=m.family,
-                input_per_1k_usd=float(m.input_per_1k),
-                output_per_1k_usd=float(m.output_per_1k),
-                context_window=m.context_window,
-                kind=m.kind,
-            )
-            for m in (*catalog.chat_models(name), *catalog.embedding_models(name))
-        ]
-        available = _usable(gateway, name, availability.get(name, False))
+        embedding_models = tuple(m.id for m in catalog.embedding_models(name))
         breaker = provider_breaker_state(gateway, name)
         detail = ""
         if provider is None:
@@ -83,37 +111,37 @@ async def list_providers(gateway: Gateway) -> pb.ListProvidersResponse:
             detail = "configured but not answering"
         elif breaker is BreakerState.OPEN:
             detail = "circuit open after repeated failures"
-        infos.append(
-            pb.ProviderInfo(
+        reports.append(
+            ProviderReport(
                 name=name,
-                available=available,
+                available=_usable(gateway, name, availability.get(name, False)),
                 models=models,
                 default_model=catalog.default_model(name),
                 supports_embeddings=bool(embedding_models)
                 and (provider.supports_embeddings if provider is not None else True),
                 embedding_models=embedding_models,
-                prices=prices,
-                breaker_state=breaker.value,
+                prices=(*catalog.chat_models(name), *catalog.embedding_models(name)),
+                breaker_state=breaker,
                 latency=_latency(gateway, name),
                 detail=detail,
                 base_url=provider.base_url if isinstance(provider, HttpProvider) else "",
             )
         )
-    return pb.ListProvidersResponse(providers=infos)
+    return reports
 
 
-async def health(gateway: Gateway) -> pb.HealthResponse:
+async def health(gateway: Gateway) -> HealthReport:
     availability = await gateway.provider_availability()
     providers = []
     for name, available in availability.items():
-        latency = _latency(gateway, name)
-        measured = [s for s in latency if s.samples]
+        latency = _latency(gateway, name).values()
+        measured = [s.ttft_ewma_ms for s in latency if s.samples and s.ttft_ewma_ms is not None]
         providers.append(
-            pb.ProviderHealth(
+            ProviderHealth(
                 name=name,
                 available=_usable(gateway, name, available),
-                breaker_state=provider_breaker_state(gateway, name).value,
-                ttft_ewma_ms=min((s.ttft_ewma_ms for s in measured), default=0.0),
+                breaker_state=provider_breaker_state(gateway, name),
+                ttft_ewma_ms=min(measured, default=None),
                 error_rate=max((s.error_rate for s in latency), default=0.0),
                 detail="" if available else "not answering",
             )
@@ -127,11 +155,9 @@ async def health(gateway: Gateway) -> pb.HealthResponse:
         )
     elif not serving:
         detail = "no configured provider can answer"
-    return pb.HealthResponse(
-        status=(
-            pb.HealthResponse.STATUS_SERVING if serving else pb.HealthResponse.STATUS_NOT_SERVING
-        ),
-        providers=providers,
+    return HealthReport(
+        serving=serving,
+        providers=tuple(providers),
         version=__version__,
         uptime_seconds=time.monotonic() - gateway.started_at,
         detail=detail,

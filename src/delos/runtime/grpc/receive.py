@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 from grpclib.server import Stream
 
 from delos.runtime.errors import InvalidRequest, RequestTooLarge
+from delos.runtime.grpc._grpclib_private import decode_request, dispatch_received, receive_bytes
 
 __all__ = ["receive_request"]
 
@@ -23,10 +24,7 @@ T = TypeVar("T")
 
 async def receive_request(stream: Stream[T, Any], limit: int) -> T:
     """The one request message of a unary-request RPC. Raises InvalidRequest or RequestTooLarge."""
-    # grpclib's public recv_message has no size limit; its private stream, codec and type are
-    # what it uses itself (grpclib.server.Stream.recv_message).
-    raw = stream._stream
-    prefix = await raw.recv_data(5)
+    prefix = await receive_bytes(stream, 5)
     if len(prefix) < 5:
         raise InvalidRequest("the request carried no message")
     compressed, length = struct.unpack(">?I", prefix)
@@ -37,12 +35,11 @@ async def receive_request(stream: Stream[T, Any], limit: int) -> T:
             f"request message of {length} bytes exceeds the maximum of {limit} bytes "
             "(DELOS_RUNTIME_MAX_MESSAGE_BYTES)"
         )
-    body = await raw.recv_data(length)
+    body = await receive_bytes(stream, length)
     if len(body) != length:
         raise InvalidRequest("the request message was cut short")
     try:
-        message = stream._codec.decode(body, stream._recv_type)
+        message = decode_request(stream, body)
     except (DecodeError, ValueError, TypeError):
         raise InvalidRequest("the request is not a valid protobuf message of its type") from None
-    (message,) = await stream._dispatch.recv_message(message)
-    return message  # type: ignore[no-any-return]
+    return await dispatch_received(stream, message)  # type: ignore[no-any-return]

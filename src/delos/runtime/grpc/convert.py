@@ -1,0 +1,251 @@
+"""Every conversion between the wire (protobuf) and the domain, and the one error → status table.
+
+Requests come in as protobuf messages and leave as validated domain inputs; answers, stream
+chunks, embeddings and provider reports come back as domain values and leave as protobuf. No
+other module under ``delos.runtime`` outside this package sees protobuf or grpclib.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Final
+
+from grpclib.const import Status
+
+from delos.runtime.embeddings import EmbedAnswer
+from delos.runtime.errors import DelosError, ErrorKind, InvalidRequest, kind_of
+from delos.runtime.inputs import (
+    CompletionInput,
+    EmbedInput,
+    Routing,
+    completion_input,
+    embed_input,
+)
+from delos.runtime.reports import HealthReport, ProviderReport
+from delos.runtime.routing import AttemptRecord, RoutedAnswer
+from delos.runtime.v1 import runtime_pb2 as pb
+from delos.runtime.values import Usage
+
+__all__ = [
+    "STATUS_OF_KIND",
+    "complete_response",
+    "completion_input_from_proto",
+    "delta_chunk",
+    "embed_input_from_proto",
+    "embed_response",
+    "final_chunk",
+    "health_response",
+    "list_providers_response",
+    "status_of",
+]
+
+#: The one table from an error's kind to the gRPC status the client sees.
+STATUS_OF_KIND: Final = {
+    ErrorKind.INVALID: Status.INVALID_ARGUMENT,
+    ErrorKind.TOO_LARGE: Status.RESOURCE_EXHAUSTED,
+    ErrorKind.NOT_FOUND: Status.NOT_FOUND,
+    ErrorKind.NOT_CONFIGURED: Status.FAILED_PRECONDITION,
+    ErrorKind.UNAUTHENTICATED: Status.UNAUTHENTICATED,
+    ErrorKind.RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAVAILABLE: Status.UNAVAILABLE,
+    ErrorKind.INTERNAL: Status.INTERNAL,
+}
+
+
+def status_of(error: DelosError) -> Status:
+    """The gRPC status a client sees for ``error``."""
+    return STATUS_OF_KIND[kind_of(error)]
+
+
+# -- requests in ------------------------------------------------------------------------------
+
+_ROUTING_OF_PROTO: Final = {
+    pb.ROUTING_STRATEGY_UNSPECIFIED: None,
+    pb.ROUTING_STRATEGY_COST_OPTIMIZED: Routing.COST,
+    pb.ROUTING_STRATEGY_LATENCY_OPTIMIZED: Routing.LATENCY,
+    pb.ROUTING_STRATEGY_QUALITY_OPTIMIZED: Routing.QUALITY,
+    pb.ROUTING_STRATEGY_SPECIFIC_PROVIDER: Routing.SPECIFIC,
+}
+
+
+def completion_input_from_proto(params: pb.CompletionParams) -> CompletionInput:
+    """Validate ``params``. Raises :class:`InvalidRequest` or :class:`UnknownProvider`."""
+    if params.routing not in _ROUTING_OF_PROTO:
+        raise InvalidRequest(f"routing: unknown strategy number {params.routing}")
+    return completion_input(
+        messages=[(m.role, m.content) for m in params.messages],
+        routing=_ROUTING_OF_PROTO[params.routing],
+        provider=params.provider,
+        model=params.model,
+        temperature=params.temperature if params.HasField("temperature") else None,
+        top_p=params.top_p if params.HasField("top_p") else None,
+        max_tokens=params.max_tokens if params.HasField("max_tokens") else None,
+        stop=params.stop,
+        output_schema=params.output_schema,
+        use_cache=params.use_cache,
+        cache_ttl_seconds=params.cache_ttl_seconds,
+        metadata=params.metadata,
+        prompt_ref=params.prompt_ref,
+        variables=params.variables,
+    )
+
+
+def embed_input_from_proto(request: pb.EmbedRequest) -> EmbedInput:
+    """Validate ``request``. Raises :class:`InvalidRequest` or :class:`UnknownProvider`."""
+    return embed_input(texts=request.texts, model=request.model, provider=request.provider)
+
+
+# -- answers out ------------------------------------------------------------------------------
+
+
+def _float(value: Decimal | float) -> float:
+    result = float(value)
+    return result if math.isfinite(result) else 0.0
+
+
+def _usage(usage: Usage) -> pb.Usage:
+    return pb.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        estimated=usage.estimated,
+    )
+
+
+def _attempts(records: Iterable[AttemptRecord]) -> list[pb.Attempt]:
+    return [
+        pb.Attempt(
+            provider=record.provider,
+            model=record.model,
+            kind=record.kind,
+            outcome=record.outcome,
+            error=record.error,
+            usage=_usage(record.usage) if record.usage else None,
+            cost_usd=_float(record.cost_usd),
+            latency_ms=record.latency_s * 1000.0,
+        )
+        for record in records
+    ]
+
+
+def complete_response(answer: RoutedAnswer, request_id: str) -> pb.CompleteResponse:
+    return pb.CompleteResponse(
+        content=answer.content,
+        provider=answer.provider,
+        model=answer.model,
+        finish_reason=answer.finish_reason,
+        usage=_usage(answer.usage),
+        cost_usd=_float(answer.cost_usd),
+        latency_ms=answer.latency_s * 1000.0,
+        cached=answer.cached,
+        cost_saved_usd=_float(answer.cost_saved_usd),
+        total_cost_usd=_float(answer.total_cost_usd),
+        time_to_first_token_ms=answer.time_to_first_token_s * 1000.0,
+        attempts=_attempts(answer.attempts),
+        request_id=request_id,
+        cost_estimated=answer.usage.estimated,
+    )
+
+
+def delta_chunk(delta: str, index: int) -> pb.StreamChunk:
+    return pb.StreamChunk(delta=delta, index=index)
+
+
+def final_chunk(answer: RoutedAnswer, index: int, request_id: str) -> pb.StreamChunk:
+    """The last chunk of a stream: no delta, the answer's summary."""
+    return pb.StreamChunk(
+        delta="",
+        finish_reason=answer.finish_reason,
+        usage=_usage(answer.usage),
+        cost_usd=_float(answer.cost_usd),
+        provider=answer.provider,
+        model=answer.model,
+        cached=answer.cached,
+        latency_ms=answer.latency_s * 1000.0,
+        time_to_first_token_ms=answer.time_to_first_token_s * 1000.0,
+        total_cost_usd=_float(answer.total_cost_usd),
+        cost_saved_usd=_float(answer.cost_saved_usd),
+        attempts=_attempts(answer.attempts),
+        request_id=request_id,
+        cost_estimated=answer.usage.estimated,
+        index=index,
+    )
+
+
+def embed_response(answer: EmbedAnswer, request_id: str) -> pb.EmbedResponse:
+    return pb.EmbedResponse(
+        embeddings=[pb.Embedding(values=v, index=i) for i, v in enumerate(answer.vectors)],
+        provider=answer.provider,
+        model=answer.model,
+        usage=_usage(answer.usage),
+        cost_usd=_float(answer.cost_usd),
+        latency_ms=answer.latency_s * 1000.0,
+        request_id=request_id,
+    )
+
+
+def _provider_info(report: ProviderReport) -> pb.ProviderInfo:
+    return pb.ProviderInfo(
+        name=report.name,
+        available=report.available,
+        models=report.models,
+        default_model=report.default_model,
+        supports_embeddings=report.supports_embeddings,
+        embedding_models=report.embedding_models,
+        prices=[
+            pb.ModelPrice(
+                model=m.id,
+                family=m.family,
+                input_per_1k_usd=float(m.input_per_1k),
+                output_per_1k_usd=float(m.output_per_1k),
+                context_window=m.context_window,
+                kind=m.kind,
+            )
+            for m in report.prices
+        ],
+        breaker_state=report.breaker_state.value,
+        latency=[
+            pb.LatencyStats(
+                model=model,
+                ttft_ewma_ms=snapshot.ttft_ewma_ms or 0.0,
+                tokens_per_second=snapshot.tokens_per_second or 0.0,
+                in_flight=snapshot.in_flight,
+                error_rate=snapshot.error_rate,
+                samples=snapshot.samples,
+                p95_ttft_ms=snapshot.p95_ttft_ms or 0.0,
+            )
+            for model, snapshot in report.latency.items()
+        ],
+        detail=report.detail,
+        base_url=report.base_url,
+    )
+
+
+def list_providers_response(reports: Iterable[ProviderReport]) -> pb.ListProvidersResponse:
+    return pb.ListProvidersResponse(providers=[_provider_info(r) for r in reports])
+
+
+def health_response(report: HealthReport) -> pb.HealthResponse:
+    return pb.HealthResponse(
+        status=(
+            pb.HealthResponse.STATUS_SERVING
+            if report.serving
+            else pb.HealthResponse.STATUS_NOT_SERVING
+        ),
+        providers=[
+            pb.ProviderHealth(
+                name=p.name,
+                available=p.available,
+                breaker_state=p.breaker_state.value,
+                ttft_ewma_ms=p.ttft_ewma_ms or 0.0,
+                error_rate=p.error_rate,
+                detail=p.detail,
+            )
+            for p in report.providers
+        ],
+        version=report.version,
+        uptime_seconds=report.uptime_seconds,
+        detail=report.detail,
+    )
