@@ -12,7 +12,9 @@ import anyio
 from delos.runtime import __version__
 from delos.runtime.catalog import Catalog, CatalogError
 from delos.runtime.config import ConfigError, Settings
-from delos.runtime.grpc.server import serve_until_signalled
+from delos.runtime.grpc.auth import ClientKeys
+from delos.runtime.grpc.server import bind_grpc_port, listening_socket, serve_until_signalled
+from delos.runtime.grpc.tls import server_ssl_context
 from delos.runtime.grpc.workers import default_worker_count, run_workers
 from delos.runtime.observability import configure_logging
 from delos.runtime.prompts import DirectoryPromptStore, PromptFileError
@@ -69,11 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("delos-runtime: --workers must be at least 1", file=sys.stderr)
         return 2
     try:
-        # Fail fast, once, on a malformed catalog or prompt directory (before any worker starts).
-        Catalog.load(settings.catalog_path)
-        if settings.prompts_dir:
-            DirectoryPromptStore(settings.prompts_dir)
-    except (CatalogError, PromptFileError) as error:
+        # Fail fast, once (before any worker starts), on anything that would stop start-up.
+        _check_startup(settings, workers)
+    except ConfigError as error:
         print(f"delos-runtime: {error}", file=sys.stderr)
         return 2
     if workers > 1:
@@ -85,7 +85,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except KeyboardInterrupt:
         pass
+    except BaseException as error:
+        # Start-up checks raced (a port taken since): one line, no traceback.
+        problem = _config_error_in(error)
+        if problem is None:
+            raise
+        print(f"delos-runtime: {problem}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _check_startup(settings: Settings, workers: int) -> None:
+    """Raise :class:`ConfigError` naming the variable at fault for anything that would stop
+    a worker's start: client keys, TLS files, catalog, prompts, the gRPC and metrics ports."""
+    ClientKeys.from_settings(settings.api_keys, settings.api_keys_file)
+    server_ssl_context(settings.tls_cert, settings.tls_key)
+    try:
+        Catalog.load(settings.catalog_path)
+    except CatalogError as error:
+        prefix = "DELOS_RUNTIME_CATALOG: " if settings.catalog_path else ""
+        raise ConfigError(f"{prefix}{error}") from None
+    if settings.prompts_dir:
+        try:
+            DirectoryPromptStore(settings.prompts_dir)
+        except PromptFileError as error:
+            raise ConfigError(f"DELOS_RUNTIME_PROMPTS_DIR: {error}") from None
+    bind_grpc_port(settings, reuse_port=workers > 1).close()
+    if settings.metrics_port:
+        for index in range(workers):  # each worker serves its own metrics port
+            port = settings.metrics_port + index
+            try:
+                listening_socket(settings.host, port).close()
+            except OSError as error:
+                raise ConfigError(
+                    f"DELOS_RUNTIME_METRICS_PORT: cannot listen on {settings.host}:{port} "
+                    f"({error.strerror or error}); stop what holds it, choose another port, "
+                    "or set 0 to turn metrics off"
+                ) from None
+
+
+def _config_error_in(error: BaseException) -> ConfigError | None:
+    """The configuration error behind ``error``, also inside exception groups."""
+    if isinstance(error, ConfigError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _config_error_in(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _serve_workers(settings: Settings, demo: bool, workers: int) -> int:

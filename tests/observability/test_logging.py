@@ -10,6 +10,7 @@ import pytest
 
 from delos.runtime.observability import configure_logging, log_request
 from delos.runtime.redaction import Redactor
+from delos.runtime.routing import AttemptKind, AttemptOutcome
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -20,8 +21,8 @@ redact = Redactor([SECRET])
 class Attempt(NamedTuple):
     provider: str
     model: str
-    kind: str
-    outcome: str
+    kind: AttemptKind
+    outcome: AttemptOutcome
     cost_usd: float
 
 
@@ -130,8 +131,10 @@ def _log_one_request(logger: logging.Logger, **overrides: Any) -> None:
         "client": "team-a",
         "metadata": {"feature": "summaries"},
         "attempts": [
-            Attempt("openai", "gpt-4o", "primary", "won", 0.003),
-            Attempt("anthropic", "claude-sonnet", "race", "cancelled", 0.0001),
+            Attempt("openai", "gpt-4o", AttemptKind.PRIMARY, AttemptOutcome.WON, 0.003),
+            Attempt(
+                "anthropic", "claude-sonnet", AttemptKind.RACE, AttemptOutcome.CANCELLED, 0.0001
+            ),
         ],
     }
     fields.update(overrides)
@@ -167,7 +170,9 @@ def test_request_metadata_and_attempt_errors_are_redacted_too() -> None:
     from delos.runtime.routing import AttemptRecord
 
     stream = configured("production")
-    failed = AttemptRecord("openai", "gpt-4o", "primary", "failed", error=f"401 for {SECRET}")
+    failed = AttemptRecord(
+        "openai", "gpt-4o", AttemptKind.PRIMARY, AttemptOutcome.FAILED, error=f"401 for {SECRET}"
+    )
     _log_one_request(
         logging.getLogger("delos.runtime.grpc.service"),
         metadata={"note": SECRET},

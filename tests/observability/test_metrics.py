@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from delos.resilience import BreakerState
 from delos.runtime.observability import Metrics, serve_metrics, serve_metrics_on
 from delos.runtime.redaction import Redactor
-from delos.runtime.routing import AttemptRecord
+from delos.runtime.routing import AttemptKind, AttemptOutcome, AttemptRecord
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -23,8 +23,8 @@ both_backends = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 class Attempt(NamedTuple):
     provider: str
     model: str
-    kind: str
-    outcome: str
+    kind: AttemptKind
+    outcome: AttemptOutcome
     cost_usd: float
 
 
@@ -54,8 +54,10 @@ def test_a_scripted_set_of_requests_renders_the_expected_series() -> None:
         completion_tokens=20,
         client="team-a",
         attempts=[
-            Attempt("openai", "gpt-4o", "primary", "won", 0.003),
-            Attempt("anthropic", "claude-sonnet", "race", "cancelled", 0.001),
+            Attempt("openai", "gpt-4o", AttemptKind.PRIMARY, AttemptOutcome.WON, 0.003),
+            Attempt(
+                "anthropic", "claude-sonnet", AttemptKind.RACE, AttemptOutcome.CANCELLED, 0.001
+            ),
         ],
     )
     metrics.record_request(
@@ -69,8 +71,16 @@ def test_a_scripted_set_of_requests_renders_the_expected_series() -> None:
         completion_tokens=5,
         client="team-a",
         attempts=[
-            AttemptRecord("openai", "gpt-4o", "primary", "failed", cost_usd=Decimal(0)),
-            AttemptRecord("anthropic", "claude-sonnet", "fallback", "won", cost_usd=Decimal("0.5")),
+            AttemptRecord(
+                "openai", "gpt-4o", AttemptKind.PRIMARY, AttemptOutcome.FAILED, cost_usd=Decimal(0)
+            ),
+            AttemptRecord(
+                "anthropic",
+                "claude-sonnet",
+                AttemptKind.FALLBACK,
+                AttemptOutcome.WON,
+                cost_usd=Decimal("0.5"),
+            ),
         ],
     )
     metrics.record_request(
@@ -80,12 +90,12 @@ def test_a_scripted_set_of_requests_renders_the_expected_series() -> None:
         status=Status.UNAVAILABLE,
         latency_s=0.004,
         attempts=[
-            Attempt("openai", "gpt-4o", "primary", "failed", 0.0),
-            Attempt("openai", "gpt-4o", "retry", "failed", 0.0),
-            Attempt("openai", "gpt-4o", "hedge", "failed", 0.0),
+            Attempt("openai", "gpt-4o", AttemptKind.PRIMARY, AttemptOutcome.FAILED, 0.0),
+            Attempt("openai", "gpt-4o", AttemptKind.RETRY, AttemptOutcome.FAILED, 0.0),
+            Attempt("openai", "gpt-4o", AttemptKind.HEDGE, AttemptOutcome.FAILED, 0.0),
         ],
     )
-    metrics.record_attempt(Attempt("openai", "gpt-4o", "hedge", "won", 0.0))
+    metrics.record_attempt(Attempt("openai", "gpt-4o", AttemptKind.HEDGE, AttemptOutcome.WON, 0.0))
     metrics.record_cache_hit()
     metrics.record_cache_miss()
     metrics.record_cache_miss()

@@ -295,6 +295,15 @@ def test_encode_sse_splits_multi_line_data_into_data_lines() -> None:
     assert encode_sse("") == b"data: \n\n"
 
 
+def test_encode_sse_ends_every_line_with_the_line_ending_asked_for() -> None:
+    encoded = encode_sse("a\nb", event="e", line_ending="\r\n")
+    assert encoded == b"event: e\r\ndata: a\r\ndata: b\r\n\r\n"
+    assert SseDecoder().feed(encoded) == [SseEvent("e", "a\nb")]
+    assert encode_sse("x", line_ending="\r") == b"data: x\r\r"
+    with pytest.raises(ValueError):
+        encode_sse("x", line_ending="\n\n")
+
+
 def test_encode_sse_keeps_unicode_line_separators_in_one_line() -> None:
     assert encode_sse("a\u2028b\x85c") == "data: a\u2028b\x85c\n\n".encode()
 

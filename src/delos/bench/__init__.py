@@ -5,6 +5,7 @@ Every server runs in its own process on 127.0.0.1, load comes from an external g
 time. Results go to ``docs/benchmarks.md``.
 
 Layout:
+    __main__.py     ``python -m delos.bench``: runs _cli.main
     _cli.py         the command: suites to run, --quick, the report to rewrite
     _suites.py      the suites in report order, and the runner
     _context.py     sizes (full or quick) and the servers suites share

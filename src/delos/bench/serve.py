@@ -47,8 +47,8 @@ def _serve_gateway(arguments: argparse.Namespace) -> None:
 
     from delos.resilience import BreakerConfig
     from delos.runtime.config import Settings
-    from delos.runtime.routing import ResiliencePolicy
     from delos.runtime.grpc.server import open_server
+    from delos.runtime.routing import ResiliencePolicy
 
     environ = dict(os.environ)
     environ["DELOS_RUNTIME_HOST"] = "127.0.0.1"

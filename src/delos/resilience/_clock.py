@@ -1,26 +1,34 @@
-"""Injected time: the `Clock` protocol and a manually driven `FakeClock` for tests.
+"""Injected time: the `Clock` protocol, the `Sleep` that goes with it, and a manually driven
+`FakeClock` for tests.
 
 Every time-dependent object in `delos.resilience` takes a clock (a zero-argument callable
 returning seconds on a monotonic scale) instead of reading the system time, so state machines
-can be tested by moving time by hand.
+can be tested by moving time by hand. Code that waits takes a sleep too: the pair must agree
+(``clock()`` moves on by ``s`` across ``sleep(s)``), as `anyio.current_time` and `anyio.sleep`
+do, on a real or on trio's virtual clock.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 
-__all__ = ["Clock", "FakeClock"]
+__all__ = ["Clock", "FakeClock", "Sleep"]
 
 
 class Clock(Protocol):
     """A monotonic time source in seconds: `time.monotonic`, `anyio.current_time`, a `FakeClock`."""
 
     def __call__(self) -> float: ...
+
+
+#: Waits the given number of seconds on the matching clock: `anyio.sleep`, `FakeClock.sleep`.
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class FakeClock:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -231,8 +230,9 @@ class ResponseCache:
     evicting the least recently used entry before inserting a new key. Both evictions go through
     the same LRU order. Expired entries count against neither bound (they are dropped first).
 
-    ``clock``: monotonic seconds (inject a fake one in tests). Raises ``ValueError`` on a
-    non-positive bound or TTL.
+    ``clock``: monotonic seconds, anyio's by default (the gateway passes its own; tests inject a
+    fake one). It is read only inside the cache's methods, never while constructing. Raises
+    ``ValueError`` on a non-positive bound or TTL.
     """
 
     def __init__(
@@ -241,7 +241,7 @@ class ResponseCache:
         max_entries: int,
         max_bytes: int,
         default_ttl_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = anyio.current_time,
     ) -> None:
         if max_entries < 1 or max_bytes < 1:
             raise ValueError("max_entries and max_bytes must be at least 1")

@@ -9,15 +9,17 @@ wait for a whole answer before its first token.
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from typing import Final
 
+import anyio
+
+from delos.resilience._clock import Clock
 from delos.runtime.cache import CachedAnswer, ResponseCache, replay_chunks, request_cache_key
 from delos.runtime.errors import ProviderNotConfigured
+from delos.runtime.inputs import CompletionInput
 from delos.runtime.observability import Metrics
 from delos.runtime.prompts import Prompt, PromptStore, resolve_prompt
-from delos.runtime.inputs import CompletionInput
 from delos.runtime.routing import RoutedAnswer, Router, Sink
 from delos.runtime.values import Usage
 
@@ -37,17 +39,22 @@ class NoPromptStore:
 
 
 class Completions:
+    """``clock`` (seconds) times answers served from the cache; the router times the others."""
+
     def __init__(
         self,
         router: Router,
         cache: ResponseCache,
         prompts: PromptStore,
         metrics: Metrics | None = None,
+        *,
+        clock: Clock = anyio.current_time,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.router = router
         self.cache = cache
         self.prompts = prompts
+        self._clock = clock
 
     async def prepare(self, request: CompletionInput) -> CompletionInput:
         """Apply the request's prompt reference, when it has one."""
@@ -64,7 +71,7 @@ class Completions:
     async def complete(self, request: CompletionInput) -> RoutedAnswer:
         if not request.use_cache:
             return await self.router.complete(request)
-        started = time.perf_counter()
+        started = self._clock()
         produced: list[RoutedAnswer] = []
 
         async def compute() -> tuple[CachedAnswer, bool]:
@@ -78,7 +85,7 @@ class Completions:
         self._count(outcome)
         if outcome == "miss":
             return produced[0]
-        return _from_cache(cached, time.perf_counter() - started)
+        return _from_cache(cached, self._clock() - started)
 
     def _count(self, outcome: str) -> None:
         if outcome == "hit":
@@ -91,7 +98,7 @@ class Completions:
     async def stream(self, request: CompletionInput, sink: Sink) -> RoutedAnswer:
         if not request.use_cache:
             return await self.router.stream(request, sink)
-        started = time.perf_counter()
+        started = self._clock()
         key = self._key(request)
         cached = self.cache.get(key)
         self._count("hit" if cached is not None else "miss")
@@ -99,8 +106,9 @@ class Completions:
             first_token: float | None = None
             for piece in replay_chunks(cached):
                 await sink(piece)
-                first_token = first_token or time.perf_counter() - started
-            return _from_cache(cached, time.perf_counter() - started, first_token)
+                if first_token is None:
+                    first_token = self._clock() - started
+            return _from_cache(cached, self._clock() - started, first_token)
         answer = await self.router.stream(request, sink)
         if answer.finish_reason in _CACHEABLE:
             self.cache.put(key, CachedAnswer.from_routed(answer), request.cache_ttl_seconds)

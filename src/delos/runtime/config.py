@@ -1,7 +1,10 @@
 """Settings: read once from the environment at start-up, validated, frozen, passed down.
 
-Every variable is named in one table (``ENVIRONMENT``). An invalid value stops start-up with a
-:class:`ConfigError` that names the variable and never repeats a secret's value.
+Every variable is named in one table (``ENVIRONMENT``): the general ones here, each provider's in
+its row of the provider table (:mod:`delos.runtime._provider_facts`), which this module
+re-exports with what is derived from it: :data:`PROVIDER_NAMES`, :data:`EMBEDDING_PROVIDERS`,
+:func:`enabling_variables` and :data:`NO_PROVIDERS_CONFIGURED`. An invalid value stops start-up
+with a :class:`ConfigError` that names the variable and never repeats a secret's value.
 """
 
 from __future__ import annotations
@@ -18,24 +21,29 @@ from pydantic import (
     ValidationError,
 )
 
+from delos.runtime._provider_facts import (
+    DEFAULT_QUALITY_ORDER,
+    EMBEDDING_PROVIDERS,
+    PROVIDER_NAMES,
+    PROVIDERS,
+    DemoProfile,
+    ProviderFacts,
+)
+
 __all__ = [
+    "EMBEDDING_PROVIDERS",
     "ENVIRONMENT",
+    "NO_PROVIDERS_CONFIGURED",
+    "PROVIDERS",
     "PROVIDER_NAMES",
     "ConfigError",
+    "DemoProfile",
+    "ProviderFacts",
     "ProviderLimits",
     "Settings",
+    "enabling_variables",
+    "secret_value",
 ]
-
-PROVIDER_NAMES: Final = (
-    "openai",
-    "anthropic",
-    "gemini",
-    "bedrock",
-    "vertex",
-    "together",
-    "openrouter",
-    "ollama",
-)
 
 
 class ConfigError(Exception):
@@ -110,16 +118,7 @@ class Settings(BaseModel):
     limits: Mapping[str, ProviderLimits] = Field(default_factory=dict)
     race_width: int = Field(default=2, ge=1, le=8)
     hedging: bool = False
-    quality_order: tuple[str, ...] = (
-        "anthropic",
-        "openai",
-        "vertex",
-        "bedrock",
-        "gemini",
-        "openrouter",
-        "together",
-        "ollama",
-    )
+    quality_order: tuple[str, ...] = DEFAULT_QUALITY_ORDER
     #: HTTP transport towards providers: aiohttp under httpx's API on asyncio when installed
     #: (``auto``: several times less CPU per request), or httpx's own.
     http_transport: Literal["auto", "httpx", "aiohttp"] = "auto"
@@ -128,6 +127,8 @@ class Settings(BaseModel):
 
     #: Largest request message accepted, bytes (gRPC's RESOURCE_EXHAUSTED beyond it).
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1 << 31)
+    #: Calls one client connection may run at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    max_concurrent_streams: int = Field(default=10_000, ge=1, le=2**31 - 1)
     cache_max_entries: int = Field(default=10_000, ge=1)
     cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     cache_default_ttl_seconds: int = Field(default=3600, ge=1)
@@ -183,19 +184,11 @@ class Settings(BaseModel):
     # -- providers ------------------------------------------------------------------------------
 
     def is_configured(self, provider: str) -> bool:
-        """True when the credentials that enable ``provider`` are present."""
-        match provider:
-            case "bedrock":
-                return self.aws_access_key_id is not None and self.aws_secret_access_key is not None
-            case "vertex":
-                return (
-                    self.google_cloud_project is not None
-                    and self.google_cloud_access_token is not None
-                )
-            case "ollama":
-                return self.ollama_enabled
-            case _:
-                return getattr(self, f"{provider}_key", None) is not None
+        """True when every setting that enables ``provider`` is set (False for an unknown name)."""
+        facts = PROVIDERS.get(provider)
+        if facts is None:
+            return False
+        return all(_is_set(getattr(self, field)) for field in facts.enabled_by)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for the redactor; empty values excluded."""
@@ -207,20 +200,43 @@ class Settings(BaseModel):
         return tuple(values)
 
 
+def _is_set(value: object) -> bool:
+    return value is not None and value is not False
+
+
+def secret_value(secret: SecretStr | None) -> str:
+    """The value of an optional secret setting; empty when it is not set."""
+    return secret.get_secret_value() if secret is not None else ""
+
+
+def _describe_enabling(facts: ProviderFacts) -> str:
+    variable_of = {field: variable for variable, field in facts.variables.items()}
+    return " and ".join(
+        f"{variable_of[field]}=true"
+        if Settings.model_fields[field].annotation is bool
+        else variable_of[field]
+        for field in facts.enabled_by
+    )
+
+
+_ENABLING: Final = {name: _describe_enabling(facts) for name, facts in PROVIDERS.items()}
+
+
 def enabling_variables(provider: str) -> str:
-    """How to enable ``provider``, for error messages."""
-    match provider:
-        case "bedrock":
-            return "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-        case "vertex":
-            return "GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_ACCESS_TOKEN"
-        case "ollama":
-            return "DELOS_RUNTIME_OLLAMA_ENABLED=true"
-        case _:
-            return f"DELOS_RUNTIME_{provider.upper()}_KEY"
+    """How to enable ``provider``, for messages: ``"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"``.
+
+    Raises KeyError for an unknown provider.
+    """
+    return _ENABLING[provider]
 
 
-#: Environment variable → settings field.
+#: What to say when no provider is configured at all.
+NO_PROVIDERS_CONFIGURED: Final = (
+    f"no providers configured: set a provider key such as {enabling_variables(PROVIDER_NAMES[0])}, "
+    "or start the gateway with --demo"
+)
+
+#: Environment variable → settings field: the general variables, then every provider's.
 ENVIRONMENT: Final[Mapping[str, str]] = {
     "DELOS_LOG_LEVEL": "log_level",
     "DELOS_ENV": "env",
@@ -229,29 +245,6 @@ ENVIRONMENT: Final[Mapping[str, str]] = {
     "DELOS_RUNTIME_PORT": "port",
     "DELOS_RUNTIME_SHUTDOWN_GRACE_SECONDS": "shutdown_grace_seconds",
     "DELOS_RUNTIME_DEFAULT_DEADLINE_SECONDS": "default_deadline_seconds",
-    "DELOS_RUNTIME_OPENAI_KEY": "openai_key",
-    "DELOS_RUNTIME_ANTHROPIC_KEY": "anthropic_key",
-    "DELOS_RUNTIME_GEMINI_KEY": "gemini_key",
-    "DELOS_RUNTIME_TOGETHER_KEY": "together_key",
-    "DELOS_RUNTIME_OPENROUTER_KEY": "openrouter_key",
-    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
-    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
-    "AWS_REGION": "aws_region",
-    "AWS_SESSION_TOKEN": "aws_session_token",
-    "GOOGLE_CLOUD_PROJECT": "google_cloud_project",
-    "GOOGLE_CLOUD_LOCATION": "google_cloud_location",
-    "GOOGLE_CLOUD_ACCESS_TOKEN": "google_cloud_access_token",
-    "DELOS_RUNTIME_OLLAMA_ENABLED": "ollama_enabled",
-    "DELOS_RUNTIME_OLLAMA_URL": "ollama_url",
-    "DELOS_RUNTIME_OPENROUTER_SITE_URL": "openrouter_site_url",
-    "DELOS_RUNTIME_OPENROUTER_SITE_NAME": "openrouter_site_name",
-    "DELOS_RUNTIME_OPENAI_BASE_URL": "openai_base_url",
-    "DELOS_RUNTIME_ANTHROPIC_BASE_URL": "anthropic_base_url",
-    "DELOS_RUNTIME_GEMINI_BASE_URL": "gemini_base_url",
-    "DELOS_RUNTIME_BEDROCK_BASE_URL": "bedrock_base_url",
-    "DELOS_RUNTIME_VERTEX_BASE_URL": "vertex_base_url",
-    "DELOS_RUNTIME_TOGETHER_BASE_URL": "together_base_url",
-    "DELOS_RUNTIME_OPENROUTER_BASE_URL": "openrouter_base_url",
     "DELOS_RUNTIME_CATALOG": "catalog_path",
     "DELOS_RUNTIME_RACE_WIDTH": "race_width",
     "DELOS_RUNTIME_HEDGING": "hedging",
@@ -259,6 +252,7 @@ ENVIRONMENT: Final[Mapping[str, str]] = {
     "DELOS_RUNTIME_CONNECT_TIMEOUT_SECONDS": "connect_timeout_seconds",
     "DELOS_RUNTIME_HTTP_TRANSPORT": "http_transport",
     "DELOS_RUNTIME_MAX_MESSAGE_BYTES": "max_message_bytes",
+    "DELOS_RUNTIME_MAX_CONCURRENT_STREAMS": "max_concurrent_streams",
     "DELOS_RUNTIME_CACHE_MAX_ENTRIES": "cache_max_entries",
     "DELOS_RUNTIME_CACHE_MAX_BYTES": "cache_max_bytes",
     "DELOS_RUNTIME_CACHE_TTL_SECONDS": "cache_default_ttl_seconds",
@@ -268,6 +262,11 @@ ENVIRONMENT: Final[Mapping[str, str]] = {
     "DELOS_RUNTIME_API_KEYS_FILE": "api_keys_file",
     "DELOS_RUNTIME_TLS_CERT": "tls_cert",
     "DELOS_RUNTIME_TLS_KEY": "tls_key",
+    **{
+        variable: field
+        for facts in PROVIDERS.values()
+        for variable, field in facts.variables.items()
+    },
 }
 
 _VARIABLE_OF_FIELD: Final = {field: variable for variable, field in ENVIRONMENT.items()}

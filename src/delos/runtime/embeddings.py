@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import anyio
-
-from delos.resilience import retrying
-from delos.runtime.catalog import cost_usd, estimate_prompt_tokens
+from delos.runtime.catalog import estimate_prompt_tokens
 from delos.runtime.config import enabling_variables
 from delos.runtime.errors import (
     AllCandidatesFailed,
-    DelosError,
     EmbeddingsNotSupported,
     NoProvidersConfigured,
-    ProviderError,
     ProviderNotConfigured,
     UnknownModel,
-    UpstreamProtocolError,
-    UpstreamRateLimited,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from delos.runtime.gateway import Gateway
 from delos.runtime.inputs import EmbedInput
 from delos.runtime.providers import Provider
-from delos.runtime.routing import Candidate
+from delos.runtime.routing import (
+    AttemptKind,
+    AttemptRecord,
+    Candidate,
+    RequestRun,
+    attempt_time_limit,
+    guarded_attempt,
+    with_retries,
+)
 from delos.runtime.values import Embeddings, EmbedRequest, Usage
 
 __all__ = ["EMBEDDING_PROVIDERS", "EmbedAnswer", "embed"]
@@ -77,7 +75,13 @@ def _choose_provider(gateway: Gateway, wanted: str | None) -> Provider:
 
 async def embed(gateway: Gateway, request: EmbedInput) -> EmbedAnswer:
     """Embed ``request.texts`` with one provider. Raises request errors, or
-    :class:`AllCandidatesFailed` when the provider failed."""
+    :class:`AllCandidatesFailed` when the provider failed.
+
+    The call is guarded like a completion's (breaker, limiter, latency table, timeout) and a
+    transient failure is retried on the same provider. It never falls back to another
+    provider: vectors from another model are not comparable with the ones the client already
+    stored.
+    """
     provider = _choose_provider(gateway, request.provider)
     catalog = gateway.catalog
     model_id = request.model or catalog.default_embedding_model(provider.name)
@@ -90,74 +94,30 @@ async def embed(gateway: Gateway, request: EmbedInput) -> EmbedAnswer:
             f"model: {model_id!r} is not an embedding model of {provider.name}; "
             f"known: {', '.join(known)}"
         )
-    started = time.perf_counter()
-    errors: list[DelosError] = []
-    try:
-        result = await _guarded_embed(gateway, Candidate(provider, model), request.texts, errors)
-    except ProviderError:
-        raise AllCandidatesFailed(errors) from None
-    usage = result.usage or Usage(estimate_prompt_tokens(request.texts), 0, estimated=True)
+    guards = gateway.guards
+    candidate = Candidate(provider, model)
+    run = RequestRun(request, guards.clock(), estimate_prompt_tokens(request.texts))
+    guards.budget.deposit()
+
+    async def attempt(kind: AttemptKind) -> tuple[Embeddings, AttemptRecord]:
+        async with guarded_attempt(guards, run, candidate, kind, operation="embeddings") as scope:
+            with attempt_time_limit(candidate, guards.policy.unary_timeout, "embeddings"):
+                result = await provider.embed(EmbedRequest(model.id, request.texts))
+            if result.usage is not None:  # else billed on the estimate
+                scope.usage = Usage(result.usage.prompt_tokens, 0, result.usage.estimated)
+            scope.response_model = result.model
+            return result, scope.record
+
+    won = await with_retries(guards, run, attempt, AttemptKind.PRIMARY)
+    if won is None:
+        raise AllCandidatesFailed(run.errors)
+    result, record = won
+    assert record.usage is not None  # billed when the attempt settled
     return EmbedAnswer(
         vectors=result.vectors,
         provider=provider.name,
         model=result.model,
-        usage=Usage(usage.prompt_tokens, 0, usage.estimated),
-        cost_usd=cost_usd(model, usage.prompt_tokens, 0),
-        latency_s=time.perf_counter() - started,
-    )
-
-
-async def _guarded_embed(
-    gateway: Gateway, candidate: Candidate, texts: tuple[str, ...], errors: list[DelosError]
-) -> Embeddings:
-    """One provider, with its breaker, a time limit and a retry of transient failures.
-
-    Embeddings never fall back to another provider: vectors from another model are not
-    comparable with the ones the client already stored.
-    """
-    guards = gateway.guards
-    policy = guards.policy
-    provider, model = candidate.provider, candidate.model
-    async for attempt in retrying(
-        max_attempts=policy.attempts_per_provider,
-        initial=policy.retry_initial_backoff,
-        maximum=policy.retry_max_backoff,
-        is_retryable=_transient,
-        retry_after_of=lambda error: getattr(error, "retry_after", None),
-        budget=guards.budget,
-    ):
-        with attempt:
-            permit = guards.acquire_permit(candidate)
-            began = time.perf_counter()
-            try:
-                with anyio.fail_after(policy.unary_timeout):
-                    return await provider.embed(EmbedRequest(model.id, texts))
-            except TimeoutError:
-                permit.record_failure(time.perf_counter() - began)
-                error: ProviderError = UpstreamTimeout(
-                    provider.name, f"no embeddings within {policy.unary_timeout:.1f} s"
-                )
-                errors.append(error)
-                raise error from None
-            except ProviderError as failure:
-                if failure.breaker_failure:
-                    permit.record_failure(time.perf_counter() - began)
-                else:
-                    permit.record_ignored()
-                if isinstance(failure, UpstreamRateLimited) and failure.retry_after:
-                    guards.pause(provider.name, failure.retry_after)
-                errors.append(failure)
-                raise
-            except BaseException:
-                permit.record_ignored()
-                raise
-            finally:
-                if not permit.settled:
-                    permit.record_success(time.perf_counter() - began)
-    raise AssertionError("unreachable: tenacity re-raises the last error")
-
-
-def _transient(error: BaseException) -> bool:
-    return isinstance(error, UpstreamUnavailable | UpstreamProtocolError) and not isinstance(
-        error, UpstreamTimeout
+        usage=record.usage,
+        cost_usd=record.cost_usd,
+        latency_s=guards.clock() - run.started,
     )

@@ -6,12 +6,13 @@ Everything is built from the settings at start and passed down explicitly; nothi
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 import httpx
 
+from delos.resilience._clock import Clock, Sleep
 from delos.runtime.cache import ResponseCache
 from delos.runtime.catalog import Catalog
 from delos.runtime.completions import Completions, NoPromptStore
@@ -28,6 +29,13 @@ __all__ = ["Gateway", "open_gateway"]
 
 
 class Gateway:
+    """``clock`` (seconds) and ``sleep`` time everything under the gateway: breakers, latency
+    table, retry budget, limiters, retries, hedges, the cache's TTLs and reported latencies.
+    They default to anyio's, the clock deadlines run on (virtual under trio's ``MockClock``);
+    see :class:`Guards` for what a replacement must do. Only ``started_at`` (uptime) reads
+    ``time.monotonic``: it is taken at construction, possibly outside an event loop.
+    """
+
     def __init__(
         self,
         settings: Settings,
@@ -36,7 +44,8 @@ class Gateway:
         *,
         policy: ResiliencePolicy | None = None,
         workers: int = 1,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = anyio.current_time,
+        sleep: Sleep = anyio.sleep,
     ) -> None:
         self.settings = settings
         self.providers = providers
@@ -48,6 +57,7 @@ class Gateway:
             policy,
             workers=workers,
             clock=clock,
+            sleep=sleep,
             metrics=self.metrics,
             tracing=self.tracing,
         )
@@ -59,11 +69,12 @@ class Gateway:
             max_entries=settings.cache_max_entries,
             max_bytes=settings.cache_max_bytes,
             default_ttl_seconds=settings.cache_default_ttl_seconds,
+            clock=clock,
         )
         prompts: PromptStore = (
             DirectoryPromptStore(settings.prompts_dir) if settings.prompts_dir else NoPromptStore()
         )
-        self.completions = Completions(self.router, self.cache, prompts, self.metrics)
+        self.completions = Completions(self.router, self.cache, prompts, self.metrics, clock=clock)
         self.started_at = time.monotonic()
 
     @property
@@ -89,13 +100,18 @@ async def open_gateway(
     transport: httpx.AsyncBaseTransport | None = None,
     policy: ResiliencePolicy | None = None,
     workers: int = 1,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = anyio.current_time,
+    sleep: Sleep = anyio.sleep,
 ) -> AsyncIterator[Gateway]:
-    """Build the gateway; leaving the block closes every provider's connection pool."""
+    """Build the gateway; leaving the block closes every provider's connection pool.
+
+    ``clock`` and ``sleep``: see :class:`Gateway`."""
     catalog = Catalog.load(settings.catalog_path)
     providers = build_providers(settings, catalog, transport=transport)
     try:
-        gateway = Gateway(settings, catalog, providers, policy=policy, workers=workers, clock=clock)
+        gateway = Gateway(
+            settings, catalog, providers, policy=policy, workers=workers, clock=clock, sleep=sleep
+        )
         await start_providers(providers)
         try:
             yield gateway

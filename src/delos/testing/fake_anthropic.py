@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, unquote
 
 import anyio
 
+from delos.runtime.wire import encode_sse
 from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens, reply_words
 from delos.testing._schema import sample_instance
 from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse, Handler
@@ -421,7 +422,7 @@ class _FakeAnthropic:
             {"type": "content_block_start", "index": 0, "content_block": block},
         )
         # The real service's ping carries a space after the colon, unlike every other event.
-        yield b'event: ping\ndata: {"type": "ping"}\n\n'
+        yield encode_sse('{"type": "ping"}', event="ping")
         yield _Pause(behaviour.time_to_first_token.draw(rng))
         if plan.tool is not None:  # the first fragment of a tool's input is empty
             yield _delta({"type": "input_json_delta", "partial_json": ""})
@@ -440,7 +441,8 @@ class _FakeAnthropic:
                     yield _event("error", {"type": "error", "error": error})
                     return
                 if behaviour.fault is Fault.INVALID_JSON:
-                    yield b'event: content_block_delta\ndata: {"type":"content_block_delta","in\n\n'
+                    broken = '{"type":"content_block_delta","in'
+                    yield encode_sse(broken, event="content_block_delta")
                     return
             if index and interval:
                 yield _Pause(interval)
@@ -561,8 +563,7 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
 
 
 def _event(name: str, payload: dict[str, Any]) -> bytes:
-    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {name}\ndata: {data}\n\n".encode()
+    return encode_sse(json.dumps(payload, separators=(",", ":"), ensure_ascii=False), event=name)
 
 
 def _delta(delta: dict[str, Any]) -> bytes:

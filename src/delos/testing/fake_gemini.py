@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, unquote
 
 import anyio
 
+from delos.runtime.wire import encode_sse
 from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens, reply_words
 from delos.testing._schema import sample_instance
 from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse, Handler
@@ -399,13 +400,13 @@ class _FakeGemini:
 
         def frame(payload: dict[str, Any]) -> bytes:
             nonlocal first
-            text = json.dumps(payload, ensure_ascii=False).encode()
+            text = json.dumps(payload, ensure_ascii=False)
             if sse:
-                return b"data: " + text + b"\r\n\r\n"
+                return encode_sse(text, line_ending="\r\n")
             # Without alt=sse the stream is one JSON array, elements separated by ",\r\n".
             prefix = b"[" if first else b"\r\n,\r\n"
             first = False
-            return prefix + text
+            return prefix + text.encode()
 
         def chunk(parts: list[dict[str, Any]], produced: int, finish: str | None) -> bytes:
             payload: dict[str, Any] = {"candidates": [_candidate(call, parts, finish)]}
@@ -434,8 +435,11 @@ class _FakeGemini:
                 elif behaviour.fault is Fault.STREAM_ERROR_EVENT:
                     yield frame(_stream_error())
                 elif behaviour.fault is Fault.INVALID_JSON:
-                    broken = b'{"candidates": [{"content": {"parts": [{"text": "tru'
-                    yield b"data: " + broken + b"\r\n\r\n" if sse else b"\r\n,\r\n" + broken
+                    broken = '{"candidates": [{"content": {"parts": [{"text": "tru'
+                    if sse:
+                        yield encode_sse(broken, line_ending="\r\n")
+                    else:
+                        yield b"\r\n,\r\n" + broken.encode()
                 # TRUNCATED: the body ends cleanly without the finishing chunk, which is all a
                 # cut-short Gemini stream looks like (there is no terminator to miss).
                 return

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from delos.runtime.wire import encode_sse, encode_sse_comment
 from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens, reply_words
 from delos.testing._schema import sample_instance
 from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse
@@ -79,6 +80,8 @@ _ERROR_TYPES = {
     504: ("server_error", None),
 }
 _EMBEDDING_DIMENSIONS = 8
+# The stream's last event: a literal data line, not JSON.
+_DONE = encode_sse("[DONE]")
 
 
 def fake_openai_handler(
@@ -332,10 +335,10 @@ class _FakeOpenAI:
             payload = {**base, "choices": [choice], **extra}
             if openai_usage:
                 payload.setdefault("usage", None)
-            return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+            return encode_sse(json.dumps(payload, separators=(",", ":")))
 
         if self.flavour is OpenAIFlavour.OPENROUTER:
-            yield b": OPENROUTER PROCESSING\n\n"
+            yield encode_sse_comment("OPENROUTER PROCESSING")
         if behaviour.fault is Fault.HEADERS_THEN_SILENCE:
             await anyio.sleep_forever()
         await anyio.sleep(behaviour.time_to_first_token.draw(rng))
@@ -355,11 +358,11 @@ class _FakeOpenAI:
                     yield b'data: {"id":"chatcmpl-trunc'
                     yield HANG_UP
                 elif behaviour.fault is Fault.INVALID_JSON:
-                    yield b'data: {"id":"chatcmpl-broken","choices":[{"delta":{"cont\n\n'
-                    yield b"data: [DONE]\n\n"
+                    yield encode_sse('{"id":"chatcmpl-broken","choices":[{"delta":{"cont')
+                    yield _DONE
                 else:
                     yield self._stream_error()
-                    yield b"data: [DONE]\n\n"
+                    yield _DONE
                 return
             if index and interval:
                 await anyio.sleep(interval)
@@ -372,8 +375,8 @@ class _FakeOpenAI:
             yield chunk({}, finish)
         if send_usage and (openai_usage or self.flavour is OpenAIFlavour.OPENROUTER):
             payload = {**base, "choices": [], "usage": usage}
-            yield b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
+            yield encode_sse(json.dumps(payload, separators=(",", ":")))
+        yield _DONE
 
     def _stream_error(self) -> bytes:
         if self.flavour is OpenAIFlavour.OPENROUTER:
@@ -391,7 +394,7 @@ class _FakeOpenAI:
                     "code": None,
                 }
             }
-        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+        return encode_sse(json.dumps(payload))
 
     def _embeddings(self, body: dict[str, Any], behaviour: Behaviour) -> FakeResponse:
         raw_input = body.get("input")

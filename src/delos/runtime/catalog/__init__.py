@@ -2,8 +2,9 @@
 
 Layout:
     catalog.yaml   the data, shipped in the package (prices in USD per 1,000 tokens)
-    _catalog.py    ModelInfo, the immutable Catalog index, cost arithmetic
-    _loader.py     reading, validating and merging catalog files
+    _model.py      the values: ModelInfo, ModelKind, CatalogError
+    _loader.py     reading, validating and merging catalog files into those values
+    _catalog.py    the immutable Catalog index (Catalog.load reads through the loader), costs
 
 ``Catalog.load(path)`` reads the packaged catalog and merges the file at ``path`` over it. The
 file has the packaged catalog's shape and holds only what changes:
@@ -20,15 +21,12 @@ file has the packaged catalog's shape and holds only what changes:
 from delos.runtime.catalog._catalog import (
     DISCOVERED_CONTEXT_WINDOW,
     PROMPT_TOKENS_PER_MESSAGE,
-    UNRANKED_QUALITY,
     Catalog,
-    CatalogError,
-    ModelInfo,
-    ModelKind,
     cost_usd,
     estimate_cost_usd,
     estimate_prompt_tokens,
 )
+from delos.runtime.catalog._model import UNRANKED_QUALITY, CatalogError, ModelInfo, ModelKind
 
 __all__ = [
     "DISCOVERED_CONTEXT_WINDOW",

@@ -1,31 +1,24 @@
-"""The catalog's values and lookups: :class:`ModelInfo`, :class:`Catalog` and cost arithmetic."""
+"""The catalog's lookups: the immutable :class:`Catalog` index and cost arithmetic."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, TypeAlias
+
+from ._loader import read_catalog
+from ._model import UNRANKED_QUALITY, ModelInfo, ModelKind
 
 __all__ = [
     "DISCOVERED_CONTEXT_WINDOW",
     "PROMPT_TOKENS_PER_MESSAGE",
-    "UNRANKED_QUALITY",
     "Catalog",
-    "CatalogError",
-    "ModelInfo",
-    "ModelKind",
     "cost_usd",
     "estimate_cost_usd",
     "estimate_prompt_tokens",
 ]
-
-ModelKind: TypeAlias = Literal["chat", "embedding"]
-
-#: Quality rank of a family the catalog does not rank: after every ranked family.
-UNRANKED_QUALITY = 100
 
 #: Context window (tokens) assumed for a discovered model of a family the catalog does not know.
 #: Kept small on purpose: Ollama silently truncates prompts beyond its ``num_ctx`` setting, which
@@ -39,36 +32,6 @@ _A_MODEL_OF_KIND: dict[ModelKind, str] = {"chat": "a chat model", "embedding": "
 
 _THOUSAND = Decimal(1000)
 _ZERO = Decimal(0)
-
-
-class CatalogError(Exception):
-    """A catalog file cannot be read or is malformed.
-
-    The message names the file and the place in the document, e.g.
-    ``prices.yaml: providers.openai.models[2].input_per_1k: not a decimal number``.
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """One model as one provider serves it.
-
-    ``id`` is the provider's own model id; ``family`` names the same model across providers.
-    Prices are USD per 1,000 tokens; ``context_window`` and ``typical_output_tokens`` are tokens.
-    ``dimensions`` is the vector length of an embedding model and None for a chat model.
-    ``quality_rank`` orders families for quality routing: lower is better.
-    """
-
-    provider: str
-    id: str
-    family: str
-    kind: ModelKind
-    context_window: int
-    input_per_1k: Decimal
-    output_per_1k: Decimal
-    typical_output_tokens: int
-    dimensions: int | None = None
-    quality_rank: int = UNRANKED_QUALITY
 
 
 class Catalog:
@@ -162,10 +125,13 @@ class Catalog:
         shape; see the package documentation for the merge rule. Raises :class:`CatalogError`
         naming the file and the field at fault.
         """
-        # Imported here because the loader builds ModelInfo values from this module.
-        from ._loader import load_catalog
-
-        return load_catalog(path)
+        contents = read_catalog(path)
+        return cls(
+            contents.models,
+            default_models=contents.default_models,
+            default_embedding_models=contents.default_embedding_models,
+            quality_ranks=contents.quality_ranks,
+        )
 
     def __iter__(self) -> Iterator[ModelInfo]:
         return iter(self._models)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
@@ -21,9 +21,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from ._catalog import UNRANKED_QUALITY, Catalog, CatalogError, ModelInfo
+from ._model import UNRANKED_QUALITY, CatalogError, ModelInfo
 
-__all__ = ["load_catalog"]
+__all__ = ["CatalogContents", "read_catalog"]
 
 _PACKAGED = "catalog.yaml"
 
@@ -109,7 +109,17 @@ class _Draft:
     providers: dict[str, _ProviderDraft] = field(default_factory=dict)
 
 
-def load_catalog(path: str | Path | None) -> Catalog:
+@dataclass(frozen=True, slots=True)
+class CatalogContents:
+    """What a catalog is built from: the arguments of ``Catalog``'s constructor, checked."""
+
+    models: tuple[ModelInfo, ...]
+    default_models: Mapping[str, str]
+    default_embedding_models: Mapping[str, str | None]
+    quality_ranks: Mapping[str, int]
+
+
+def read_catalog(path: str | Path | None) -> CatalogContents:
     """The packaged catalog, with the file at ``path`` (if any) merged over it.
 
     Raises :class:`CatalogError` naming the file and the field at fault.
@@ -190,7 +200,7 @@ def _merge(draft: _Draft, document: _Document, source: str) -> None:
             provider.models[model.id] = _Setting(fields, model_where)
 
 
-def _build(draft: _Draft) -> Catalog:
+def _build(draft: _Draft) -> CatalogContents:
     problems: list[str] = []
     models: list[ModelInfo] = []
     defaults: dict[str, str] = {}
@@ -213,8 +223,8 @@ def _build(draft: _Draft) -> Catalog:
         embedding_defaults[name] = None if embedding is None else embedding.value
     if problems:
         raise CatalogError("; ".join(problems))
-    return Catalog(
-        models,
+    return CatalogContents(
+        tuple(models),
         default_models=defaults,
         default_embedding_models=embedding_defaults,
         quality_ranks=draft.quality_ranks,

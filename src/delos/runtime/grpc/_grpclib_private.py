@@ -1,33 +1,56 @@
 """The only place that reaches into grpclib's private attributes; a test fails when they move.
 
 grpclib has no public way to
+- advertise a higher ``SETTINGS_MAX_CONCURRENT_STREAMS`` than h2's default of 100 (one gRPC channel
+  multiplexes every call of a client): :class:`TunedServer` makes its connections send the
+  configured value right after the connection preface;
 - stop accepting connections while letting running calls finish (``Server.close`` also cancels
   every call): a graceful drain closes the listening ``asyncio.Server`` it keeps in ``_server``;
 - read a request message with a size limit (``Stream.recv_message`` buffers whatever length the
   client declares): :mod:`.receive` reads the length prefix from the HTTP/2 stream itself, then
-  decodes and dispatches the body as ``Stream.recv_message`` does.
+  decodes and dispatches the body as ``Stream.recv_message`` does;
+- compress messages: grpclib reads request headers such as ``grpc-encoding`` but does not keep
+  them (:class:`TunedServer` keeps them on the HTTP/2 stream), refuses ``grpc-*`` keys in
+  response metadata, and writes every message uncompressed. :func:`request_header` reads the
+  kept headers; :func:`send_initial_headers` and :func:`send_frame` send headers and a framed
+  message as ``Stream.send_initial_metadata`` and ``Stream.send_message`` do, events and
+  counters included.
 
-:func:`check_supported` verifies every attribute used here, so a grpclib upgrade that moves one
-fails loudly at start-up (and in the test suite) instead of at the first drain or request.
+:func:`check_supported` verifies the server's attributes at start-up, and every function here
+raises :class:`GrpclibChanged` naming what is missing, so a grpclib upgrade that moves one fails
+loudly (the edge tests exercise each) instead of misbehaving.
 """
 
 from __future__ import annotations
 
+import time
+from asyncio import BaseTransport
+from collections.abc import Collection
 from typing import Any
 
+from grpclib.metadata import encode_metadata
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
+from h2.settings import SettingCodes
+from multidict import MultiDict
 
 __all__ = [
     "GrpclibChanged",
+    "TunedServer",
     "check_supported",
     "decode_request",
     "dispatch_received",
+    "encode_response",
     "receive_bytes",
+    "request_header",
+    "send_frame",
+    "send_initial_headers",
     "stop_accepting",
 ]
 
 _SERVER_ATTRIBUTES = ("_server",)
 _STREAM_ATTRIBUTES = ("_stream", "_codec", "_recv_type", "_dispatch")
+_SEND_ATTRIBUTES = ("_stream", "_codec", "_send_type", "_dispatch", "_content_type")
 
 
 class GrpclibChanged(RuntimeError):
@@ -43,9 +66,58 @@ def _require(owner: object, names: tuple[str, ...]) -> None:
         )
 
 
+class _AdvertisingProtocol(H2Protocol):
+    max_concurrent_streams = 100
+
+    def connection_made(self, transport: BaseTransport) -> None:
+        super().connection_made(transport)
+        connection = self.connection._connection
+        connection.update_settings(
+            {SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams}
+        )
+        self.connection.flush()
+
+
+class TunedServer(Server):
+    """A grpclib server whose connections allow ``max_concurrent_streams`` calls at once."""
+
+    def __init__(self, handlers: Collection[Any], *, max_concurrent_streams: int) -> None:
+        super().__init__(handlers)
+        self._protocol_class = type(
+            "_AdvertisingProtocol",
+            (_AdvertisingProtocol,),
+            {"max_concurrent_streams": max_concurrent_streams},
+        )
+
+    def _protocol_factory(self) -> H2Protocol:
+        made = super()._protocol_factory()
+        handler = _HeaderKeepingHandler(made.handler)
+        protocol: H2Protocol = self._protocol_class(handler, made.config, made.h2_config)
+        return protocol
+
+
+class _HeaderKeepingHandler:
+    """grpclib's request handler, keeping each request's headers on its HTTP/2 stream (where
+    grpclib keeps a response's headers on the client side) for :func:`request_header`."""
+
+    def __init__(self, handler: Any) -> None:
+        self._handler = handler
+
+    def accept(self, stream: Any, headers: Any, release_stream: Any) -> None:
+        stream.headers = headers
+        self._handler.accept(stream, headers, release_stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handler, name)
+
+
 def check_supported(server: Server) -> None:
     """Raise :class:`GrpclibChanged` unless the server's internals are the expected ones."""
     _require(server, _SERVER_ATTRIBUTES)
+    _require(server, ("_protocol_factory",))
+    probe = Server.__dict__.get("_protocol_factory")
+    if probe is None:
+        raise GrpclibChanged("grpclib Server has no _protocol_factory")
     listening = server._server
     if listening is not None and not hasattr(listening, "close"):
         raise GrpclibChanged("grpclib Server._server is no longer a listening server")
@@ -60,17 +132,80 @@ def stop_accepting(server: Server) -> None:
 
 async def receive_bytes(stream: Stream[Any, Any], count: int) -> bytes:
     """Up to ``count`` bytes of the request body (fewer at its end)."""
-    _require(stream, _STREAM_ATTRIBUTES)
-    data: bytes = await stream._stream.recv_data(count)
+    try:
+        raw = stream._stream
+    except AttributeError:
+        _require(stream, _STREAM_ATTRIBUTES)
+        raise
+    data: bytes = await raw.recv_data(count)
     return data
 
 
 def decode_request(stream: Stream[Any, Any], body: bytes) -> Any:
     """Decode ``body`` with the stream's codec into its request type (may raise DecodeError)."""
-    return stream._codec.decode(body, stream._recv_type)
+    try:
+        codec, request_type = stream._codec, stream._recv_type
+    except AttributeError:
+        _require(stream, _STREAM_ATTRIBUTES)
+        raise
+    return codec.decode(body, request_type)
 
 
 async def dispatch_received(stream: Stream[Any, Any], message: Any) -> Any:
     """Run grpclib's ``RecvMessage`` event listeners, as ``Stream.recv_message`` does."""
-    (message,) = await stream._dispatch.recv_message(message)
+    try:
+        dispatch = stream._dispatch
+    except AttributeError:
+        _require(stream, _STREAM_ATTRIBUTES)
+        raise
+    (message,) = await dispatch.recv_message(message)
     return message
+
+
+def request_header(stream: Stream[Any, Any], name: str) -> str | None:
+    """The request's ``name`` header (lower case), also the ``grpc-*`` ones metadata omits."""
+    try:
+        headers = stream._stream.headers
+    except AttributeError:
+        _require(stream, _STREAM_ATTRIBUTES)
+        raise
+    for key, value in headers or ():
+        if key == name:
+            return str(value)
+    return None
+
+
+async def send_initial_headers(stream: Stream[Any, Any], extra: list[tuple[str, str]]) -> None:
+    """Send the response headers with ``extra`` (``grpc-*`` headers allowed)."""
+    try:
+        content_type, raw, dispatch = stream._content_type, stream._stream, stream._dispatch
+    except AttributeError:
+        _require(stream, _SEND_ATTRIBUTES)
+        raise
+    headers = [(":status", "200"), ("content-type", content_type), *extra]
+    (metadata,) = await dispatch.send_initial_metadata(MultiDict())
+    headers.extend(encode_metadata(metadata))
+    await raw.send_headers(headers)
+    stream._send_initial_metadata_done = True
+
+
+async def encode_response(stream: Stream[Any, Any], message: Any) -> bytes:
+    """``message`` after grpclib's ``SendMessage`` listeners, serialised by the stream's codec."""
+    try:
+        codec, send_type, dispatch = stream._codec, stream._send_type, stream._dispatch
+    except AttributeError:
+        _require(stream, _SEND_ATTRIBUTES)
+        raise
+    (message,) = await dispatch.send_message(message)
+    body: bytes = codec.encode(message, send_type)
+    return body
+
+
+async def send_frame(stream: Stream[Any, Any], frame: bytes) -> None:
+    """Send one length-prefixed message frame, counted as ``Stream.send_message`` counts."""
+    raw = stream._stream
+    await raw.send_data(frame)
+    stream._send_message_done = True
+    stream._messages_sent += 1
+    raw.connection.messages_sent += 1
+    raw.connection.last_message_sent = time.monotonic()

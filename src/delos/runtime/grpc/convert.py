@@ -119,8 +119,8 @@ def _attempts(records: Iterable[AttemptRecord]) -> list[pb.Attempt]:
         pb.Attempt(
             provider=record.provider,
             model=record.model,
-            kind=record.kind,
-            outcome=record.outcome,
+            kind=record.kind.value,
+            outcome=record.outcome.value,
             error=record.error,
             usage=_usage(record.usage) if record.usage else None,
             cost_usd=_float(record.cost_usd),

@@ -21,9 +21,9 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
-from delos.runtime.config import Settings
+from delos.runtime.config import ConfigError, Settings
 from delos.runtime.gateway import Gateway, open_gateway
-from delos.runtime.grpc._grpclib_private import check_supported, stop_accepting
+from delos.runtime.grpc._grpclib_private import TunedServer, check_supported, stop_accepting
 from delos.runtime.grpc.auth import ClientKeys, install_auth, warn_if_exposed
 from delos.runtime.grpc.service import RuntimeService
 from delos.runtime.grpc.tls import server_ssl_context
@@ -31,7 +31,13 @@ from delos.runtime.observability import serve_metrics
 from delos.runtime.reports import serving
 from delos.runtime.routing import ResiliencePolicy
 
-__all__ = ["RunningServer", "listening_socket", "open_server", "serve_until_signalled"]
+__all__ = [
+    "RunningServer",
+    "bind_grpc_port",
+    "listening_socket",
+    "open_server",
+    "serve_until_signalled",
+]
 
 log = logging.getLogger("delos.runtime.grpc.server")
 
@@ -101,18 +107,23 @@ async def open_server(
         check = ServiceCheck(check_serving, check_ttl=1.0, check_timeout=3.0)
         health = Health({service: [check]})
         handlers = ServerReflection.extend([service, health])
-        server = Server(handlers)
+        server = TunedServer(handlers, max_concurrent_streams=settings.max_concurrent_streams)
         check_supported(server)
         install_auth(server, keys)
         warn_if_exposed(settings.host, keys, log)
-        listening = listening_socket(settings.host, settings.port, reuse_port=reuse_port)
+        listening = bind_grpc_port(settings, reuse_port=reuse_port)
         port = int(listening.getsockname()[1])
         await server.start(sock=listening, ssl=ssl_context)
         # With several workers each serves its own metrics, on consecutive ports.
         metrics_port = settings.metrics_port + worker_index if settings.metrics_port else 0
-        metrics_bound = await tasks.start(
-            serve_metrics, gateway.metrics, settings.host, metrics_port
-        )
+        try:
+            metrics_bound = await tasks.start(
+                serve_metrics, gateway.metrics, settings.host, metrics_port
+            )
+        except OSError as error:
+            raise _address_error(
+                "DELOS_RUNTIME_METRICS_PORT", settings.host, metrics_port, error
+            ) from None
         running = RunningServer(server, service, gateway, settings.host, port, metrics_bound)
         try:
             yield running
@@ -134,6 +145,23 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     return socket.create_server(address, family=family, backlog=1024, reuse_port=reuse_port)
+
+
+def bind_grpc_port(settings: Settings, *, reuse_port: bool = False) -> socket.socket:
+    """The gRPC listening socket. Raises :class:`ConfigError` naming the variable when the
+    address cannot be bound (in use, not local, not permitted)."""
+    try:
+        return listening_socket(settings.host, settings.port, reuse_port=reuse_port)
+    except OSError as error:
+        raise _address_error("DELOS_RUNTIME_PORT", settings.host, settings.port, error) from None
+
+
+def _address_error(variable: str, host: str, port: int, error: OSError) -> ConfigError:
+    reason = error.strerror or str(error)
+    return ConfigError(
+        f"{variable}: cannot listen on {host}:{port} ({reason}); stop what holds the address "
+        "or choose another port (DELOS_RUNTIME_HOST for the address)"
+    )
 
 
 async def serve_until_signalled(

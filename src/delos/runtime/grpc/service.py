@@ -27,6 +27,7 @@ from delos.runtime.gateway import Gateway
 from delos.runtime.grpc import convert
 from delos.runtime.grpc.auth import ANONYMOUS, current_client
 from delos.runtime.grpc.receive import receive_request
+from delos.runtime.grpc.respond import Responder
 from delos.runtime.observability import SpanHandle, log_request
 from delos.runtime.routing import RoutedAnswer
 from delos.runtime.v1 import runtime_pb2 as pb
@@ -192,15 +193,17 @@ class RuntimeService(RuntimeServiceBase):
     async def Complete(self, stream: Stream[pb.CompleteRequest, pb.CompleteResponse]) -> None:
         async with self._rpc(stream, "Complete") as context:
             message = await self._receive(stream)
+            respond = Responder(stream)
             context.metadata = dict(message.params.metadata)
             completions = self.gateway.completions
             request = convert.completion_input_from_proto(message.params)
             answer = context.answer = await completions.complete(await completions.prepare(request))
-            await stream.send_message(convert.complete_response(answer, context.request_id))
+            await respond.send(convert.complete_response(answer, context.request_id))
 
     async def CompleteStream(self, stream: Stream[pb.CompleteRequest, pb.StreamChunk]) -> None:
         async with self._rpc(stream, "CompleteStream") as context:
             message = await self._receive(stream)
+            respond = Responder(stream)
             context.metadata = dict(message.params.metadata)
             completions = self.gateway.completions
             request = convert.completion_input_from_proto(message.params)
@@ -209,28 +212,31 @@ class RuntimeService(RuntimeServiceBase):
 
             async def send_delta(delta: str) -> None:
                 nonlocal index
-                await stream.send_message(convert.delta_chunk(delta, index))
+                await respond.send(convert.delta_chunk(delta, index))
                 index += 1
 
             answer = context.answer = await completions.stream(request, send_delta)
-            await stream.send_message(convert.final_chunk(answer, index, context.request_id))
+            await respond.send(convert.final_chunk(answer, index, context.request_id))
 
     async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:
         async with self._rpc(stream, "Embed") as context:
             message = await self._receive(stream)
+            respond = Responder(stream)
             answer = await embed(self.gateway, convert.embed_input_from_proto(message))
-            await stream.send_message(convert.embed_response(answer, context.request_id))
+            await respond.send(convert.embed_response(answer, context.request_id))
 
     async def ListProviders(
         self, stream: Stream[pb.ListProvidersRequest, pb.ListProvidersResponse]
     ) -> None:
         async with self._rpc(stream, "ListProviders"):
             await self._receive(stream)
+            respond = Responder(stream)
             found = await reports.list_providers(self.gateway)
-            await stream.send_message(convert.list_providers_response(found))
+            await respond.send(convert.list_providers_response(found))
 
     async def Health(self, stream: Stream[pb.HealthRequest, pb.HealthResponse]) -> None:
         async with self._rpc(stream, "Health"):
             await self._receive(stream)
+            respond = Responder(stream)
             report = await reports.health(self.gateway)
-            await stream.send_message(convert.health_response(report))
+            await respond.send(convert.health_response(report))

@@ -1,10 +1,12 @@
 """Observability: Prometheus metrics, structured redacted logs, OpenTelemetry traces.
 
 Layout:
-    _metrics.py   Metrics (a registry of its own, recorded from plain values) and the
-                  HTTP/1.1 scrape endpoint serve_metrics
-    _logging.py   configure_logging (JSON lines in production, redacted) and log_request
-    _tracing.py   Tracing: RPC and attempt spans over OTLP/gRPC, or a no-op without an endpoint
+    _metrics.py   Metrics (a registry of its own, recorded from plain values such as an
+                  AttemptLike) and the HTTP/1.1 scrape endpoints serve_metrics, serve_metrics_on
+    _logging.py   configure_logging (JsonFormatter in production, ReadableFormatter otherwise,
+                  every line redacted) and log_request
+    _tracing.py   Tracing: RPC and attempt spans (SpanHandle) over OTLP/gRPC, or a no-op without
+                  an endpoint
 """
 
 from delos.runtime.observability._logging import (

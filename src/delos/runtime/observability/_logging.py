@@ -198,8 +198,8 @@ def _attempt(attempt: AttemptLike) -> dict[str, Any]:
     described: dict[str, Any] = {
         "provider": attempt.provider,
         "model": attempt.model,
-        "kind": attempt.kind,
-        "outcome": attempt.outcome,
+        "kind": attempt.kind.value,
+        "outcome": attempt.outcome.value,
         "cost_usd": float(attempt.cost_usd),
     }
     error = getattr(attempt, "error", "")  # AttemptRecord says why a failed attempt failed

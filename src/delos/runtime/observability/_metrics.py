@@ -57,6 +57,13 @@ _NO_LABEL: Final = "none"
 _M = TypeVar("_M", bound=MetricWrapperBase)
 
 
+class _Named(Protocol):
+    """An enum member whose value is a plain name (``AttemptKind``, ``AttemptOutcome``)."""
+
+    @property
+    def value(self) -> str: ...
+
+
 class AttemptLike(Protocol):
     """One upstream call, as the router records it (``AttemptRecord`` fits)."""
 
@@ -65,9 +72,9 @@ class AttemptLike(Protocol):
     @property
     def model(self) -> str: ...
     @property
-    def kind(self) -> str: ...  # primary, race, hedge, retry or fallback
+    def kind(self) -> _Named: ...  # primary, race, hedge, retry or fallback
     @property
-    def outcome(self) -> str: ...  # won, failed or cancelled
+    def outcome(self) -> _Named: ...  # won, failed or cancelled
     @property
     def cost_usd(self) -> SupportsFloat: ...
 
@@ -250,13 +257,13 @@ class Metrics:
 
     def record_attempt(self, attempt: AttemptLike, *, client: str | None = None) -> None:
         """Record one upstream call (already included by :meth:`record_request`)."""
-        provider, kind = attempt.provider, attempt.kind
-        self._attempts.labels(provider, attempt.model, kind, attempt.outcome).inc()
+        provider, kind, outcome = attempt.provider, attempt.kind.value, attempt.outcome.value
+        self._attempts.labels(provider, attempt.model, kind, outcome).inc()
         started = self._started_by_kind.get(kind)
         if started is not None:
             started.labels(provider).inc()
             won = self._won_by_kind.get(kind)
-            if won is not None and attempt.outcome == "won":
+            if won is not None and outcome == "won":
                 won.labels(provider).inc()
         spent = float(attempt.cost_usd)
         if spent > 0:

@@ -135,13 +135,14 @@ class Tracing:
         return _NOOP_CONTEXT
 
     def attempt_span(
-        self, provider: str, model: str, kind: str, breaker_state: str
+        self, provider: str, model: str, kind: str, breaker_state: str, *, operation: str = "chat"
     ) -> AbstractContextManager[SpanHandle]:
         """A client span for one upstream call, child of the current span.
 
         ``kind``: primary, race, hedge, retry or fallback; ``breaker_state``: closed,
-        half_open or open. An exception leaving the block marks the span failed (redacted);
-        a cancellation marks it ``delos.cancelled``.
+        half_open or open; ``operation``: the GenAI operation name (chat, embeddings). An
+        exception leaving the block marks the span failed (redacted); a cancellation marks it
+        ``delos.cancelled``.
         """
         return _NOOP_CONTEXT
 
@@ -267,18 +268,18 @@ class _OtelTracing(Tracing):
 
     @contextmanager
     def attempt_span(
-        self, provider: str, model: str, kind: str, breaker_state: str
+        self, provider: str, model: str, kind: str, breaker_state: str, *, operation: str = "chat"
     ) -> Iterator[SpanHandle]:
         attributes: dict[str, AttributeValue] = {
             "gen_ai.system": GEN_AI_SYSTEMS.get(provider, provider),
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "gen_ai.request.model": model,
             "delos.provider": provider,
             "delos.attempt.kind": kind,
             "delos.breaker.state": breaker_state,
         }
         with self._tracer.start_as_current_span(
-            f"chat {model}",
+            f"{operation} {model}",
             kind=self._client_kind,
             attributes=attributes,
             record_exception=False,

@@ -4,7 +4,10 @@
 - :func:`error_from_status` turns a non-2xx answer into the right :class:`ProviderError`;
 - :func:`rate_limit_hints` reads every provider's rate-limit and Retry-After headers into the
   provider-neutral :class:`~delos.resilience.RateLimitHints` the limiter consumes;
-- :func:`read_bounded` and :func:`decode_json` read bodies without trusting their size or shape.
+- :func:`read_bounded` and :func:`decode_json` read bodies without trusting their size or shape;
+- :func:`feed_decoder` turns a stream decoder's :class:`~delos.runtime.wire.WireProtocolError`
+  into ours;
+- :func:`clip_detail` shortens upstream text carried into a client-visible message.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 import httpx
 
@@ -31,11 +34,18 @@ from delos.runtime.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from delos.runtime.wire import WireProtocolError
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_DETAIL_CHARS",
+    "MAX_ERROR_BODY_BYTES",
+    "StreamDecoder",
+    "clip_detail",
     "decode_json",
+    "encode_json",
     "error_from_status",
+    "feed_decoder",
     "parse_duration",
     "parse_retry_after",
     "rate_limit_hints",
@@ -46,8 +56,51 @@ __all__ = [
 
 #: Largest unary upstream body we read (bytes); beyond it the answer is treated as malformed.
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+#: Largest error body we read (bytes): error bodies are a short JSON object.
+MAX_ERROR_BODY_BYTES: Final = 64 * 1024
 #: Longest upstream error text carried into a client-visible message (characters).
-_MAX_DETAIL = 300
+MAX_DETAIL_CHARS: Final = 300
+
+_Frame = TypeVar("_Frame")
+
+
+def clip_detail(text: str) -> str:
+    """``text`` on one line (white space folded), at most :data:`MAX_DETAIL_CHARS` characters
+    and an ellipsis."""
+    text = " ".join(text.split())
+    return text[:MAX_DETAIL_CHARS] + ("…" if len(text) > MAX_DETAIL_CHARS else "")
+
+
+def encode_json(value: Any) -> bytes:
+    """A request body as httpx's ``json=`` would encode it (compact, UTF-8, no NaN), as bytes
+    known before sending: Bedrock signs them."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+class StreamDecoder(Protocol[_Frame]):
+    """The shape of the sans-IO decoders of :mod:`delos.runtime.wire`."""
+
+    def feed(self, data: bytes) -> list[_Frame]: ...
+
+    def close(self) -> list[_Frame]: ...
+
+
+def feed_decoder(
+    provider: str,
+    decoder: StreamDecoder[_Frame],
+    data: bytes | None,
+    *,
+    what: str = "stream",
+) -> list[_Frame]:
+    """The frames ``data`` completes (None: end of input, the decoder's ``close()``).
+
+    Raises:
+        UpstreamProtocolError: ``malformed {what}: …``, for whatever the decoder refuses.
+    """
+    try:
+        return decoder.close() if data is None else decoder.feed(data)
+    except WireProtocolError as exc:
+        raise UpstreamProtocolError(provider, f"malformed {what}: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -116,16 +169,18 @@ def require_media_type(provider: str, response: httpx.Response, media_type: str)
 
 def error_from_status(
     provider: str,
-    response: httpx.Response,
+    status: int,
+    headers: Mapping[str, str],
     body: bytes,
     *,
     message_of: Callable[[Any], str | None],
 ) -> ProviderError:
-    """The error for a non-2xx answer; ``message_of`` extracts the provider's own message."""
-    status = response.status_code
+    """The error for a non-2xx answer of ``status``; ``message_of`` extracts the provider's own
+    message from the decoded ``body``. ``headers``: looked up by lower-case name (httpx's
+    headers, or a dict of lower-case names)."""
     detail = _upstream_message(body, message_of)
     text = f"HTTP {status}" + (f": {detail}" if detail else "")
-    retry_after = parse_retry_after(response.headers)
+    retry_after = parse_retry_after(headers)
     if status in (401, 403):
         return UpstreamAuthenticationError(
             provider, f"rejected the gateway's credentials ({text})", http_status=status
@@ -158,8 +213,7 @@ def _upstream_message(body: bytes, message_of: Callable[[Any], str | None]) -> s
         return None
     if not message:
         return None
-    message = " ".join(str(message).split())
-    return message[:_MAX_DETAIL] + ("…" if len(message) > _MAX_DETAIL else "")
+    return clip_detail(str(message))
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

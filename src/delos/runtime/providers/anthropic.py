@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
 
 from delos.runtime.catalog import Catalog
-from delos.runtime.config import Settings
+from delos.runtime.config import Settings, secret_value
 from delos.runtime.errors import (
     EmbeddingsNotSupported,
     ProviderError,
@@ -33,13 +32,7 @@ from delos.runtime.providers._anthropic_wire import (
     messages_body,
     parse_message,
 )
-from delos.runtime.providers._http import (
-    decode_json,
-    error_from_status,
-    read_bounded,
-    require_media_type,
-    upstream_errors,
-)
+from delos.runtime.providers._http import feed_decoder, upstream_errors
 from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
 from delos.runtime.values import (
@@ -50,7 +43,7 @@ from delos.runtime.values import (
     StreamEvent,
     StreamFinished,
 )
-from delos.runtime.wire import SseDecoder, SseEvent, WireProtocolError
+from delos.runtime.wire import SseDecoder, SseEvent
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -138,9 +131,16 @@ class AnthropicProvider(HttpProvider):
             client=client,
             catalog=catalog,
             base_url=endpoint.base_url,
+            headers=endpoint.headers,
+            message_of=error_message,
             on_rate_limits=on_rate_limits,
         )
         self.endpoint = endpoint
+
+    @property
+    def supports_embeddings(self) -> bool:
+        # The Messages API has none, even under the name of Vertex AI (whose Gemini has).
+        return False
 
     @classmethod
     def for_vertex(
@@ -171,9 +171,6 @@ class AnthropicProvider(HttpProvider):
     def models(self) -> Sequence[str]:
         return tuple(m for m in super().models() if self._serves(m))
 
-    def cost_per_1k_tokens(self) -> Mapping[str, tuple[Decimal, Decimal]]:
-        return {m: p for m, p in super().cost_per_1k_tokens().items() if self._serves(m)}
-
     async def embed(self, request: EmbedRequest) -> Embeddings:
         if self.endpoint.vertex is not None:
             try:
@@ -196,15 +193,8 @@ class AnthropicProvider(HttpProvider):
             **messages_body(request, output_tool=output_tool, stream=stream),
         }
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.status_code < 300:
-            return
-        body = await read_bounded(self.name, response, limit=64 * 1024)
-        raise self._status_error(response, body)
-
-    def _status_error(self, response: httpx.Response, body: bytes) -> ProviderError:
-        error = error_from_status(self.name, response, body, message_of=error_message)
-        status = response.status_code
+    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
+        error = super()._status_error(status, headers, body)
         if status == 529 or (status >= 500 and b'"overloaded_error"' in body):
             # 529 is Anthropic's "no capacity right now": say so, not a generic "unavailable".
             _, _, detail = error.detail.partition(" (")
@@ -218,37 +208,19 @@ class AnthropicProvider(HttpProvider):
 
     async def complete(self, request: ChatRequest) -> Completion:
         output_tool = _output_tool(request)
-        with upstream_errors(self.name):
-            async with self._client.stream(
-                "POST",
-                self.endpoint.url(request.model, stream=False),
-                json=self._body(request, output_tool, stream=False),
-                headers=self.endpoint.headers,
-            ) as response:
-                self._observe_headers(response.headers)
-                await self._raise_for_status(response)
-                body = await read_bounded(self.name, response)
-        payload = decode_json(self.name, body, response.headers.get("content-type"))
+        url = self.endpoint.url(request.model, stream=False)
+        payload = await self._post_json(url, self._body(request, output_tool, stream=False))
         return parse_message(self.name, payload, model=request.model, output_tool=output_tool)
 
     @asynccontextmanager
     async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
         output_tool = _output_tool(request)
-        with upstream_errors(self.name):
-            async with self._client.stream(
-                "POST",
-                self.endpoint.url(request.model, stream=True),
-                json=self._body(request, output_tool, stream=True),
-                headers=self.endpoint.headers,
-            ) as response:
-                self._observe_headers(response.headers)
-                await self._raise_for_status(response)
-                require_media_type(self.name, response, "text/event-stream")
-                reader = MessageStreamReader(
-                    self.name, model=request.model, output_tool=output_tool
-                )
-                async with aclosing(self._events(response, reader)) as events:
-                    yield events
+        url = self.endpoint.url(request.model, stream=True)
+        body = self._body(request, output_tool, stream=True)
+        async with self._open_stream(url, body, "text/event-stream") as response:
+            reader = MessageStreamReader(self.name, model=request.model, output_tool=output_tool)
+            async with aclosing(self._events(response, reader)) as events:
+                yield events
 
     async def _events(
         self, response: httpx.Response, reader: MessageStreamReader
@@ -289,13 +261,12 @@ class AnthropicProvider(HttpProvider):
     def _parse(
         self, decoder: SseDecoder, reader: MessageStreamReader, data: bytes
     ) -> list[StreamEvent]:
-        try:
-            events = decoder.feed(data)
-        except WireProtocolError as exc:
-            raise UpstreamProtocolError(self.name, f"malformed stream: {exc}") from None
         # Comments (keep-alives) are skipped; the reader ignores anything after message_stop.
         return [
-            item for event in events if isinstance(event, SseEvent) for item in reader.feed(event)
+            item
+            for event in feed_decoder(self.name, decoder, data)
+            if isinstance(event, SseEvent)
+            for item in reader.feed(event)
         ]
 
 
@@ -307,6 +278,7 @@ def _output_tool(request: ChatRequest) -> OutputTool | None:
 
 def build_anthropic(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
     """The direct-API provider from ``DELOS_RUNTIME_ANTHROPIC_KEY`` (and its base URL)."""
-    key = settings.anthropic_key.get_secret_value() if settings.anthropic_key else ""
-    endpoint = AnthropicEndpoint.direct(key, settings.anthropic_base_url)
+    endpoint = AnthropicEndpoint.direct(
+        secret_value(settings.anthropic_key), settings.anthropic_base_url
+    )
     return AnthropicProvider(endpoint, client=client, catalog=catalog)

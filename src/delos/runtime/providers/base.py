@@ -2,27 +2,47 @@
 
 An adapter speaks one provider's native wire format and nothing else: no routing, no retries, no
 limits. It raises only errors of :mod:`delos.runtime.errors` and reports the rate-limit headers it
-sees through ``on_rate_limits``, which the resilience layer consumes.
+sees to the listener set with ``set_rate_limit_listener``, which the resilience layer consumes.
+
+:class:`HttpProvider` holds the HTTP steps every adapter takes, written once: send a JSON body,
+report the rate-limit headers, turn a non-2xx answer into our error (:meth:`_status_error`, the
+hook for a provider's own error shapes), then read a bounded JSON body (:meth:`_post_json`) or
+check a stream's media type (:meth:`_open_stream`). Adapters build bodies and parse answers with
+their sans-IO ``_*_wire`` module and do nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Final, Protocol, runtime_checkable
 
 import httpx
 
 from delos.resilience._limiter import RateLimitHints
 from delos.runtime.catalog import Catalog
-from delos.runtime.errors import EmbeddingsNotSupported
-from delos.runtime.providers._http import rate_limit_hints
+from delos.runtime.config import EMBEDDING_PROVIDERS, PROVIDERS
+from delos.runtime.errors import EmbeddingsNotSupported, ProviderError
+from delos.runtime.providers._http import (
+    MAX_BODY_BYTES,
+    MAX_ERROR_BODY_BYTES,
+    decode_json,
+    encode_json,
+    error_from_status,
+    rate_limit_hints,
+    read_bounded,
+    require_media_type,
+    upstream_errors,
+)
 from delos.runtime.values import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
 
-__all__ = ["HttpProvider", "Provider", "RateLimitListener"]
+__all__ = ["HttpProvider", "MessageOf", "Provider", "RateLimitListener"]
 
 RateLimitListener = Callable[[RateLimitHints], None]
+#: Extracts a provider's own message from a decoded error body; None when it has none.
+MessageOf = Callable[[Any], str | None]
+
+_JSON: Final = "application/json"
 
 
 @runtime_checkable
@@ -35,8 +55,26 @@ class Provider(Protocol):
     @property
     def supports_embeddings(self) -> bool: ...
 
+    @property
+    def base_url(self) -> str:
+        """Where requests go (for ListProviders); never carries a credential."""
+        ...
+
     def models(self) -> Sequence[str]:
         """Chat model ids this provider serves."""
+        ...
+
+    def set_rate_limit_listener(self, listener: RateLimitListener | None) -> None:
+        """Report the rate-limit hints of every answer to ``listener`` from now on."""
+        ...
+
+    async def start(self) -> None:
+        """Warm up before serving (Ollama lists its models). The caller bounds the time it may
+        take and logs a :class:`~delos.runtime.errors.ProviderError` it raises."""
+        ...
+
+    def discovered_catalog(self, base: Catalog) -> Catalog:
+        """``base`` plus the models found at run time; ``base`` itself when there are none."""
         ...
 
     async def available(self) -> bool:
@@ -58,17 +96,20 @@ class Provider(Protocol):
 
     async def embed(self, request: EmbedRequest) -> Embeddings: ...
 
-    def cost_per_1k_tokens(self) -> Mapping[str, tuple[Decimal, Decimal]]:
-        """Model id → (input, output) USD per 1K tokens."""
-        ...
-
     async def aclose(self) -> None: ...
 
 
-class HttpProvider:
-    """Shared state of an HTTP adapter: its name, pooled client, catalog view and listeners."""
+def _no_message(payload: Any) -> str | None:
+    return None
 
-    supports_embeddings: bool = False
+
+class HttpProvider:
+    """Shared state and HTTP steps of an adapter: its name, pooled client, catalog view, the
+    headers of its requests and its rate-limit listener.
+
+    ``headers`` go with every request (credentials included: they are never logged);
+    ``message_of`` reads the provider's own message out of an error body.
+    """
 
     def __init__(
         self,
@@ -77,17 +118,28 @@ class HttpProvider:
         client: httpx.AsyncClient,
         catalog: Catalog,
         base_url: str,
+        headers: Mapping[str, str] | None = None,
+        message_of: MessageOf = _no_message,
         on_rate_limits: RateLimitListener | None = None,
     ) -> None:
         self._name = name
         self._client = client
         self._catalog = catalog
         self.base_url = base_url.rstrip("/")
+        self._headers = dict(headers or {})
+        # Built once: every POST carries a JSON body encoded here (see _headers_for).
+        self._json_headers = {**self._headers, "content-type": _JSON}
+        self._message_of = message_of
         self.on_rate_limits = on_rate_limits
 
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def supports_embeddings(self) -> bool:
+        facts = PROVIDERS.get(self._name)
+        return facts is not None and facts.embeddings
 
     def models(self) -> Sequence[str]:
         return tuple(model.id for model in self._catalog.chat_models(self._name))
@@ -95,24 +147,99 @@ class HttpProvider:
     def embedding_models(self) -> Sequence[str]:
         return tuple(model.id for model in self._catalog.embedding_models(self._name))
 
+    def set_rate_limit_listener(self, listener: RateLimitListener | None) -> None:
+        self.on_rate_limits = listener
+
+    async def start(self) -> None:
+        return None
+
+    def discovered_catalog(self, base: Catalog) -> Catalog:
+        return base
+
     async def available(self) -> bool:
         return True
-
-    def cost_per_1k_tokens(self) -> Mapping[str, tuple[Decimal, Decimal]]:
-        models = (
-            *self._catalog.chat_models(self._name),
-            *self._catalog.embedding_models(self._name),
-        )
-        return {m.id: (m.input_per_1k, m.output_per_1k) for m in models}
 
     async def embed(self, request: EmbedRequest) -> Embeddings:
         raise EmbeddingsNotSupported(
             f"{self._name} has no embeddings API; providers with embeddings: "
-            "openai, gemini, bedrock, vertex, together, ollama"
+            f"{', '.join(EMBEDDING_PROVIDERS)}"
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    # -- HTTP steps -------------------------------------------------------------------------------
+
+    async def _post_json(self, url: str, body: Any) -> Any:
+        """POST ``body`` as JSON; the decoded JSON answer.
+
+        Raises the :class:`ProviderError` of a non-2xx status (:meth:`_status_error`), of a
+        transport failure, or :class:`UpstreamProtocolError` for an oversized or non-JSON answer.
+        """
+        payload, _ = await self._fetch_json(url, body)
+        return payload
+
+    async def _fetch_json(
+        self, url: str, body: Any = None, *, limit: int = MAX_BODY_BYTES
+    ) -> tuple[Any, httpx.Headers]:
+        """:meth:`_post_json` (a GET when ``body`` is None), with the answer's headers and a
+        body limit of ``limit`` bytes."""
+        with upstream_errors(self.name):
+            async with self._exchange(url, body, accept=_JSON) as response:
+                raw = await self._read_answer(response, limit)
+        return decode_json(self.name, raw, response.headers.get("content-type")), response.headers
+
+    @asynccontextmanager
+    async def _open_stream(
+        self, url: str, body: Any, media_type: str
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``body`` as JSON; yield the answer once it is a 2xx of ``media_type``.
+
+        Raises the errors of :meth:`_post_json`, and :class:`UpstreamProtocolError` for an answer
+        of another media type (an HTML error page is not a stream).
+        """
+        with upstream_errors(self.name):
+            async with self._exchange(url, body, accept=media_type) as response:
+                require_media_type(self.name, response, media_type)
+                yield response
+
+    @asynccontextmanager
+    async def _exchange(self, url: str, body: Any, *, accept: str) -> AsyncIterator[httpx.Response]:
+        """Send the request and yield its answer, known to be a 2xx. Call inside
+        :func:`upstream_errors`."""
+        if body is None:
+            request = self._client.stream("GET", url, headers=self._headers)
+        else:
+            content = encode_json(body)
+            headers = self._headers_for(url, content, accept)
+            request = self._client.stream("POST", url, content=content, headers=headers)
+        async with request as response:
+            self._observe_headers(response.headers)
+            await self._raise_for_status(response)
+            yield response
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        if response.status_code < 300:
+            return
+        body = await read_bounded(self.name, response, limit=MAX_ERROR_BODY_BYTES)
+        raise self._status_error(response.status_code, response.headers, body)
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    def _headers_for(self, url: str, content: bytes, accept: str) -> Mapping[str, str]:
+        """The headers of a POST of ``content`` to ``url`` expecting ``accept``. Bedrock signs
+        them over the exact bytes; the others send their fixed headers."""
+        return self._json_headers
+
+    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
+        """The error for a non-2xx answer (``body``: at most
+        :data:`~delos.runtime.providers._http.MAX_ERROR_BODY_BYTES`). Adapters extend it with
+        their provider's own error shapes."""
+        return error_from_status(self.name, status, headers, body, message_of=self._message_of)
+
+    async def _read_answer(self, response: httpx.Response, limit: int) -> bytes:
+        """A 2xx answer's whole body, at most ``limit`` bytes."""
+        return await read_bounded(self.name, response, limit)
 
     def _observe_headers(self, headers: httpx.Headers) -> None:
         if self.on_rate_limits is None:

@@ -16,10 +16,9 @@ gives the catalog that prices them (at zero) for the router. Ollama sends no rat
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
-from decimal import Decimal
-from typing import Any, Final
+from typing import Final
 
 import anyio
 import httpx
@@ -27,12 +26,15 @@ import httpx
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import Settings
 from delos.runtime.errors import ProviderError, UpstreamProtocolError
-from delos.runtime.providers._http import (
-    decode_json,
-    error_from_status,
-    read_bounded,
-    require_media_type,
-    upstream_errors,
+from delos.runtime.providers._http import feed_decoder, upstream_errors
+from delos.runtime.providers._ollama_wire import (
+    ChatStreamReader,
+    chat_body,
+    embed_body,
+    error_message,
+    parse_chat,
+    parse_embeddings,
+    parse_tags,
 )
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
 from delos.runtime.values import (
@@ -42,10 +44,8 @@ from delos.runtime.values import (
     EmbedRequest,
     StreamEvent,
     StreamFinished,
-    TextDelta,
-    Usage,
 )
-from delos.runtime.wire import NdjsonDecoder, WireProtocolError
+from delos.runtime.wire import NdjsonDecoder
 
 __all__ = [
     "AVAILABILITY_TTL_SECONDS",
@@ -62,34 +62,7 @@ DISCOVERY_INTERVAL_SECONDS: Final = 30.0
 AVAILABILITY_TTL_SECONDS: Final = 5.0
 #: Seconds ``GET /api/tags`` may take before the server counts as unavailable.
 _PROBE_TIMEOUT_SECONDS: Final = 1.0
-_NAME: Final = "ollama"
 _MAX_TAGS_BYTES: Final = 4 * 1024 * 1024
-_MAX_ERROR_BYTES: Final = 64 * 1024
-
-
-def _error_message(payload: Any) -> str | None:
-    error = payload.get("error")
-    return error if isinstance(error, str) else None
-
-
-def _finish_reason(value: Any) -> str:
-    # Servers older than done_reason end every answer with a bare "done": true.
-    return str(value).lower() if value else "stop"
-
-
-def _usage(payload: Mapping[str, Any]) -> Usage | None:
-    """The counts of a final object; None when it reports none.
-
-    The server omits a zero count (Go's ``omitempty``): a count missing beside a present one is
-    zero, e.g. ``prompt_eval_count`` when the whole prompt came from the cache.
-    """
-    prompt, completion = payload.get("prompt_eval_count"), payload.get("eval_count")
-    if prompt is None and completion is None:
-        return None
-    counts = (prompt or 0, completion or 0)
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-        raise UpstreamProtocolError(_NAME, "token counts are not counts")
-    return Usage(counts[0], counts[1])
 
 
 def _served_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -118,8 +91,6 @@ class OllamaProvider(HttpProvider):
     ``clock`` (seconds, monotonic) times the caches of the model list and of availability.
     """
 
-    supports_embeddings = True
-
     def __init__(
         self,
         *,
@@ -131,7 +102,12 @@ class OllamaProvider(HttpProvider):
         on_rate_limits: RateLimitListener | None = None,
     ) -> None:
         super().__init__(
-            _NAME, client=client, catalog=catalog, base_url=base_url, on_rate_limits=on_rate_limits
+            "ollama",
+            client=client,
+            catalog=catalog,
+            base_url=base_url,
+            message_of=error_message,
+            on_rate_limits=on_rate_limits,
         )
         self._clock = clock
         self._probe_timeout = probe_timeout
@@ -215,179 +191,74 @@ class OllamaProvider(HttpProvider):
         self._view = (catalog, ids, view)
         return view
 
-    def cost_per_1k_tokens(self) -> Mapping[str, tuple[Decimal, Decimal]]:
-        catalog = self.discovered_catalog()
-        models = (*catalog.chat_models(self.name), *catalog.embedding_models(self.name))
-        return {m.id: (m.input_per_1k, m.output_per_1k) for m in models}
+    async def start(self) -> None:
+        """Discover the installed models before serving."""
+        await self.refresh_models()
 
     async def _fetch_tags(self) -> tuple[str, ...]:
-        with upstream_errors(self.name):
-            async with self._client.stream("GET", f"{self.base_url}/api/tags") as response:
-                self._observe_headers(response.headers)
-                await self._raise_for_status(response)
-                body = await read_bounded(self.name, response, limit=_MAX_TAGS_BYTES)
-        payload = decode_json(self.name, body, response.headers.get("content-type"))
+        payload, _ = await self._fetch_json(f"{self.base_url}/api/tags", limit=_MAX_TAGS_BYTES)
+        return parse_tags(self.name, payload)
+
+    async def _read_answer(self, response: httpx.Response, limit: int) -> bytes:
+        # Ollama's answers are chunked: a connection closed inside one cut the answer short.
         try:
-            names = [str(entry.get("name") or entry["model"]) for entry in payload["models"]]
-        except (KeyError, TypeError, AttributeError):
-            raise UpstreamProtocolError(self.name, "model list has an unexpected shape") from None
-        return tuple(names)
-
-    # -- chat -----------------------------------------------------------------------------------
-
-    def _chat_body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
-        messages = [{"role": m.role, "content": m.content} for m in request.conversation]
-        system = request.system_prompt
-        if system is not None:
-            messages.insert(0, {"role": "system", "content": system})
-        body: dict[str, Any] = {"model": request.model, "messages": messages, "stream": stream}
-        options: dict[str, Any] = {}
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        if request.top_p is not None:
-            options["top_p"] = request.top_p
-        if request.max_tokens is not None:
-            options["num_predict"] = request.max_tokens
-        if request.stop:
-            options["stop"] = list(request.stop)
-        if options:
-            body["options"] = options
-        if request.output_schema is not None:
-            body["format"] = dict(request.output_schema)
-        return body
-
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.status_code < 300:
-            return
-        body = await read_bounded(self.name, response, limit=_MAX_ERROR_BYTES)
-        raise error_from_status(self.name, response, body, message_of=_error_message)
-
-    async def _read_answer(self, response: httpx.Response) -> bytes:
-        try:
-            return await read_bounded(self.name, response)
+            return await super()._read_answer(response, limit)
         except httpx.RemoteProtocolError:
             raise UpstreamProtocolError(
                 self.name, "connection closed inside the answer: it is truncated"
             ) from None
 
+    # -- chat -----------------------------------------------------------------------------------
+
     async def complete(self, request: ChatRequest) -> Completion:
-        body = self._chat_body(request, stream=False)
-        with upstream_errors(self.name):
-            async with self._client.stream(
-                "POST", f"{self.base_url}/api/chat", json=body
-            ) as response:
-                self._observe_headers(response.headers)
-                await self._raise_for_status(response)
-                raw = await self._read_answer(response)
-        payload = decode_json(self.name, raw, response.headers.get("content-type"))
-        if not isinstance(payload, dict):
-            raise UpstreamProtocolError(self.name, "answer is not a JSON object")
-        if payload.get("error"):
-            raise UpstreamProtocolError(self.name, f"error in answer: {_error_message(payload)}")
-        if payload.get("done") is not True:
-            raise UpstreamProtocolError(self.name, "answer is not marked done")
-        message = payload.get("message")
-        if not isinstance(message, dict):
-            raise UpstreamProtocolError(self.name, "answer has no message")
-        return Completion(
-            content=str(message.get("content") or ""),
-            model=str(payload.get("model") or request.model),
-            finish_reason=_finish_reason(payload.get("done_reason")),
-            usage=_usage(payload),
-        )
+        url = f"{self.base_url}/api/chat"
+        payload = await self._post_json(url, chat_body(request, stream=False))
+        return parse_chat(self.name, payload, model=request.model)
 
     @asynccontextmanager
     async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
-        body = self._chat_body(request, stream=True)
-        with upstream_errors(self.name):
-            async with self._client.stream(
-                "POST", f"{self.base_url}/api/chat", json=body
-            ) as response:
-                self._observe_headers(response.headers)
-                await self._raise_for_status(response)
-                require_media_type(self.name, response, "application/x-ndjson")
-                async with aclosing(self._events(response, request)) as events:
-                    yield events
+        url = f"{self.base_url}/api/chat"
+        body = chat_body(request, stream=True)
+        async with self._open_stream(url, body, "application/x-ndjson") as response:
+            reader = ChatStreamReader(self.name, model=request.model)
+            async with aclosing(self._events(response, reader)) as events:
+                yield events
 
     async def _events(
-        self, response: httpx.Response, request: ChatRequest
+        self, response: httpx.Response, reader: ChatStreamReader
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = NdjsonDecoder()
-        model = request.model
-        finished: StreamFinished | None = None
+        finished: list[StreamEvent] = []
         with upstream_errors(self.name):
             try:
                 async for data in response.aiter_bytes():
                     # After the done line the body is read to its end, which Ollama sends right
                     # away: httpx's iterators left unexhausted are only finalised by the garbage
                     # collector, which trio reports as a ResourceWarning.
-                    if finished is not None:
+                    if reader.finished:
                         continue
-                    for line in self._decode(decoder, data):
-                        chunk = self._stream_object(line)
-                        model = str(chunk.get("model") or model)
-                        message = chunk.get("message")
-                        text = message.get("content") if isinstance(message, dict) else None
-                        if text:
-                            yield TextDelta(str(text))
-                        if chunk.get("done") is True:
-                            finish = _finish_reason(chunk.get("done_reason"))
-                            finished = StreamFinished(finish, _usage(chunk), model)
-                            break
+                    for line in feed_decoder(self.name, decoder, data):
+                        for item in reader.feed(line.value):
+                            if isinstance(item, StreamFinished):
+                                finished.append(item)
+                            else:
+                                yield item
             except httpx.RemoteProtocolError:
                 # The server closed the connection inside the chunked body.
                 raise UpstreamProtocolError(
                     self.name, "connection closed inside the stream: the answer is truncated"
                 ) from None
-            if finished is not None:
-                yield finished
-                return
-            self._decode(decoder, None)
-        raise UpstreamProtocolError(
-            self.name, "stream ended without its done line: the answer is truncated"
-        )
-
-    def _decode(self, decoder: NdjsonDecoder, data: bytes | None) -> list[Any]:
-        """The JSON values ``data`` completes; None for end of input."""
-        try:
-            lines = decoder.close() if data is None else decoder.feed(data)
-        except WireProtocolError as exc:
-            raise UpstreamProtocolError(self.name, f"malformed stream: {exc}") from None
-        return [line.value for line in lines]
-
-    def _stream_object(self, value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise UpstreamProtocolError(self.name, "stream line is not a JSON object")
-        if value.get("error"):
-            detail = _error_message(value) or "unknown error"
-            raise UpstreamProtocolError(self.name, f"error in the stream: {detail}")
-        return value
+            if not reader.finished:
+                feed_decoder(self.name, decoder, None)
+        reader.end()
+        for item in finished:
+            yield item
 
     # -- embeddings -----------------------------------------------------------------------------
 
     async def embed(self, request: EmbedRequest) -> Embeddings:
-        body = {"model": request.model, "input": list(request.texts)}
-        with upstream_errors(self.name):
-            async with self._client.stream(
-                "POST", f"{self.base_url}/api/embed", json=body
-            ) as response:
-                self._observe_headers(response.headers)
-                await self._raise_for_status(response)
-                raw = await self._read_answer(response)
-        payload = decode_json(self.name, raw, response.headers.get("content-type"))
-        try:
-            vectors = [[float(v) for v in vector] for vector in payload["embeddings"]]
-            tokens = payload.get("prompt_eval_count")
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise UpstreamProtocolError(
-                self.name, "embeddings answer has an unexpected shape"
-            ) from None
-        if len(vectors) != len(request.texts):
-            raise UpstreamProtocolError(self.name, "embeddings answer has the wrong count")
-        usage = (
-            Usage(tokens, 0) if isinstance(tokens, int) and not isinstance(tokens, bool) else None
-        )
-        return Embeddings(vectors, str(payload.get("model") or request.model), usage)
+        payload = await self._post_json(f"{self.base_url}/api/embed", embed_body(request))
+        return parse_embeddings(self.name, payload, request)
 
 
 def build_ollama(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:

@@ -2,19 +2,34 @@
 
 Layout:
     _candidates.py  which (provider, model) pairs can serve a request, in strategy order
-    _guards.py      breakers, limiters, latency table and retry budget around the providers
-    _attempts.py    one guarded upstream attempt and the request state attempts share
-    _outcome.py     answers, attempt records and their cost
+    _guards.py      breakers, limiters, latency table, retry budget, and the clock that times them
+    _attempts.py    one guarded upstream attempt, its retries, and the request state they share
+                    (completions, streams and embeddings alike)
+    _outcome.py     answers, attempt records (kind, outcome) and their cost
     _router.py      the router: races, hedges, retries, fallbacks, commit point
 """
 
-from delos.runtime.routing._attempts import RequestRun, Sink
+from delos.runtime.routing._attempts import (
+    RequestRun,
+    Sink,
+    attempt_time_limit,
+    guarded_attempt,
+    with_retries,
+)
 from delos.runtime.routing._candidates import Candidate, candidates_for, estimated_cost
 from delos.runtime.routing._guards import Guards, ResiliencePolicy
-from delos.runtime.routing._outcome import AttemptRecord, RoutedAnswer, priced_usage
+from delos.runtime.routing._outcome import (
+    AttemptKind,
+    AttemptOutcome,
+    AttemptRecord,
+    RoutedAnswer,
+    priced_usage,
+)
 from delos.runtime.routing._router import Router
 
 __all__ = [
+    "AttemptKind",
+    "AttemptOutcome",
     "AttemptRecord",
     "Candidate",
     "Guards",
@@ -23,7 +38,10 @@ __all__ = [
     "RoutedAnswer",
     "Router",
     "Sink",
+    "attempt_time_limit",
     "candidates_for",
     "estimated_cost",
+    "guarded_attempt",
     "priced_usage",
+    "with_retries",
 ]

@@ -1,4 +1,9 @@
-"""One upstream attempt, guarded: breaker admission, limiter reservation, latency timing, billing.
+"""One upstream attempt, guarded: breaker admission, limiter reservation, latency timing, billing;
+and the retry of transient failures on the same provider.
+
+Completions, streams and embeddings all reach a provider through :func:`guarded_attempt`, and
+retry through :func:`with_retries`, so every call passes the same breaker, limiter and latency
+table and is billed the same way.
 
 Every way an attempt ends settles each guard exactly once: success, failure (a provider fault),
 ignored (a caller error, a 429, a local rejection) or abandoned (cancelled: a race or hedge loser,
@@ -8,64 +13,72 @@ cancellation unwinds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from delos.resilience import CallPermit, Reservation
-from delos.runtime.catalog import estimate_prompt_tokens
-from delos.runtime.errors import DelosError, ProviderError, UpstreamRateLimited
-from delos.runtime.inputs import CompletionInput
+import anyio
+
+from delos.resilience import CallPermit, Reservation, retrying
+from delos.runtime.errors import (
+    DelosError,
+    ProviderError,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from delos.runtime.routing._candidates import Candidate
 from delos.runtime.routing._guards import Guards
-from delos.runtime.routing._outcome import AttemptRecord, priced_usage
-from delos.runtime.values import ChatRequest, Usage
+from delos.runtime.routing._outcome import (
+    AttemptKind,
+    AttemptOutcome,
+    AttemptRecord,
+    priced_usage,
+)
+from delos.runtime.values import Usage
 
-__all__ = ["AttemptScope", "RequestRun", "Sink", "guarded_attempt"]
+__all__ = [
+    "AttemptScope",
+    "RequestRun",
+    "Sink",
+    "attempt_time_limit",
+    "guarded_attempt",
+    "with_retries",
+]
 
 Sink = Callable[[str], Awaitable[None]]
 
+RequestT = TypeVar("RequestT")
+T = TypeVar("T")
+
 
 @dataclass
-class RequestRun:
-    """The state one request shares across its attempts."""
+class RequestRun(Generic[RequestT]):
+    """The state one request shares across its attempts: a completion or a stream
+    (``RequestRun[CompletionInput]``), or an embedding (``RequestRun[EmbedInput]``)."""
 
-    request: CompletionInput
+    request: RequestT
+    #: When the request started, on the guards' clock (seconds).
     started: float
+    #: Prompt tokens estimated before any call: the limiter reserves them, and they are billed
+    #: when a provider reports no usage.
+    prompt_tokens_estimate: int
+    #: The request's cap on output tokens; None reserves the model's typical answer (0 tokens
+    #: for an embedding model).
+    max_output_tokens: int | None = None
     sink: Sink | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     errors: list[DelosError] = field(default_factory=list)
     #: True once output has reached the client: no retry, hedge or fallback after it.
     committed: bool = False
-    prompt_tokens_estimate: int = 0
     schema_violations: int = 0
     #: Candidates not yet tried after the current stage (a silent provider must leave time).
     fallbacks_left: int = 0
 
-    def __post_init__(self) -> None:
-        self.prompt_tokens_estimate = estimate_prompt_tokens(
-            m.content for m in self.request.messages
-        )
-
-    @property
-    def output_schema(self) -> Mapping[str, Any] | None:
-        return self.request.output_schema
-
-    def chat_for(self, candidate: Candidate) -> ChatRequest:
-        request = self.request
-        return ChatRequest(
-            model=candidate.model.id,
-            messages=request.messages,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            max_tokens=request.max_tokens,
-            stop=request.stop,
-            output_schema=request.output_schema,
-        )
-
     def reservation_tokens(self, candidate: Candidate) -> int:
-        completion = self.request.max_tokens or candidate.model.typical_output_tokens
+        completion = self.max_output_tokens or candidate.model.typical_output_tokens
         return self.prompt_tokens_estimate + completion
 
 
@@ -99,17 +112,26 @@ class AttemptScope:
 @asynccontextmanager
 async def guarded_attempt(
     guards: Guards,
-    run: RequestRun,
+    run: RequestRun[Any],
     candidate: Candidate,
-    kind: str,
-    clock: Callable[[], float],
+    kind: AttemptKind,
+    *,
+    operation: str = "chat",
 ) -> AsyncIterator[AttemptScope]:
-    """Admit, reserve and time one attempt on ``candidate``; settle everything when it ends."""
+    """Admit, reserve and time one attempt on ``candidate``; settle everything when it ends.
+
+    The body calls the provider and reports through the scope (first token, text, usage). A
+    :class:`ProviderError` leaving the body, or raised by the breaker (:class:`CircuitOpen`)
+    or the limiter (:class:`LocalRateLimited`), is recorded in ``run.errors`` and re-raised.
+    ``operation`` names the call in traces (``chat``, ``embeddings``).
+    """
     record = AttemptRecord(candidate.provider.name, candidate.model.id, kind)
     run.attempts.append(record)
     breaker_state = guards.breaker(candidate).state.value
-    with guards.tracing.attempt_span(*candidate.key, kind, breaker_state) as span:
-        async with _guarded(guards, run, candidate, record, clock) as scope:
+    with guards.tracing.attempt_span(
+        *candidate.key, kind.value, breaker_state, operation=operation
+    ) as span:
+        async with _guarded(guards, run, candidate, record) as scope:
             yield scope
         usage = record.usage
         span.set_result(
@@ -123,12 +145,9 @@ async def guarded_attempt(
 
 @asynccontextmanager
 async def _guarded(
-    guards: Guards,
-    run: RequestRun,
-    candidate: Candidate,
-    record: AttemptRecord,
-    clock: Callable[[], float],
+    guards: Guards, run: RequestRun[Any], candidate: Candidate, record: AttemptRecord
 ) -> AsyncIterator[AttemptScope]:
+    clock = guards.clock
     try:
         permit = guards.acquire_permit(candidate)
     except ProviderError as error:
@@ -142,7 +161,7 @@ async def _guarded(
         if isinstance(error, ProviderError):
             _fail(run, record, error)
         else:
-            record.outcome = "cancelled"
+            record.outcome = AttemptOutcome.CANCELLED
         raise
     timer = guards.latency.start(candidate.key)
     scope = AttemptScope(candidate, record, clock(), clock, _on_first_token=timer.first_token)
@@ -168,8 +187,8 @@ async def _guarded(
         _bill(run, scope)
         _release(reservation, record)
         record.latency_s = clock() - scope.started
-        if record.outcome == "pending":
-            record.outcome = "cancelled"
+        if record.outcome is AttemptOutcome.PENDING:
+            record.outcome = AttemptOutcome.CANCELLED
         raise
     else:
         permit.record_success(scope.time_to_first_token)
@@ -179,8 +198,8 @@ async def _guarded(
         timer.finish_success(output_tokens)
         if reservation is not None:
             reservation.reconcile(record.usage.total_tokens if record.usage else 0)
-        if record.outcome == "pending":
-            record.outcome = "won"
+        if record.outcome is AttemptOutcome.PENDING:
+            record.outcome = AttemptOutcome.WON
 
 
 def _settle_failure(
@@ -194,11 +213,11 @@ def _settle_failure(
         guards.pause(error.provider, error.retry_after)
 
 
-def _bill(run: RequestRun, scope: AttemptScope) -> None:
+def _bill(run: RequestRun[Any], scope: AttemptScope) -> None:
     """Price the attempt: reported usage when the body set it, else an estimate."""
     record = scope.record
     usage, cost = priced_usage(
-        scope.candidate.model, scope.usage, run.request.messages, "".join(scope.text)
+        scope.candidate.model, scope.usage, run.prompt_tokens_estimate, "".join(scope.text)
     )
     record.usage, record.cost_usd = usage, cost
 
@@ -212,6 +231,74 @@ def _release(reservation: Reservation | None, record: AttemptRecord) -> None:
         reservation.release_unused()
 
 
-def _fail(run: RequestRun, record: AttemptRecord, error: ProviderError) -> None:
-    record.outcome, record.error = "failed", error.message
+def _fail(run: RequestRun[Any], record: AttemptRecord, error: ProviderError) -> None:
+    record.outcome, record.error = AttemptOutcome.FAILED, error.message
     run.errors.append(error)
+
+
+@contextmanager
+def attempt_time_limit(candidate: Candidate, seconds: float, waiting_for: str) -> Iterator[None]:
+    """Bound the block to ``seconds``; running over is the provider's :class:`UpstreamTimeout`.
+
+    Only this limit becomes an upstream timeout: an enclosing deadline cancels as usual.
+    """
+    try:
+        with anyio.fail_after(seconds):
+            yield
+    except TimeoutError:
+        raise UpstreamTimeout(
+            candidate.provider.name, f"no {waiting_for} within {seconds:.1f} s"
+        ) from None
+
+
+async def with_retries(
+    guards: Guards,
+    run: RequestRun[Any],
+    attempt: Callable[[AttemptKind], Awaitable[T]],
+    kind: AttemptKind,
+) -> T | None:
+    """``attempt(kind)``, then retries (``attempt(AttemptKind.RETRY)``) of transient failures
+    on the same provider, as the policy's attempt count, the retry budget and the deadline allow.
+
+    Returns None when the last attempt failed with a :class:`ProviderError` (each failure is in
+    ``run.errors``); anything else propagates. The retry policy (tenacity) is only built once
+    the first attempt failed: most requests never need it, and building it costs more than the
+    rest of the routing decision.
+    """
+    try:
+        return await attempt(kind)
+    except ProviderError as error:
+        if not _retry_same_provider(run, error):
+            return None
+        first_failure: list[ProviderError] = [error]
+    policy = guards.policy
+    # The policy's deadline check keeps anyio's clock: deadlines are anyio clock times.
+    try:
+        async for retry_state in retrying(
+            max_attempts=policy.attempts_per_provider,
+            initial=policy.retry_initial_backoff,
+            maximum=policy.retry_max_backoff,
+            is_retryable=lambda error: _retry_same_provider(run, error),
+            retry_after_of=lambda error: getattr(error, "retry_after", None),
+            budget=guards.budget,
+            sleep=guards.sleep,
+        ):
+            with retry_state:
+                if first_failure:  # the attempt above: let the policy decide what follows
+                    raise first_failure.pop()
+                return await attempt(AttemptKind.RETRY)
+    except ProviderError:
+        return None
+    return None
+
+
+def _retry_same_provider(run: RequestRun[Any], error: BaseException) -> bool:
+    """Transient provider faults (a 5xx, a dropped connection, a malformed answer) are worth a
+    second try on the same provider, before any output reached the client.
+
+    Not a timeout: a provider that just stayed silent for the whole attempt limit is better
+    replaced by the next candidate (or reported) than waited on twice.
+    """
+    if run.committed or isinstance(error, UpstreamTimeout):
+        return False
+    return isinstance(error, UpstreamUnavailable | UpstreamProtocolError)

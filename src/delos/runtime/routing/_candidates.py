@@ -13,8 +13,8 @@ from delos.runtime.errors import (
     ProviderNotConfigured,
     UnknownModel,
 )
-from delos.runtime.providers.base import Provider
 from delos.runtime.inputs import CompletionInput, Routing
+from delos.runtime.providers.base import Provider
 
 __all__ = ["Candidate", "candidates_for", "estimated_cost"]
 

@@ -6,9 +6,10 @@ the latency table per (provider, model); the retry budget is gateway-wide.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import anyio
 
 from delos.resilience import (
     BreakerConfig,
@@ -24,6 +25,7 @@ from delos.resilience import (
     Reservation,
     RetryBudget,
 )
+from delos.resilience._clock import Clock, Sleep
 from delos.runtime.config import Settings
 from delos.runtime.errors import CircuitOpen, LocalRateLimited
 from delos.runtime.observability import Metrics, Tracing
@@ -63,18 +65,30 @@ class ResiliencePolicy:
 
 
 class Guards:
+    """The guards, and the clock and sleep that time them and every attempt.
+
+    ``clock`` (seconds) and ``sleep`` drive the breakers' cool-downs, the latency table, the
+    retry budget's window, the limiters' waits, retry backoffs and hedge delays. They default
+    to anyio's: the clock cancel scopes and deadlines run on, virtual under trio's
+    ``MockClock``. A replacement must move ``clock()`` on by ``s`` across ``sleep(s)``;
+    deadline arithmetic keeps anyio's clock whatever is injected. Neither is called while
+    constructing, so guards may be built outside an event loop.
+    """
+
     def __init__(
         self,
         settings: Settings,
         policy: ResiliencePolicy | None = None,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = anyio.current_time,
+        sleep: Sleep = anyio.sleep,
         workers: int = 1,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         self.policy = policy or ResiliencePolicy.from_settings(settings)
         self.clock = clock
+        self.sleep = sleep
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing.from_settings(None)
         self.breakers = CircuitBreakerFactory(self.policy.breaker, clock=clock)
@@ -89,8 +103,8 @@ class Guards:
                 limits.requests_per_minute,
                 limits.tokens_per_minute,
                 workers,
-                clock=_anyio_time,
-                sleep=_anyio_sleep,
+                clock=clock,
+                sleep=sleep,
             )
 
     def _on_breaker_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
@@ -123,7 +137,7 @@ class Guards:
         limiter = self.limiters.get(candidate.provider.name)
         if limiter is None:
             return None
-        started = _anyio_time()
+        started = self.clock()
         try:
             reservation = await limiter.reserve(
                 estimated_tokens, max_wait=self.policy.limiter_max_wait
@@ -134,7 +148,7 @@ class Guards:
                 f"local rate limit reached (would wait {error.wait_seconds:.1f} s)",
                 retry_after=error.wait_seconds,
             ) from None
-        self.metrics.observe_limiter_wait(candidate.provider.name, _anyio_time() - started)
+        self.metrics.observe_limiter_wait(candidate.provider.name, self.clock() - started)
         return reservation
 
     def rate_limit_listener(self, provider: str) -> Callable[[RateLimitHints], None]:
@@ -151,9 +165,7 @@ class Guards:
                     or hints.remaining_tokens == 0
                 ):
                     return
-                limiter = self.limiters[provider] = ProviderLimiter(
-                    None, None, clock=_anyio_time, sleep=_anyio_sleep
-                )
+                limiter = self.limiters[provider] = self._unlimited()
             limiter.apply_hints(hints)
 
         return listener
@@ -162,19 +174,9 @@ class Guards:
         """A 429's Retry-After: hold this provider's limiter for ``seconds``."""
         limiter = self.limiters.get(provider)
         if limiter is None:
-            limiter = self.limiters[provider] = ProviderLimiter(
-                None, None, clock=_anyio_time, sleep=_anyio_sleep
-            )
-        limiter.pause_until(_anyio_time() + seconds)
+            limiter = self.limiters[provider] = self._unlimited()
+        limiter.pause_until(self.clock() + seconds)
 
-
-def _anyio_time() -> float:
-    import anyio
-
-    return anyio.current_time()
-
-
-async def _anyio_sleep(seconds: float) -> None:
-    import anyio
-
-    await anyio.sleep(seconds)
+    def _unlimited(self) -> ProviderLimiter:
+        """A limiter with no configured limit: it only honours what the provider says."""
+        return ProviderLimiter(None, None, clock=self.clock, sleep=self.sleep)

@@ -2,23 +2,49 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from delos.runtime.catalog import ModelInfo, cost_usd, estimate_prompt_tokens
-from delos.runtime.values import ChatMessage, Usage
+from delos.runtime.values import Usage
 
-__all__ = ["AttemptRecord", "RoutedAnswer", "priced_usage"]
+__all__ = ["AttemptKind", "AttemptOutcome", "AttemptRecord", "RoutedAnswer", "priced_usage"]
+
+
+class AttemptKind(enum.Enum):
+    """Why an attempt was made; the value is what the wire and the metrics carry."""
+
+    PRIMARY = "primary"
+    RACE = "race"
+    """Started together with the other best candidates (latency routing)."""
+    HEDGE = "hedge"
+    """Started after the primary stayed silent past its p95 time to first token."""
+    RETRY = "retry"
+    """The same provider again, after a transient failure."""
+    FALLBACK = "fallback"
+    """The next candidate, after the ones before it failed."""
+
+
+class AttemptOutcome(enum.Enum):
+    """How an attempt ended; the value is what the wire and the metrics carry."""
+
+    PENDING = "pending"
+    """Still running (never seen once the request finished)."""
+    WON = "won"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    """Lost a race or hedge, or the client or the deadline ended the request."""
 
 
 @dataclass(slots=True)
 class AttemptRecord:
-    """One upstream call. ``kind``: primary, race, hedge, retry or fallback."""
+    """One upstream call."""
 
     provider: str
     model: str
-    kind: str
-    outcome: str = "pending"  # won, failed, cancelled
+    kind: AttemptKind
+    outcome: AttemptOutcome = AttemptOutcome.PENDING
     error: str = ""
     usage: Usage | None = None
     cost_usd: Decimal = Decimal(0)
@@ -53,14 +79,15 @@ class RoutedAnswer:
 def priced_usage(
     model: ModelInfo,
     reported: Usage | None,
-    messages: tuple[ChatMessage, ...],
+    prompt_tokens_estimate: int,
     generated_text: str,
 ) -> tuple[Usage, Decimal]:
-    """The usage to bill and its USD cost: the provider's report, else an estimate."""
+    """The usage to bill and its USD cost: the provider's report, else an estimate (the
+    request's estimated prompt tokens, and the tokens of the text generated so far)."""
     usage = reported
     if usage is None:
         usage = Usage(
-            estimate_prompt_tokens(m.content for m in messages),
+            prompt_tokens_estimate,
             estimate_prompt_tokens([generated_text]) if generated_text else 0,
             estimated=True,
         )

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,8 +23,8 @@ from functools import partial
 
 import anyio
 
-from delos.resilience import AllAttemptsFailed, RaceTicket, race, retrying
-from delos.runtime.catalog import Catalog
+from delos.resilience import AllAttemptsFailed, RaceTicket, race
+from delos.runtime.catalog import Catalog, estimate_prompt_tokens
 from delos.runtime.errors import (
     AllCandidatesFailed,
     DelosError,
@@ -35,15 +34,22 @@ from delos.runtime.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from delos.runtime.inputs import CompletionInput, Routing
 from delos.runtime.providers.base import Provider
 from delos.runtime.providers.registry import effective_catalog
-from delos.runtime.inputs import CompletionInput, Routing
-from delos.runtime.routing._attempts import AttemptScope, RequestRun, Sink, guarded_attempt
+from delos.runtime.routing._attempts import (
+    AttemptScope,
+    RequestRun,
+    Sink,
+    attempt_time_limit,
+    guarded_attempt,
+    with_retries,
+)
 from delos.runtime.routing._candidates import Candidate, candidates_for
 from delos.runtime.routing._guards import Guards
-from delos.runtime.routing._outcome import RoutedAnswer
+from delos.runtime.routing._outcome import AttemptKind, AttemptOutcome, RoutedAnswer
 from delos.runtime.schema import validation_error
-from delos.runtime.values import StreamEvent, StreamFinished, TextDelta
+from delos.runtime.values import ChatRequest, StreamEvent, StreamFinished, TextDelta
 
 __all__ = ["Router"]
 
@@ -59,10 +65,16 @@ class _Won:
     model: str
 
 
-Attempt = Callable[[Candidate, str, RaceTicket | None], Awaitable[_Won]]
+Attempt = Callable[[Candidate, AttemptKind, RaceTicket | None], Awaitable[_Won]]
+CompletionRun = RequestRun[CompletionInput]
+#: One attempt of a race or hedge: the candidate, its kind, its start delay (seconds).
+_Start = tuple[Candidate, AttemptKind, float]
 
 
 class Router:
+    """Routes completions and streams over ``providers``. Time (latencies, hedge delays, retry
+    backoffs) is read from the guards' clock and sleep, so one clock drives all of it."""
+
     def __init__(
         self,
         providers: dict[str, Provider],
@@ -70,13 +82,12 @@ class Router:
         guards: Guards,
         *,
         quality_order: tuple[str, ...],
-        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.providers = providers
         self._base_catalog = catalog
         self.guards = guards
         self.quality_order = quality_order
-        self._clock = clock
+        self._clock = guards.clock
 
     @property
     def catalog(self) -> Catalog:
@@ -128,17 +139,21 @@ class Router:
 
     async def complete(self, request: CompletionInput) -> RoutedAnswer:
         """One answer. Raises :class:`AllCandidatesFailed` (or a request error)."""
-        run = RequestRun(request, self._clock())
+        run = self._run(request, None)
         return await self._execute(run, partial(self._unary_attempt, run))
 
     async def stream(self, request: CompletionInput, sink: Sink) -> RoutedAnswer:
         """Stream deltas to ``sink``; return the finished answer (usage and cost included)."""
-        run = RequestRun(request, self._clock(), sink=sink)
+        run = self._run(request, sink)
         return await self._execute(run, partial(self._stream_attempt, run))
+
+    def _run(self, request: CompletionInput, sink: Sink | None) -> CompletionRun:
+        prompt_tokens = estimate_prompt_tokens(m.content for m in request.messages)
+        return RequestRun(request, self._clock(), prompt_tokens, request.max_tokens, sink)
 
     # -- orchestration --------------------------------------------------------------------------
 
-    async def _execute(self, run: RequestRun, attempt: Attempt) -> RoutedAnswer:
+    async def _execute(self, run: CompletionRun, attempt: Attempt) -> RoutedAnswer:
         candidates = self.candidates(run.request)
         self.guards.budget.deposit()
         first, rest = self._first_stage(run.request, candidates)
@@ -147,38 +162,39 @@ class Router:
         if len(first) > 1:
             won = await self._race(run, attempt, first)
         else:
-            won = await self._with_retries(run, attempt, first[0][0], "primary")
+            won = await self._with_retries(run, attempt, first[0][0], AttemptKind.PRIMARY)
         for index, candidate in enumerate(rest):
             if won is not None or run.committed or not self._may_fall_back(run):
                 break
             run.fallbacks_left = len(rest) - index - 1
-            won = await self._with_retries(run, attempt, candidate, "fallback")
+            won = await self._with_retries(run, attempt, candidate, AttemptKind.FALLBACK)
         if won is None:
             raise AllCandidatesFailed(run.errors or [UpstreamUnavailable("gateway", "no attempt")])
         return self._answer(run, won)
 
     def _first_stage(
         self, request: CompletionInput, candidates: list[Candidate]
-    ) -> tuple[list[tuple[Candidate, str, float]], list[Candidate]]:
+    ) -> tuple[list[_Start], list[Candidate]]:
         """The attempts that start together (race) or staggered (hedge), and the fallbacks."""
         policy = self.guards.policy
         if request.routing is Routing.LATENCY and policy.race_width > 1 and len(candidates) > 1:
             width = min(policy.race_width, len(candidates))
-            group = [(c, "race", 0.0) for c in candidates[:width]]
+            group = [(c, AttemptKind.RACE, 0.0) for c in candidates[:width]]
             return group, candidates[width:]
         if self._hedging(request) and len(candidates) > 1:
             delay = self._hedge_delay(candidates[0])
             if delay is not None:
                 return (
-                    [(candidates[0], "primary", 0.0), (candidates[1], "hedge", delay)],
+                    [
+                        (candidates[0], AttemptKind.PRIMARY, 0.0),
+                        (candidates[1], AttemptKind.HEDGE, delay),
+                    ],
                     candidates[2:],
                 )
-        return [(candidates[0], "primary", 0.0)], candidates[1:]
+        return [(candidates[0], AttemptKind.PRIMARY, 0.0)], candidates[1:]
 
-    async def _race(
-        self, run: RequestRun, attempt: Attempt, group: list[tuple[Candidate, str, float]]
-    ) -> _Won | None:
-        hedged = any(kind == "hedge" for _, kind, _ in group)
+    async def _race(self, run: CompletionRun, attempt: Attempt, group: list[_Start]) -> _Won | None:
+        hedged = any(kind is AttemptKind.HEDGE for _, kind, _ in group)
 
         def may_start(index: int) -> bool:
             # Races are what the client asked for; hedges are extra load and draw on the budget.
@@ -192,6 +208,7 @@ class Router:
                 ],
                 start_delays=[delay for _, _, delay in group],
                 may_start=may_start,
+                sleep=self.guards.sleep,
             )
         except AllAttemptsFailed as failed:
             for error in failed.errors:
@@ -201,44 +218,20 @@ class Router:
         return result.value
 
     async def _with_retries(
-        self, run: RequestRun, attempt: Attempt, candidate: Candidate, kind: str
+        self, run: CompletionRun, attempt: Attempt, candidate: Candidate, kind: AttemptKind
     ) -> _Won | None:
-        """One attempt, then retries of transient failures on the same provider.
+        """One attempt, then retries of transient failures on the same provider."""
+        return await with_retries(
+            self.guards, run, lambda kind: attempt(candidate, kind, None), kind
+        )
 
-        The retry policy (tenacity) is only built once the first attempt failed: most requests
-        never need it, and building it costs more than the rest of the routing decision.
-        """
-        try:
-            return await attempt(candidate, kind, None)
-        except ProviderError as error:
-            if not _retry_same_provider(run, error):
-                return None
-            first_failure: list[ProviderError] = [error]
-        policy = self.guards.policy
-        try:
-            async for retry_state in retrying(
-                max_attempts=policy.attempts_per_provider,
-                initial=policy.retry_initial_backoff,
-                maximum=policy.retry_max_backoff,
-                is_retryable=partial(_retry_same_provider, run),
-                retry_after_of=lambda error: getattr(error, "retry_after", None),
-                budget=self.guards.budget,
-            ):
-                with retry_state:
-                    if first_failure:  # the attempt above: let the policy decide what follows
-                        raise first_failure.pop()
-                    return await attempt(candidate, "retry", None)
-        except ProviderError:
-            return None
-        return None
-
-    def _may_fall_back(self, run: RequestRun) -> bool:
+    def _may_fall_back(self, run: CompletionRun) -> bool:
         last = run.errors[-1] if run.errors else None
         if isinstance(last, OutputSchemaViolation):
             return run.schema_violations < _SCHEMA_ATTEMPTS
         return not isinstance(last, ProviderError) or last.retryable
 
-    def _answer(self, run: RequestRun, won: _Won) -> RoutedAnswer:
+    def _answer(self, run: CompletionRun, won: _Won) -> RoutedAnswer:
         record = won.scope.record
         assert record.usage is not None
         return RoutedAnswer(
@@ -257,41 +250,37 @@ class Router:
     # -- attempts -------------------------------------------------------------------------------
 
     async def _unary_attempt(
-        self, run: RequestRun, candidate: Candidate, kind: str, ticket: RaceTicket | None
+        self, run: CompletionRun, candidate: Candidate, kind: AttemptKind, ticket: RaceTicket | None
     ) -> _Won:
-        async with guarded_attempt(self.guards, run, candidate, kind, self._clock) as scope:
+        async with guarded_attempt(self.guards, run, candidate, kind) as scope:
             limit = self._time_limit(run, self.guards.policy.unary_timeout)
-            try:
-                with anyio.fail_after(limit):
-                    completion = await candidate.provider.complete(run.chat_for(candidate))
-            except TimeoutError:
-                raise UpstreamTimeout(
-                    candidate.provider.name, f"no answer within {limit:.1f} s"
-                ) from None
+            with attempt_time_limit(candidate, limit, "answer"):
+                completion = await candidate.provider.complete(_chat_request(run, candidate))
             scope.first_token()
             scope.text.append(completion.content)
             scope.usage = completion.usage
             scope.response_model, scope.finish_reason = completion.model, completion.finish_reason
             self._check_schema(run, candidate, completion.content)
             if ticket is not None and not ticket.claim():
-                scope.record.outcome = "cancelled"  # finished, but another attempt won first
+                # Finished, but another attempt won first.
+                scope.record.outcome = AttemptOutcome.CANCELLED
                 await anyio.sleep_forever()  # the race is cancelling this attempt
             return _Won(scope, completion.content, completion.finish_reason, completion.model)
 
     async def _stream_attempt(
-        self, run: RequestRun, candidate: Candidate, kind: str, ticket: RaceTicket | None
+        self, run: CompletionRun, candidate: Candidate, kind: AttemptKind, ticket: RaceTicket | None
     ) -> _Won:
         sink = run.sink
         assert sink is not None
         # Structured answers are validated before anything reaches the client.
-        buffering = run.output_schema is not None
-        async with guarded_attempt(self.guards, run, candidate, kind, self._clock) as scope:
+        buffering = run.request.output_schema is not None
+        async with guarded_attempt(self.guards, run, candidate, kind) as scope:
             finished: StreamFinished | None = None
             policy = self.guards.policy
             first_limit = self._time_limit(run, policy.first_token_timeout)
             async with (
                 _first_token_deadline(candidate, first_limit) as first_token_scope,
-                candidate.provider.open_stream(run.chat_for(candidate)) as events,
+                candidate.provider.open_stream(_chat_request(run, candidate)) as events,
             ):
                 while True:
                     limit = first_limit if scope.first_token_at is None else policy.idle_timeout
@@ -327,14 +316,14 @@ class Router:
             return _Won(scope, content, finished.finish_reason, finished.model)
 
     async def _commit(
-        self, run: RequestRun, scope: AttemptScope, ticket: RaceTicket | None
+        self, run: CompletionRun, scope: AttemptScope, ticket: RaceTicket | None
     ) -> None:
         if ticket is not None and not ticket.claim():
-            scope.record.outcome = "cancelled"
+            scope.record.outcome = AttemptOutcome.CANCELLED
             await anyio.sleep_forever()  # another attempt won: the race is cancelling this one
         run.committed = True
 
-    def _time_limit(self, run: RequestRun, limit: float) -> float:
+    def _time_limit(self, run: CompletionRun, limit: float) -> float:
         """``limit`` seconds, or half the remaining deadline when fallbacks are left."""
         if run.fallbacks_left:
             remaining = anyio.current_effective_deadline() - anyio.current_time()
@@ -342,8 +331,8 @@ class Router:
                 return max(0.0, min(limit, remaining / 2))
         return limit
 
-    def _check_schema(self, run: RequestRun, candidate: Candidate, content: str) -> None:
-        schema = run.output_schema
+    def _check_schema(self, run: CompletionRun, candidate: Candidate, content: str) -> None:
+        schema = run.request.output_schema
         if schema is None:
             return
         problem = validation_error(schema, content)
@@ -379,17 +368,19 @@ async def _next_event(
 
 
 async def _as_race_attempt(
-    attempt: Attempt, candidate: Candidate, kind: str, ticket: RaceTicket
+    attempt: Attempt, candidate: Candidate, kind: AttemptKind, ticket: RaceTicket
 ) -> _Won:
     return await attempt(candidate, kind, ticket)
 
 
-def _retry_same_provider(run: RequestRun, error: BaseException) -> bool:
-    """Transient provider faults are worth a second try on the same provider, before output.
-
-    Not a timeout: a provider that just stayed silent for the whole attempt limit is better
-    replaced by the next candidate than waited on twice.
-    """
-    if run.committed or not isinstance(error, ProviderError) or isinstance(error, UpstreamTimeout):
-        return False
-    return isinstance(error, UpstreamUnavailable | UpstreamProtocolError)
+def _chat_request(run: CompletionRun, candidate: Candidate) -> ChatRequest:
+    request = run.request
+    return ChatRequest(
+        model=candidate.model.id,
+        messages=request.messages,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        max_tokens=request.max_tokens,
+        stop=request.stop,
+        output_schema=request.output_schema,
+    )

@@ -15,6 +15,7 @@ __all__ = ["SseComment", "SseDecoder", "SseEvent", "encode_sse", "encode_sse_com
 
 _BOM = b"\xef\xbb\xbf"
 _DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
+_LINE_ENDINGS = ("\n", "\r\n", "\r")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,22 +200,26 @@ def _check_single_line(name: str, value: str) -> None:
         raise ValueError(f"SSE {name} must not contain CR or LF: {value!r}")
 
 
-def encode_sse(data: str, event: str | None = None) -> bytes:
+def encode_sse(data: str, event: str | None = None, *, line_ending: str = "\n") -> bytes:
     """Encode one event as `event: <event>\\ndata: <line>\\n...\\n\\n` (UTF-8).
 
     Each CR, LF or CRLF in `data` starts a new `data:` line, so a decoder returns the data with
     every line ending turned into LF. Other characters, U+2028 included, pass through unchanged.
+    `line_ending` ends every line, the blank one included: LF by default, CRLF (as Google's
+    servers write) or CR, the three endings the format allows.
 
     Raises:
-        ValueError: `event` contains CR or LF.
+        ValueError: `event` contains CR or LF, or `line_ending` is not LF, CRLF or CR.
     """
+    if line_ending not in _LINE_ENDINGS:
+        raise ValueError(f"SSE lines end with LF, CRLF or CR, not {line_ending!r}")
     parts: list[str] = []
     if event is not None:
         _check_single_line("event", event)
-        parts.append(f"event: {event}\n")
+        parts.append(f"event: {event}{line_ending}")
     normalised = data.replace("\r\n", "\n").replace("\r", "\n")
-    parts.extend(f"data: {line}\n" for line in normalised.split("\n"))
-    parts.append("\n")
+    parts.extend(f"data: {line}{line_ending}" for line in normalised.split("\n"))
+    parts.append(line_ending)
     return "".join(parts).encode()
 
 

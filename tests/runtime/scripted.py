@@ -1,0 +1,176 @@
+"""In-process providers that follow a script: latencies on the event loop's clock, our errors.
+
+Run under trio's ``MockClock(autojump_threshold=0)`` the latencies are virtual: a 30 s silence
+costs no real time, and every duration a test reads is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+
+import anyio
+import trio.testing
+
+from delos.runtime.catalog import Catalog
+from delos.runtime.config import Settings
+from delos.runtime.errors import ProviderError
+from delos.runtime.gateway import Gateway
+from delos.runtime.providers import Provider
+from delos.runtime.routing import ResiliencePolicy
+from delos.runtime.values import (
+    ChatRequest,
+    Completion,
+    Embeddings,
+    EmbedRequest,
+    StreamEvent,
+    StreamFinished,
+    TextDelta,
+    Usage,
+)
+
+__all__ = ["Reply", "ScriptedProvider", "gateway_on", "mock_clock_backend"]
+
+
+def mock_clock_backend() -> tuple[str, dict[str, object]]:
+    """The ``anyio_backend`` value for trio on a virtual clock that jumps whenever every task
+    is blocked (anyio passes the options to ``trio.run``)."""
+    return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted call: wait ``delay`` seconds, then raise ``error`` or answer ``text``.
+
+    A stream sends ``chunks`` (default: ``text`` whole), each after ``chunk_delay`` seconds,
+    then raises ``error_after_chunks`` or finishes.
+    """
+
+    delay: float = 0.0
+    text: str = "hello"
+    error: ProviderError | None = None
+    chunks: tuple[str, ...] | None = None
+    chunk_delay: float = 0.0
+    error_after_chunks: ProviderError | None = None
+    usage: Usage | None = Usage(10, 5)
+
+
+class ScriptedProvider:
+    """A :class:`Provider` answering each call with the next :class:`Reply`, then ``then``.
+
+    Counts what a test asserts on: calls made, calls that saw a cancellation, streams open.
+    """
+
+    supports_embeddings = True
+
+    def __init__(self, name: str, *replies: Reply, then: Reply | None = None) -> None:
+        self._name = name
+        self.script = list(replies)
+        self.then = then or Reply()
+        self.calls = 0
+        self.cancelled = 0
+        self.open_streams = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def models(self) -> Sequence[str]:
+        return ()
+
+    async def available(self) -> bool:
+        return True
+
+    def cost_per_1k_tokens(self) -> Mapping[str, tuple[Decimal, Decimal]]:
+        return {}
+
+    async def aclose(self) -> None:
+        pass
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        reply = self._next()
+        await self._wait(reply.delay)
+        if reply.error is not None:
+            raise reply.error
+        return Completion(reply.text, request.model, "stop", reply.usage)
+
+    @asynccontextmanager
+    async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        reply = self._next()
+        self.open_streams += 1
+        try:
+            await self._wait(reply.delay)
+            if reply.error is not None:
+                raise reply.error
+            with self._watching():
+                yield _Events(self, reply, request.model)
+        finally:
+            self.open_streams -= 1
+
+    async def embed(self, request: EmbedRequest) -> Embeddings:
+        reply = self._next()
+        await self._wait(reply.delay)
+        if reply.error is not None:
+            raise reply.error
+        usage = reply.usage and Usage(reply.usage.prompt_tokens, 0)
+        vectors = [[float(index), 1.0] for index in range(len(request.texts))]
+        return Embeddings(vectors, request.model, usage)
+
+    def _next(self) -> Reply:
+        self.calls += 1
+        return self.script.pop(0) if self.script else self.then
+
+    async def _wait(self, seconds: float) -> None:
+        with self._watching():
+            await anyio.sleep(seconds)
+
+    @contextmanager
+    def _watching(self) -> Iterator[None]:
+        try:
+            yield
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+
+
+class _Events:
+    """The events of one scripted stream (a class, not an async generator: nothing is left
+    for the garbage collector to finalise when the router stops reading early)."""
+
+    def __init__(self, provider: ScriptedProvider, reply: Reply, model: str) -> None:
+        self._provider = provider
+        self._reply = reply
+        self._model = model
+        self._pending = list(reply.chunks if reply.chunks is not None else (reply.text,))
+        self._finished = False
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        if self._pending:
+            await self._provider._wait(self._reply.chunk_delay)
+            return TextDelta(self._pending.pop(0))
+        if self._finished:
+            raise StopAsyncIteration
+        if self._reply.error_after_chunks is not None:
+            raise self._reply.error_after_chunks
+        self._finished = True
+        return StreamFinished("stop", self._reply.usage, self._model)
+
+
+def gateway_on(
+    *providers: ScriptedProvider,
+    policy: ResiliencePolicy | None = None,
+    settings: Mapping[str, object] | None = None,
+) -> Gateway:
+    """A gateway on ``providers`` with the shipped catalog and the default (anyio) clock."""
+    chosen: dict[str, Provider] = {p.name: p for p in providers}
+    return Gateway(
+        Settings.model_validate(dict(settings or {})),
+        Catalog.load(None),
+        chosen,
+        policy=policy,
+    )
