@@ -1,15 +1,32 @@
-"""The Python SDK: ``async with RuntimeClient("localhost:9001") as client: ...``."""
+"""The Python SDK: ``async with RuntimeClient("localhost:9001") as client: ...``.
+
+Every failure of a call raises :class:`RuntimeClientError` with a gRPC status, its cause chained:
+the server's own status for a gRPC error, and for failures below gRPC the one table
+``_TRANSPORT_FAILURES`` (deadline → ``DEADLINE_EXCEEDED``, connection refused, reset, closed or
+garbled → ``UNAVAILABLE``, an answer that does not parse → ``INTERNAL``, anything else →
+``UNKNOWN``).
+
+A stream is an async generator: closing it cancels its HTTP/2 stream, so the server stops the
+work. Close it with ``contextlib.aclosing`` when leaving a loop early (asyncio closes it only once
+nothing refers to it any more); the client also cancels the streams still open when it is closed,
+so none outlives ``async with RuntimeClient``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
+import anyio
+from google.protobuf.message import DecodeError
 from grpclib.client import Channel
 from grpclib.const import Status
-from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from h2.exceptions import H2Error
 
 from delos.runtime.v1 import runtime_pb2 as pb
 from delos.runtime.v1.runtime_grpc import RuntimeServiceStub
@@ -35,12 +52,40 @@ _ROUTING = {
 
 
 class RuntimeClientError(Exception):
-    """A call failed; ``status`` is the gRPC status and ``message`` says why."""
+    """A call failed; ``status`` is the gRPC status and ``message`` says why.
+
+    ``__cause__`` is the error it stands for: the server's ``GRPCError``, or the transport's
+    ``TimeoutError``, ``ConnectionError``, ``StreamTerminatedError``, …
+    """
 
     def __init__(self, status: Status, message: str) -> None:
         super().__init__(f"{status.name}: {message}")
         self.status = status
         self.message = message
+
+
+#: How a failure below gRPC becomes a status: the first row whose types match wins (TimeoutError
+#: is an OSError, so it comes first). grpclib reports its deadline as a TimeoutError; refused,
+#: reset and broken connections (and DNS or TLS failures) are OSErrors; a connection closed under
+#: a call is a StreamTerminatedError; a peer that does not speak HTTP/2 is an H2Error.
+_TRANSPORT_FAILURES: Final[tuple[tuple[tuple[type[Exception], ...], Status, str], ...]] = (
+    ((TimeoutError,), Status.DEADLINE_EXCEEDED, "no answer from {target} within the deadline"),
+    ((StreamTerminatedError,), Status.UNAVAILABLE, "connection to {target} ended"),
+    ((OSError, H2Error), Status.UNAVAILABLE, "connection to {target} failed"),
+    ((ProtocolError, DecodeError), Status.INTERNAL, "malformed answer from {target}"),
+)
+
+
+def _transport_failure(error: Exception, target: str, timeout: float | None) -> RuntimeClientError:
+    for types, status, template in _TRANSPORT_FAILURES:
+        if isinstance(error, types):
+            message = template.format(target=target)
+            if status is Status.DEADLINE_EXCEEDED:
+                return RuntimeClientError(
+                    status, f"{message} ({timeout:g} s)" if timeout else message
+                )
+            return RuntimeClientError(status, f"{message}: {error or type(error).__name__}")
+    return RuntimeClientError(Status.UNKNOWN, f"{type(error).__name__}: {error}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +161,12 @@ def _params(
 
 
 class RuntimeClient:
-    """An async client of the Runtime service. ``target`` is ``"host:port"``."""
+    """An async client of the Runtime service (asyncio only: grpclib). ``target`` is
+    ``"host:port"``; ``timeout`` is the default deadline of each call, in seconds, sent to the
+    server (``None``: no deadline).
+
+    Use it as ``async with RuntimeClient(...) as client``, or call :meth:`aclose` when done.
+    """
 
     def __init__(
         self,
@@ -127,10 +177,15 @@ class RuntimeClient:
         ssl: Any = None,
     ) -> None:
         host, _, port = target.rpartition(":")
+        self._target = target
         self._channel = Channel(host or "localhost", int(port), ssl=ssl)
         self._stub = RuntimeServiceStub(self._channel)
         self._metadata = {"authorization": f"Bearer {api_key}"} if api_key else None
         self._timeout = timeout
+        # grpclib streams of the complete_stream generators not finished yet, and those of them
+        # that aclose() cancelled (their generator then raises CANCELLED rather than UNAVAILABLE).
+        self._open_streams: set[Any] = set()
+        self._cancelled_streams: set[Any] = set()
 
     async def __aenter__(self) -> RuntimeClient:
         return self
@@ -141,10 +196,46 @@ class RuntimeClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel every stream still open (an HTTP/2 RST_STREAM, so the server stops its work),
+        then close the connection. A stream left open raises ``RuntimeClientError(CANCELLED)``
+        if it is iterated again."""
+        # Shielded: this cleanup must reach the server even when the caller is being cancelled.
+        with anyio.CancelScope(shield=True):
+            for stream in list(self._open_streams):
+                self._cancelled_streams.add(stream)
+                # A stream that ended or lost its connection meanwhile has nothing to cancel.
+                with (
+                    contextlib.suppress(ProtocolError, StreamTerminatedError, H2Error, OSError),
+                    _withdrawn_grpclib_cancellations(),
+                ):
+                    await stream.cancel()
+        self._channel.close()
 
     def close(self) -> None:
+        """Close the connection at once: every call still open ends (``UNAVAILABLE``) and the
+        server cancels its work. Prefer :meth:`aclose`, which cancels each open stream first."""
         self._channel.close()
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return self._timeout if timeout is None else timeout
+
+    @contextlib.contextmanager
+    def _call_errors(self, timeout: float | None, stream: Any = None) -> Iterator[None]:
+        """Turn every failure of a call into :class:`RuntimeClientError`, cause chained."""
+        try:
+            with _withdrawn_grpclib_cancellations():
+                yield
+        except RuntimeClientError:
+            raise
+        except GRPCError as error:
+            raise RuntimeClientError(error.status, error.message or "") from error
+        except Exception as error:
+            if stream is not None and stream in self._cancelled_streams:
+                raise RuntimeClientError(Status.CANCELLED, _CLOSED_UNDER_STREAM) from error
+            raise _transport_failure(error, self._target, timeout) from error
 
     async def complete(
         self,
@@ -165,7 +256,11 @@ class RuntimeClient:
         metadata: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> CompletionResult:
-        """One completion. Raises :class:`RuntimeClientError` with the gRPC status on failure."""
+        """One completion. ``timeout`` (seconds) overrides the client's deadline.
+
+        Raises :class:`RuntimeClientError` with the gRPC status on any failure, and
+        ``ValueError`` for an unknown ``routing`` name (before sending anything).
+        """
         params = _params(
             messages,
             routing=routing,
@@ -182,14 +277,11 @@ class RuntimeClient:
             variables=variables,
             metadata=metadata,
         )
-        try:
+        deadline = self._deadline(timeout)
+        with self._call_errors(deadline):
             response = await self._stub.Complete(
-                pb.CompleteRequest(params=params),
-                timeout=timeout or self._timeout,
-                metadata=self._metadata,
+                pb.CompleteRequest(params=params), timeout=deadline, metadata=self._metadata
             )
-        except GRPCError as error:
-            raise RuntimeClientError(error.status, error.message or "") from None
         return CompletionResult(
             content=response.content,
             provider=response.provider,
@@ -222,7 +314,13 @@ class RuntimeClient:
         metadata: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[StreamChunk]:
-        """Stream chunks; the last one carries finish reason, usage and cost."""
+        """Stream chunks; the last one carries finish reason, usage and cost.
+
+        An async generator: close it to cancel the call when leaving early, as in
+        ``async with contextlib.aclosing(client.complete_stream(...)) as chunks``. A stream left
+        open is cancelled when the client is closed. Raises :class:`RuntimeClientError` with the
+        gRPC status on any failure, ``CANCELLED`` when the client was closed under it.
+        """
         params = _params(
             messages,
             routing=routing,
@@ -239,17 +337,30 @@ class RuntimeClient:
             variables=variables,
             metadata=metadata,
         )
+        deadline = self._deadline(timeout)
+        opened = self._stub.CompleteStream.open(timeout=deadline, metadata=self._metadata)
+        self._open_streams.add(opened)
         try:
-            async with self._stub.CompleteStream.open(
-                timeout=timeout or self._timeout, metadata=self._metadata
-            ) as stream:
-                await stream.send_message(pb.CompleteRequest(params=params), end=True)
-                async for chunk in stream:
+            # Leaving this ``async with`` before the end (GeneratorExit from aclose(), a
+            # cancellation, an error) resets the HTTP/2 stream: grpclib's Stream.__aexit__ sends
+            # RST_STREAM, which is what tells the server to stop. Each await is mapped on its own,
+            # so that nothing the caller does between two chunks is taken for a failure of ours.
+            async with opened as stream:
+                with self._call_errors(deadline, opened):
+                    await stream.send_message(pb.CompleteRequest(params=params), end=True)
+                while True:
+                    with self._call_errors(deadline, opened):
+                        chunk = await stream.recv_message()
+                        if chunk is None:
+                            # The status: a stream that fails after its output ends in an error.
+                            await stream.recv_trailing_metadata()
+                            return
                     yield StreamChunk(chunk.delta, chunk.finish_reason, chunk)
-        except GRPCError as error:
-            raise RuntimeClientError(error.status, error.message or "") from None
-        except StreamTerminatedError as error:
-            raise RuntimeClientError(Status.UNAVAILABLE, str(error)) from None
+                    if opened in self._cancelled_streams:
+                        raise RuntimeClientError(Status.CANCELLED, _CLOSED_UNDER_STREAM)
+        finally:
+            self._open_streams.discard(opened)
+            self._cancelled_streams.discard(opened)
 
     async def embed(
         self,
@@ -259,27 +370,52 @@ class RuntimeClient:
         provider: str | None = None,
         timeout: float | None = None,
     ) -> pb.EmbedResponse:
-        try:
+        """Embed ``texts``. Raises :class:`RuntimeClientError` with the gRPC status on failure."""
+        deadline = self._deadline(timeout)
+        with self._call_errors(deadline):
             return await self._stub.Embed(
                 pb.EmbedRequest(texts=list(texts), model=model or "", provider=provider or ""),
-                timeout=timeout or self._timeout,
+                timeout=deadline,
                 metadata=self._metadata,
             )
-        except GRPCError as error:
-            raise RuntimeClientError(error.status, error.message or "") from None
 
-    async def list_providers(self) -> pb.ListProvidersResponse:
-        try:
+    async def list_providers(self, *, timeout: float | None = None) -> pb.ListProvidersResponse:
+        """The providers, their models, prices, breaker states and latencies.
+
+        Raises :class:`RuntimeClientError` with the gRPC status on failure."""
+        deadline = self._deadline(timeout)
+        with self._call_errors(deadline):
             return await self._stub.ListProviders(
-                pb.ListProvidersRequest(), timeout=self._timeout, metadata=self._metadata
+                pb.ListProvidersRequest(), timeout=deadline, metadata=self._metadata
             )
-        except GRPCError as error:
-            raise RuntimeClientError(error.status, error.message or "") from None
 
-    async def health(self) -> pb.HealthResponse:
-        try:
+    async def health(self, *, timeout: float | None = None) -> pb.HealthResponse:
+        """The gateway's health. Raises :class:`RuntimeClientError` with the gRPC status on
+        failure."""
+        deadline = self._deadline(timeout)
+        with self._call_errors(deadline):
             return await self._stub.Health(
-                pb.HealthRequest(), timeout=self._timeout, metadata=self._metadata
+                pb.HealthRequest(), timeout=deadline, metadata=self._metadata
             )
-        except GRPCError as error:
-            raise RuntimeClientError(error.status, error.message or "") from None
+
+
+_CLOSED_UNDER_STREAM: Final = "the client was closed while this stream was open"
+
+
+@contextlib.contextmanager
+def _withdrawn_grpclib_cancellations() -> Iterator[None]:
+    """Withdraw the cancellation requests grpclib leaves on the calling task.
+
+    grpclib delivers its deadline and a lost connection by cancelling the task waiting on the
+    call (``Task.cancel()``), then raises its own error in place of the CancelledError, and never
+    calls ``Task.uncancel()``. The request it leaves would make the caller's next cancel scope
+    (anyio, ``asyncio.TaskGroup``) take it for an outside cancellation and re-raise it.
+    """
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
+    try:
+        yield
+    except Exception:
+        while task is not None and task.cancelling() > cancelling:
+            task.uncancel()
+        raise

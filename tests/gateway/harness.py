@@ -10,8 +10,8 @@ from typing import Any
 from grpclib.client import Channel
 
 from delos.runtime.config import Settings
-from delos.runtime.routing import ResiliencePolicy
 from delos.runtime.grpc.server import RunningServer, open_server
+from delos.runtime.routing import ResiliencePolicy
 from delos.runtime.v1.runtime_grpc import RuntimeServiceStub
 from delos.testing import FakeControl, FakeServer
 from delos.testing.fakes import FAKE_KEYS, open_fakes

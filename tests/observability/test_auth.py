@@ -15,7 +15,9 @@ from grpclib.health.service import Health
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from grpclib.server import Server, Stream
 
-from delos.runtime import auth
+from delos.runtime.config import ConfigError
+from delos.runtime.errors import Unauthenticated
+from delos.runtime.grpc import auth
 from delos.runtime.grpc.auth import (
     ANONYMOUS,
     DEFAULT_OPEN_METHODS,
@@ -24,8 +26,6 @@ from delos.runtime.grpc.auth import (
     install_auth,
     warn_if_exposed,
 )
-from delos.runtime.config import ConfigError
-from delos.runtime.errors import Unauthenticated
 from tests.observability.servers import serving
 
 WHO_AM_I = "/delos.test.Probe/WhoAmI"

@@ -114,6 +114,7 @@ async def test_rpc_and_attempt_spans_reach_the_collector_as_parent_and_child(
     with tracing.rpc_span(COMPLETE, {}) as rpc:
         rpc.set_client("team-a")
         rpc.set_cache_hit(False)
+        rpc.set_rpc_status_code(0)
         with tracing.attempt_span("openai", "gpt-4o", "primary", "closed") as attempt:
             attempt.set_result(
                 response_model="gpt-4o-2024-08-06",
@@ -197,12 +198,13 @@ async def test_a_failed_attempt_has_error_status_with_a_redacted_description(
     receiver: Receiver,
 ) -> None:
     tracing = Tracing.from_settings(receiver.endpoint)
-    with pytest.raises(GRPCError), tracing.rpc_span(COMPLETE, {}):
+    with pytest.raises(GRPCError), tracing.rpc_span(COMPLETE, {}) as rpc:
         with (
             pytest.raises(UpstreamUnavailable),
             tracing.attempt_span("anthropic", "claude-sonnet", "primary", "half_open"),
         ):
             raise UpstreamUnavailable("anthropic", "503 echoing sk-ant-api03-0123456789abcdef")
+        rpc.set_rpc_status_code(Status.UNAVAILABLE.value)
         raise GRPCError(Status.UNAVAILABLE, "every candidate provider failed")
     tracing.shutdown()
 

@@ -592,9 +592,9 @@ async def test_the_discovered_catalog_prices_every_discovered_model_at_zero() ->
     # An embedding family the catalog does not know would be taken for a chat model: left out.
     assert catalog.model("ollama", "mxbai-embed-large:latest") is None
     assert [m.provider for m in catalog.resolve("qwen2.5:7b", kind="chat")] == ["ollama"]
-    costs = provider.cost_per_1k_tokens()
-    assert costs["qwen2.5:7b"] == (Decimal(0), Decimal(0))
-    assert set(costs) >= {"llama3.2", "llama3.2:latest", "qwen2.5:7b", "nomic-embed-text"}
+    assert (qwen.input_per_1k, qwen.output_per_1k) == (Decimal(0), Decimal(0))
+    priced = {m.id for m in (*catalog.chat_models("ollama"), *catalog.embedding_models("ollama"))}
+    assert priced >= {"llama3.2", "llama3.2:latest", "qwen2.5:7b", "nomic-embed-text"}
 
 
 async def test_the_discovered_catalog_extends_a_given_base_catalog() -> None:

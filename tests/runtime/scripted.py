@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
+from typing import Any
 
 import anyio
 import trio.testing
@@ -19,6 +19,7 @@ from delos.runtime.config import Settings
 from delos.runtime.errors import ProviderError
 from delos.runtime.gateway import Gateway
 from delos.runtime.providers import Provider
+from delos.runtime.providers.base import RateLimitListener
 from delos.runtime.routing import ResiliencePolicy
 from delos.runtime.values import (
     ChatRequest,
@@ -31,7 +32,7 @@ from delos.runtime.values import (
     Usage,
 )
 
-__all__ = ["Reply", "ScriptedProvider", "gateway_on", "mock_clock_backend"]
+__all__ = ["REPORTED_USAGE", "Reply", "ScriptedProvider", "gateway_on", "mock_clock_backend"]
 
 
 def mock_clock_backend() -> tuple[str, dict[str, object]]:
@@ -40,12 +41,16 @@ def mock_clock_backend() -> tuple[str, dict[str, object]]:
     return ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)})
 
 
+#: What a scripted answer reports it used, unless the reply says otherwise.
+REPORTED_USAGE = Usage(10, 5)
+
+
 @dataclass(frozen=True)
 class Reply:
     """One scripted call: wait ``delay`` seconds, then raise ``error`` or answer ``text``.
 
-    A stream sends ``chunks`` (default: ``text`` whole), each after ``chunk_delay`` seconds,
-    then raises ``error_after_chunks`` or finishes.
+    A stream sends ``chunks`` (default: ``text`` whole), ``chunk_delay`` seconds apart, then
+    raises ``error_after_chunks`` or finishes.
     """
 
     delay: float = 0.0
@@ -54,7 +59,7 @@ class Reply:
     chunks: tuple[str, ...] | None = None
     chunk_delay: float = 0.0
     error_after_chunks: ProviderError | None = None
-    usage: Usage | None = Usage(10, 5)
+    usage: Usage | None = REPORTED_USAGE
 
 
 class ScriptedProvider:
@@ -77,14 +82,24 @@ class ScriptedProvider:
     def name(self) -> str:
         return self._name
 
+    @property
+    def base_url(self) -> str:
+        return f"scripted://{self._name}"
+
     def models(self) -> Sequence[str]:
         return ()
 
+    def set_rate_limit_listener(self, listener: RateLimitListener | None) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    def discovered_catalog(self, base: Catalog) -> Catalog:
+        return base
+
     async def available(self) -> bool:
         return True
-
-    def cost_per_1k_tokens(self) -> Mapping[str, tuple[Decimal, Decimal]]:
-        return {}
 
     async def aclose(self) -> None:
         pass
@@ -144,6 +159,7 @@ class _Events:
         self._reply = reply
         self._model = model
         self._pending = list(reply.chunks if reply.chunks is not None else (reply.text,))
+        self._sent = 0
         self._finished = False
 
     def __aiter__(self) -> _Events:
@@ -151,7 +167,9 @@ class _Events:
 
     async def __anext__(self) -> StreamEvent:
         if self._pending:
-            await self._provider._wait(self._reply.chunk_delay)
+            if self._sent:
+                await self._provider._wait(self._reply.chunk_delay)
+            self._sent += 1
             return TextDelta(self._pending.pop(0))
         if self._finished:
             raise StopAsyncIteration
@@ -165,12 +183,15 @@ def gateway_on(
     *providers: ScriptedProvider,
     policy: ResiliencePolicy | None = None,
     settings: Mapping[str, object] | None = None,
+    **time: Any,
 ) -> Gateway:
-    """A gateway on ``providers`` with the shipped catalog and the default (anyio) clock."""
+    """A gateway on ``providers`` with the shipped catalog; the clock and sleep are anyio's
+    unless ``time`` passes others (``clock=``, ``sleep=``)."""
     chosen: dict[str, Provider] = {p.name: p for p in providers}
     return Gateway(
         Settings.model_validate(dict(settings or {})),
         Catalog.load(None),
         chosen,
         policy=policy,
+        **time,
     )

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from delos.runtime.errors import InvalidRequest, PromptNotFound
+from delos.runtime.inputs import CompletionInput, Routing
 from delos.runtime.prompts import (
     DirectoryPromptStore,
     Prompt,
@@ -21,7 +22,6 @@ from delos.runtime.prompts import (
     resolve_prompt,
     version_order,
 )
-from delos.runtime.inputs import CompletionInput, Routing
 from delos.runtime.values import ChatMessage
 
 

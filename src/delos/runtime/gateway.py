@@ -20,7 +20,6 @@ from delos.runtime.config import Settings
 from delos.runtime.observability import Metrics, Tracing
 from delos.runtime.prompts import DirectoryPromptStore, PromptStore
 from delos.runtime.providers import Provider, build_providers
-from delos.runtime.providers.base import HttpProvider
 from delos.runtime.providers.registry import start_providers
 from delos.runtime.redaction import Redactor
 from delos.runtime.routing import Guards, ResiliencePolicy, Router
@@ -62,8 +61,7 @@ class Gateway:
             tracing=self.tracing,
         )
         for name, provider in providers.items():
-            if isinstance(provider, HttpProvider):
-                provider.on_rate_limits = self.guards.rate_limit_listener(name)
+            provider.set_rate_limit_listener(self.guards.rate_limit_listener(name))
         self.router = Router(providers, catalog, self.guards, quality_order=settings.quality_order)
         self.cache = ResponseCache(
             max_entries=settings.cache_max_entries,

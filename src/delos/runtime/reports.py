@@ -14,7 +14,6 @@ from delos.runtime import __version__
 from delos.runtime.catalog import ModelInfo
 from delos.runtime.config import PROVIDER_NAMES, enabling_variables
 from delos.runtime.gateway import Gateway
-from delos.runtime.providers import HttpProvider
 
 __all__ = [
     "HealthReport",
@@ -124,7 +123,7 @@ async def list_providers(gateway: Gateway) -> list[ProviderReport]:
                 breaker_state=breaker,
                 latency=_latency(gateway, name),
                 detail=detail,
-                base_url=provider.base_url if isinstance(provider, HttpProvider) else "",
+                base_url=provider.base_url if provider is not None else "",
             )
         )
     return reports

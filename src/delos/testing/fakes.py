@@ -1,7 +1,8 @@
 """Every fake provider behind one table: how to start it and how to point the gateway at it.
 
 Used by demo mode, the chaos suite and the benchmarks, so that "all providers" means the same
-thing everywhere.
+thing everywhere. What a provider is (its embeddings, its demo profile) is its row of the
+provider table, :data:`delos.runtime.config.PROVIDERS`; this table adds only how to fake it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
+from delos.runtime.config import PROVIDERS
 from delos.testing._behaviour import FakeControl
 from delos.testing._server import FakeRequest, FakeResponse, FakeServer, Handler, open_fake_server
 from delos.testing.fake_anthropic import fake_anthropic_handler
@@ -42,7 +44,10 @@ class FakeProvider:
     make_handler: Callable[[FakeControl], Handler]
     #: Settings values (field names) that point the gateway at a fake served at ``url``.
     settings_for: Callable[[str], dict[str, Any]]
-    supports_embeddings: bool
+
+    @property
+    def supports_embeddings(self) -> bool:
+        return PROVIDERS[self.name].embeddings
 
 
 def _openai_like(flavour: OpenAIFlavour) -> FakeProvider:
@@ -51,7 +56,6 @@ def _openai_like(flavour: OpenAIFlavour) -> FakeProvider:
         name,
         lambda control: fake_openai_handler(control, flavour, api_key=FAKE_KEYS[name]),
         lambda url: {f"{name}_key": FAKE_KEYS[name], f"{name}_base_url": url + flavour.prefix},
-        supports_embeddings=flavour is not OpenAIFlavour.OPENROUTER,
     )
 
 
@@ -75,13 +79,11 @@ FAKE_PROVIDERS: Final[Mapping[str, FakeProvider]] = {
         "anthropic",
         lambda control: fake_anthropic_handler(control, api_key=FAKE_KEYS["anthropic"]),
         lambda url: {"anthropic_key": FAKE_KEYS["anthropic"], "anthropic_base_url": url},
-        supports_embeddings=False,
     ),
     "gemini": FakeProvider(
         "gemini",
         lambda control: fake_gemini_handler(control, api_key=FAKE_KEYS["gemini"]),
         lambda url: {"gemini_key": FAKE_KEYS["gemini"], "gemini_base_url": url},
-        supports_embeddings=True,
     ),
     "bedrock": FakeProvider(
         "bedrock",
@@ -97,7 +99,6 @@ FAKE_PROVIDERS: Final[Mapping[str, FakeProvider]] = {
             "aws_region": "us-east-1",
             "bedrock_base_url": url,
         },
-        supports_embeddings=True,
     ),
     "vertex": FakeProvider(
         "vertex",
@@ -108,7 +109,6 @@ FAKE_PROVIDERS: Final[Mapping[str, FakeProvider]] = {
             "google_cloud_access_token": FAKE_KEYS["google_cloud_access_token"],
             "vertex_base_url": url,
         },
-        supports_embeddings=True,
     ),
     "together": _openai_like(OpenAIFlavour.TOGETHER),
     "openrouter": _openai_like(OpenAIFlavour.OPENROUTER),
@@ -116,7 +116,6 @@ FAKE_PROVIDERS: Final[Mapping[str, FakeProvider]] = {
         "ollama",
         fake_ollama_handler,
         lambda url: {"ollama_enabled": True, "ollama_url": url},
-        supports_embeddings=True,
     ),
 }
 

@@ -10,3 +10,5 @@ Layout:
     server.py             the grpclib server: health, reflection, drain on SIGTERM/SIGINT
     workers.py            ``--workers N``: processes sharing one port
 """
+
+__all__: list[str] = []

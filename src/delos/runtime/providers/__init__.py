@@ -1,8 +1,9 @@
 """Provider adapters and the registry that enables those whose credentials are configured.
 
 Layout:
-    base.py               the Provider protocol and the shared HTTP adapter base
-    _http.py              httpx errors, upstream statuses and rate-limit headers → ours
+    base.py               the Provider protocol, and the HTTP steps every adapter shares
+    _http.py              httpx errors, upstream statuses and rate-limit headers → ours;
+                          the error-body and detail limits
     _client.py            one pooled httpx client per provider
     openai_compatible.py  OpenAI, Together AI, OpenRouter (one adapter, three dialects)
     anthropic.py          Anthropic Messages (direct, and Claude on Vertex AI)
@@ -10,8 +11,9 @@ Layout:
     bedrock.py            AWS Bedrock Converse / ConverseStream / InvokeModel, SigV4
     vertex.py             Vertex AI: dispatches Claude and Gemini models to the adapters above
     ollama.py             Ollama's native API, with model discovery
-    _*_wire.py            each format's sans-IO bodies and parsers
-    registry.py           which providers are enabled, built from the settings
+    _*_wire.py            each format's sans-IO bodies, parsers and stream readers
+    registry.py           builds the enabled providers, following the provider table
+                          (delos.runtime.config.PROVIDERS)
 """
 
 from delos.runtime.providers.base import HttpProvider, Provider

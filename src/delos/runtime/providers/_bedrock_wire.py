@@ -16,8 +16,6 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-import httpx
-
 from delos.runtime.errors import (
     ProviderError,
     UpstreamAuthenticationError,
@@ -28,7 +26,7 @@ from delos.runtime.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from delos.runtime.providers._http import error_from_status, parse_retry_after
+from delos.runtime.providers._http import clip_detail, error_from_status, parse_retry_after
 from delos.runtime.values import (
     ChatRequest,
     Completion,
@@ -62,9 +60,6 @@ _STOP_REASONS: Final = {
     "guardrail_intervened": "content_filter",
     "tool_use": "tool_calls",
 }
-
-#: Longest upstream error text carried into a message (characters).
-_MAX_DETAIL: Final = 300
 
 
 def converse_body(request: ChatRequest) -> dict[str, Any]:
@@ -207,7 +202,7 @@ class ConverseStreamReader:
             raise UpstreamProtocolError(
                 self._provider,
                 f"stream failed with error {message.error_code or 'unknown'}: "
-                f"{_clip(message.error_message or 'no message')}",
+                f"{clip_detail(message.error_message or 'no message')}",
             )
         if kind != "event":
             raise UpstreamProtocolError(
@@ -290,8 +285,8 @@ class ConverseStreamReader:
             pass
         if name == "throttlingException":
             # Throttled after the answer began: not a rate limit to wait out, a failed stream.
-            return f"stream failed: throttled mid-stream ({name}): {_clip(detail)}"
-        return f"stream failed with {name}: {_clip(detail)}"
+            return f"stream failed: throttled mid-stream ({name}): {clip_detail(detail)}"
+        return f"stream failed with {name}: {clip_detail(detail)}"
 
 
 # -- HTTP errors ---------------------------------------------------------------------------------
@@ -320,8 +315,11 @@ _BY_ERROR_TYPE: Final[dict[str, tuple[type[ProviderError], str]]] = {
 }
 
 
-def error_type_of(headers: httpx.Headers, payload: Any) -> str | None:
-    """The AWS error code: ``x-amzn-ErrorType`` before its ``:``, else the body's ``__type``."""
+def error_type_of(headers: Mapping[str, str], payload: Any) -> str | None:
+    """The AWS error code: ``x-amzn-ErrorType`` before its ``:``, else the body's ``__type``.
+
+    ``headers``: looked up by lower-case name (httpx's headers, or a dict of lower-case names).
+    """
     raw = headers.get("x-amzn-errortype")
     if not raw and isinstance(payload, Mapping):
         raw = payload.get("__type") or payload.get("code")
@@ -331,13 +329,16 @@ def error_type_of(headers: httpx.Headers, payload: Any) -> str | None:
     return name or None
 
 
-def error_from_response(provider: str, response: httpx.Response, body: bytes) -> ProviderError:
-    """The error for a non-2xx Bedrock answer; the message names the AWS exception."""
+def error_from_response(
+    provider: str, status: int, headers: Mapping[str, str], body: bytes
+) -> ProviderError:
+    """The error for a non-2xx Bedrock answer of ``status``; the message names the AWS
+    exception. ``headers``: as for :func:`error_type_of`."""
     try:
         payload: Any = json.loads(body)
     except ValueError:
         payload = None
-    error_type = error_type_of(response.headers, payload)
+    error_type = error_type_of(headers, payload)
 
     def message_of(value: Any) -> str | None:
         message = value.get("message") or value.get("Message")
@@ -347,15 +348,9 @@ def error_from_response(provider: str, response: httpx.Response, body: bytes) ->
 
     known = _BY_ERROR_TYPE.get(error_type or "")
     if known is None:
-        return error_from_status(provider, response, body, message_of=message_of)
+        return error_from_status(provider, status, headers, body, message_of=message_of)
     error_class, label = known
-    status = response.status_code
     detail = message_of(payload) if isinstance(payload, Mapping) else error_type
-    text = f"HTTP {status}: {_clip(str(detail or error_type))}"
-    retry_after = parse_retry_after(response.headers)
+    text = f"HTTP {status}: {clip_detail(str(detail or error_type))}"
+    retry_after = parse_retry_after(headers)
     return error_class(provider, f"{label} ({text})", http_status=status, retry_after=retry_after)
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text[:_MAX_DETAIL] + ("…" if len(text) > _MAX_DETAIL else "")

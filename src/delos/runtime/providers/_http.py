@@ -137,6 +137,12 @@ async def read_bounded(
     provider: str, response: httpx.Response, limit: int = MAX_BODY_BYTES
 ) -> bytes:
     """The whole body, or :class:`UpstreamProtocolError` past ``limit`` bytes."""
+    if response.is_stream_consumed:
+        # A response built from bytes (httpx.MockTransport, respx) was read when it was made.
+        content = response.content
+        if len(content) > limit:
+            raise UpstreamProtocolError(provider, f"answer larger than {limit} bytes")
+        return content
     body = bytearray()
     async for chunk in response.aiter_raw():
         body += chunk

@@ -7,14 +7,14 @@ sees to the listener set with ``set_rate_limit_listener``, which the resilience 
 :class:`HttpProvider` holds the HTTP steps every adapter takes, written once: send a JSON body,
 report the rate-limit headers, turn a non-2xx answer into our error (:meth:`_status_error`, the
 hook for a provider's own error shapes), then read a bounded JSON body (:meth:`_post_json`) or
-check a stream's media type (:meth:`_open_stream`). Adapters build bodies and parse answers with
-their sans-IO ``_*_wire`` module and do nothing else.
+check a stream's media type and hand its body to the adapter's reading loop (:meth:`_open_stream`).
+Adapters build bodies and parse answers with their sans-IO ``_*_wire`` module and do nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from typing import Any, Final, Protocol, runtime_checkable
 
 import httpx
@@ -36,11 +36,13 @@ from delos.runtime.providers._http import (
 )
 from delos.runtime.values import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
 
-__all__ = ["HttpProvider", "MessageOf", "Provider", "RateLimitListener"]
+__all__ = ["HttpProvider", "MessageOf", "Provider", "RateLimitListener", "StreamRead"]
 
 RateLimitListener = Callable[[RateLimitHints], None]
 #: Extracts a provider's own message from a decoded error body; None when it has none.
 MessageOf = Callable[[Any], str | None]
+#: Reads a streamed answer's body into our stream events (an adapter's format loop).
+StreamRead = Callable[[httpx.Response], AsyncGenerator[StreamEvent, None]]
 
 _JSON: Final = "application/json"
 
@@ -191,9 +193,10 @@ class HttpProvider:
 
     @asynccontextmanager
     async def _open_stream(
-        self, url: str, body: Any, media_type: str
-    ) -> AsyncIterator[httpx.Response]:
-        """POST ``body`` as JSON; yield the answer once it is a 2xx of ``media_type``.
+        self, url: str, body: Any, media_type: str, read: StreamRead
+    ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        """POST ``body`` as JSON; once the answer is a 2xx of ``media_type``, yield the events
+        ``read`` makes of its body. Leaving the block closes them and the upstream request.
 
         Raises the errors of :meth:`_post_json`, and :class:`UpstreamProtocolError` for an answer
         of another media type (an HTML error page is not a stream).
@@ -201,7 +204,8 @@ class HttpProvider:
         with upstream_errors(self.name):
             async with self._exchange(url, body, accept=media_type) as response:
                 require_media_type(self.name, response, media_type)
-                yield response
+                async with aclosing(read(response)) as events:
+                    yield events
 
     @asynccontextmanager
     async def _exchange(self, url: str, body: Any, *, accept: str) -> AsyncIterator[httpx.Response]:

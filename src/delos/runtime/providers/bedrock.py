@@ -17,8 +17,14 @@ Bedrock sends no rate-limit headers; throttling arrives as HTTP 429 ``Throttling
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import quote
@@ -27,7 +33,7 @@ import anyio
 import httpx
 
 from delos.runtime.catalog import Catalog
-from delos.runtime.config import Settings
+from delos.runtime.config import Settings, secret_value
 from delos.runtime.errors import (
     EmbeddingsNotSupported,
     ProviderError,
@@ -40,12 +46,7 @@ from delos.runtime.providers._bedrock_wire import (
     error_from_response,
     parse_converse,
 )
-from delos.runtime.providers._http import (
-    decode_json,
-    read_bounded,
-    require_media_type,
-    upstream_errors,
-)
+from delos.runtime.providers._http import feed_decoder, upstream_errors
 from delos.runtime.providers._sigv4 import RequestSigner
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
 from delos.runtime.values import (
@@ -66,16 +67,12 @@ _EVENT_STREAM: Final = "application/vnd.amazon.eventstream"
 COHERE_MAX_TEXTS: Final = 96
 #: Default bound on concurrent InvokeModel calls of one embeddings request.
 DEFAULT_EMBED_CONCURRENCY: Final = 8
-#: Largest error body read (bytes): AWS error bodies are a short JSON object.
-_MAX_ERROR_BODY: Final = 64 * 1024
 
 _T = TypeVar("_T")
 
 
 class BedrockProvider(HttpProvider):
     """The Bedrock adapter. ``base_url`` defaults to the region's bedrock-runtime endpoint."""
-
-    supports_embeddings = True
 
     def __init__(
         self,
@@ -101,44 +98,30 @@ class BedrockProvider(HttpProvider):
 
     # -- transport ----------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _post(
-        self, model: str, operation: str, payload: Any, *, accept: str = _JSON
-    ) -> AsyncIterator[httpx.Response]:
-        """POST ``payload`` to ``/model/{model}/{operation}``, signed; yields a 2xx response.
-
-        Raises the mapped :class:`ProviderError` for any other status. Call inside
-        :func:`upstream_errors`.
-        """
+    def _url(self, model: str, operation: str) -> str:
         # The model id is one path segment: ':' and '/' (ARNs, profiles) are percent-encoded.
-        url = f"{self.base_url}/model/{quote(model, safe='')}/{operation}"
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = self._signer.sign("POST", url, {"content-type": _JSON, "accept": accept}, body)
-        async with self._client.stream("POST", url, content=body, headers=headers) as response:
-            self._observe_headers(response.headers)
-            if response.status_code >= 300:
-                raw = await read_bounded(self.name, response, limit=_MAX_ERROR_BODY)
-                raise error_from_response(self.name, response, raw)
-            yield response
+        return f"{self.base_url}/model/{quote(model, safe='')}/{operation}"
+
+    def _headers_for(self, url: str, content: bytes, accept: str) -> Mapping[str, str]:
+        # SigV4 covers the exact bytes sent, and every header given here.
+        return self._signer.sign("POST", url, {"content-type": _JSON, "accept": accept}, content)
+
+    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
+        return error_from_response(self.name, status, headers, body)
 
     # -- chat ---------------------------------------------------------------------------------
 
     async def complete(self, request: ChatRequest) -> Completion:
-        with upstream_errors(self.name):
-            async with self._post(request.model, "converse", converse_body(request)) as response:
-                raw = await read_bounded(self.name, response)
-        payload = decode_json(self.name, raw, response.headers.get("content-type"))
+        url = self._url(request.model, "converse")
+        payload = await self._post_json(url, converse_body(request))
         return parse_converse(self.name, payload, request)
 
     @asynccontextmanager
     async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
-        with upstream_errors(self.name):
-            async with self._post(
-                request.model, "converse-stream", converse_body(request), accept=_EVENT_STREAM
-            ) as response:
-                require_media_type(self.name, response, _EVENT_STREAM)
-                async with aclosing(self._events(response, request)) as events:
-                    yield events
+        url = self._url(request.model, "converse-stream")
+        async with self._open_stream(url, converse_body(request), _EVENT_STREAM) as response:
+            async with aclosing(self._events(response, request)) as events:
+                yield events
 
     async def _events(
         self, response: httpx.Response, request: ChatRequest
@@ -157,12 +140,7 @@ class BedrockProvider(HttpProvider):
                         # The finish has been handed out; reading on to the end of the body (it
                         # follows metadata at once) lets the connection go back to the pool.
                         continue
-                    try:
-                        messages = decoder.feed(data)
-                    except WireProtocolError as exc:
-                        raise UpstreamProtocolError(
-                            self.name, f"malformed event stream: {exc}"
-                        ) from None
+                    messages = feed_decoder(self.name, decoder, data, what="event stream")
                     for message in messages:
                         for event in reader.feed(message):
                             yield event
@@ -242,13 +220,10 @@ class BedrockProvider(HttpProvider):
         return job
 
     async def _invoke(self, model: str, body: dict[str, Any]) -> tuple[Any, httpx.Headers]:
-        with upstream_errors(self.name):
-            async with self._post(model, "invoke", body) as response:
-                raw = await read_bounded(self.name, response)
-        payload = decode_json(self.name, raw, response.headers.get("content-type"))
+        payload, headers = await self._fetch_json(self._url(model, "invoke"), body)
         if not isinstance(payload, dict):
             raise UpstreamProtocolError(self.name, "embeddings answer is not a JSON object")
-        return payload, response.headers
+        return payload, headers
 
     async def _run_bounded(self, jobs: Sequence[Callable[[], Awaitable[_T]]]) -> list[_T]:
         """Run ``jobs`` with at most ``embed_concurrency`` in flight; results in job order.
@@ -284,7 +259,7 @@ def _floats(value: Any) -> list[float]:
     return [float(v) for v in value]
 
 
-def _token_header(headers: httpx.Headers) -> int | None:
+def _token_header(headers: Mapping[str, str]) -> int | None:
     value = headers.get("x-amzn-bedrock-input-token-count")
     try:
         return int(value) if value is not None else None
@@ -303,11 +278,10 @@ def build_bedrock(settings: Settings, catalog: Catalog, client: httpx.AsyncClien
         raise ProviderNotConfigured(
             "bedrock is not configured: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
-    token = settings.aws_session_token
     signer = RequestSigner(
         access_key_id=settings.aws_access_key_id.get_secret_value(),
         secret_access_key=settings.aws_secret_access_key.get_secret_value(),
-        session_token=token.get_secret_value() if token is not None else None,
+        session_token=secret_value(settings.aws_session_token) or None,
         region=settings.aws_region,
     )
     return BedrockProvider(

@@ -22,7 +22,7 @@ import httpx
 
 from delos.resilience import RateLimitHints
 from delos.runtime.catalog import Catalog
-from delos.runtime.config import Settings
+from delos.runtime.config import Settings, secret_value
 from delos.runtime.errors import (
     ProviderError,
     UpstreamAuthenticationError,
@@ -31,13 +31,7 @@ from delos.runtime.errors import (
     UpstreamRejected,
 )
 from delos.runtime.providers import _gemini_wire as wire
-from delos.runtime.providers._http import (
-    decode_json,
-    error_from_status,
-    read_bounded,
-    require_media_type,
-    upstream_errors,
-)
+from delos.runtime.providers._http import clip_detail, feed_decoder, upstream_errors
 from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
 from delos.runtime.values import (
@@ -58,8 +52,6 @@ GEMINI_API_BASE_URL: Final = "https://generativelanguage.googleapis.com"
 #: Texts per embeddings call: the documented maxima of ``batchEmbedContents`` and ``predict``.
 _GEMINI_EMBED_BATCH: Final = 100
 _VERTEX_EMBED_BATCH: Final = 250
-#: Largest error body we read (bytes).
-_ERROR_BODY_LIMIT: Final = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +65,6 @@ class _Surface:
 
 class GeminiProvider(HttpProvider):
     """Gemini chat and embeddings. Build the Vertex AI variant with :meth:`for_vertex`."""
-
-    supports_embeddings = True
 
     def __init__(
         self,
@@ -95,6 +85,8 @@ class GeminiProvider(HttpProvider):
             client=client,
             catalog=catalog,
             base_url=base_url or GEMINI_API_BASE_URL,
+            headers=surface.headers,
+            message_of=wire.message_of,
             on_rate_limits=on_rate_limits,
         )
         self._surface = surface
@@ -139,27 +131,21 @@ class GeminiProvider(HttpProvider):
 
     # -- errors ---------------------------------------------------------------------------------
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.status_code < 300:
-            return
-        body = await read_bounded(self.name, response, limit=_ERROR_BODY_LIMIT)
-        raise self._error_for(response, body)
-
-    def _error_for(self, response: httpx.Response, body: bytes) -> ProviderError:
-        error = error_from_status(self.name, response, body, message_of=wire.message_of)
+    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
+        error = super()._status_error(status, headers, body)
         try:
             payload = json.loads(body)
         except ValueError:
             return error
         reason = wire.error_reason(payload)
-        detail = (wire.message_of(payload) or "")[:300]
-        if response.status_code == 400 and reason in wire.AUTH_REASONS:
+        detail = clip_detail(wire.message_of(payload) or "")
+        if status == 400 and reason in wire.AUTH_REASONS:
             return UpstreamAuthenticationError(
                 self.name,
                 f"rejected the gateway's credentials (HTTP 400 {reason}: {detail})",
                 http_status=400,
             )
-        if response.status_code == 400 and wire.error_status(payload) == wire.ACCOUNT_STATUS:
+        if status == 400 and wire.error_status(payload) == wire.ACCOUNT_STATUS:
             # Not the caller's fault, and another provider may well serve the request.
             return UpstreamAuthenticationError(
                 self.name, f"refused the gateway's account (HTTP 400: {detail})", http_status=400
@@ -183,17 +169,8 @@ class GeminiProvider(HttpProvider):
             UpstreamProtocolError: the answer is malformed or oversized.
             UpstreamUnavailable: 5xx or a transport failure.
         """
-        with upstream_errors(self.name):
-            async with self._client.stream(
-                "POST",
-                self._url(request.model, "generateContent"),
-                json=wire.generate_body(request),
-                headers=self._surface.headers,
-            ) as response:
-                self._observe_headers(response.headers)
-                await self._raise_for_status(response)
-                raw = await read_bounded(self.name, response)
-        payload = decode_json(self.name, raw, response.headers.get("content-type"))
+        url = self._url(request.model, "generateContent")
+        payload = await self._post_json(url, wire.generate_body(request))
         answer = wire.parse_answer(self.name, payload)
         self._check_not_blocked(answer)
         if not answer.has_candidate:
@@ -221,18 +198,11 @@ class GeminiProvider(HttpProvider):
         Raises the errors of :meth:`complete`, and :class:`UpstreamProtocolError` for an error
         event in the stream or a stream that ends without a ``finishReason``.
         """
-        with upstream_errors(self.name):
-            async with self._client.stream(
-                "POST",
-                self._url(request.model, "streamGenerateContent") + "?alt=sse",
-                json=wire.generate_body(request),
-                headers=self._surface.headers,
-            ) as response:
-                self._observe_headers(response.headers)
-                await self._raise_for_status(response)
-                require_media_type(self.name, response, "text/event-stream")
-                async with aclosing(self._events(response, request)) as events:
-                    yield events
+        url = self._url(request.model, "streamGenerateContent") + "?alt=sse"
+        body = wire.generate_body(request)
+        async with self._open_stream(url, body, "text/event-stream") as response:
+            async with aclosing(self._events(response, request)) as events:
+                yield events
 
     async def _events(
         self, response: httpx.Response, request: ChatRequest
@@ -265,10 +235,7 @@ class GeminiProvider(HttpProvider):
         yield StreamFinished(finish, usage, model)
 
     def _decode(self, decoder: SseDecoder, data: bytes) -> list[SseEvent]:
-        try:
-            events = decoder.feed(data)
-        except WireProtocolError as exc:
-            raise UpstreamProtocolError(self.name, f"malformed stream: {exc}") from None
+        events = feed_decoder(self.name, decoder, data)
         return [event for event in events if isinstance(event, SseEvent)]
 
     def _chunk(self, data: str) -> Any:
@@ -305,16 +272,6 @@ class GeminiProvider(HttpProvider):
             tokens = None if tokens is None or batch_tokens is None else tokens + batch_tokens
         usage = Usage(tokens, 0) if tokens is not None else None
         return Embeddings(vectors, request.model, usage)
-
-    async def _post_json(self, url: str, body: dict[str, Any]) -> Any:
-        with upstream_errors(self.name):
-            async with self._client.stream(
-                "POST", url, json=body, headers=self._surface.headers
-            ) as response:
-                self._observe_headers(response.headers)
-                await self._raise_for_status(response)
-                raw = await read_bounded(self.name, response)
-        return decode_json(self.name, raw, response.headers.get("content-type"))
 
     async def _batch_embed(self, model: str, texts: list[str]) -> list[list[float]]:
         body = {
@@ -355,7 +312,9 @@ def _floats(values: Any) -> list[float]:
 
 def build_gemini(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
     """The Gemini API provider from ``DELOS_RUNTIME_GEMINI_KEY`` (and its base-URL override)."""
-    key = settings.gemini_key.get_secret_value() if settings.gemini_key is not None else ""
     return GeminiProvider(
-        api_key=key, client=client, catalog=catalog, base_url=settings.gemini_base_url
+        api_key=secret_value(settings.gemini_key),
+        client=client,
+        catalog=catalog,
+        base_url=settings.gemini_base_url,
     )

@@ -161,7 +161,8 @@ def build_together(settings: Settings, catalog: Catalog, client: httpx.AsyncClie
 
 def build_openrouter(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
     """OpenRouter from ``DELOS_RUNTIME_OPENROUTER_KEY``, with the attribution headers
-    ``HTTP-Referer`` and ``X-Title`` from ``DELOS_RUNTIME_OPENROUTER_SITE_URL`` / ``…_SITE_NAME``."""
+    ``HTTP-Referer`` and ``X-Title`` from ``DELOS_RUNTIME_OPENROUTER_SITE_URL`` and
+    ``DELOS_RUNTIME_OPENROUTER_SITE_NAME``."""
     headers = {}
     if settings.openrouter_site_url:
         headers["HTTP-Referer"] = settings.openrouter_site_url

@@ -1,88 +1,45 @@
-"""Build the providers whose credentials are configured, each with its own pooled client."""
+"""Build the providers whose credentials are configured, each with its own pooled client.
+
+Which providers exist, what enables them and which function builds each is the provider table
+(:data:`delos.runtime.config.PROVIDERS`); this module only follows it. Run-time capabilities go
+through the :class:`~delos.runtime.providers.base.Provider` protocol, whatever the provider.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 import anyio
 import httpx
 
 from delos.runtime.catalog import Catalog
-from delos.runtime.config import PROVIDER_NAMES, Settings
+from delos.runtime.config import PROVIDERS, ProviderFacts, Settings
 from delos.runtime.errors import ProviderError
 from delos.runtime.providers._client import open_http_client
-from delos.runtime.providers.anthropic import build_anthropic
 from delos.runtime.providers.base import Provider
-from delos.runtime.providers.bedrock import build_bedrock
-from delos.runtime.providers.gemini import build_gemini
-from delos.runtime.providers.ollama import OllamaProvider, build_ollama
-from delos.runtime.providers.openai_compatible import (
-    OPENAI,
-    OPENROUTER,
-    TOGETHER,
-    OpenAICompatibleProvider,
-)
-from delos.runtime.providers.vertex import build_vertex
 
-__all__ = ["BUILDERS", "build_providers", "effective_catalog", "start_providers"]
+__all__ = ["Builder", "build_providers", "builder_of", "effective_catalog", "start_providers"]
 
 log = logging.getLogger("delos.runtime.providers")
 
+#: Builds one adapter from the settings, the catalog and its own pooled HTTP client.
 Builder = Callable[[Settings, Catalog, httpx.AsyncClient], Provider]
 
-
-def _secret(value: object) -> str:
-    return value.get_secret_value() if value is not None else ""  # type: ignore[attr-defined]
-
-
-def _openai(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
-    return OpenAICompatibleProvider(
-        OPENAI,
-        api_key=_secret(settings.openai_key),
-        client=client,
-        catalog=catalog,
-        base_url=settings.openai_base_url,
-    )
+#: Seconds one provider's warm-up may hold up start-up.
+_START_BOUND_SECONDS: Final = 2.0
 
 
-def _together(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
-    return OpenAICompatibleProvider(
-        TOGETHER,
-        api_key=_secret(settings.together_key),
-        client=client,
-        catalog=catalog,
-        base_url=settings.together_base_url,
-    )
+def builder_of(facts: ProviderFacts) -> Builder:
+    """The function the row's ``builder`` names (``"module:function"``), imported now.
 
-
-def _openrouter(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
-    headers = {}
-    if settings.openrouter_site_url:
-        headers["HTTP-Referer"] = settings.openrouter_site_url
-    if settings.openrouter_site_name:
-        headers["X-Title"] = settings.openrouter_site_name
-    return OpenAICompatibleProvider(
-        OPENROUTER,
-        api_key=_secret(settings.openrouter_key),
-        client=client,
-        catalog=catalog,
-        base_url=settings.openrouter_base_url,
-        extra_headers=headers,
-    )
-
-
-BUILDERS: Final[dict[str, Builder]] = {
-    "openai": _openai,
-    "anthropic": build_anthropic,
-    "gemini": build_gemini,
-    "bedrock": build_bedrock,
-    "vertex": build_vertex,
-    "together": _together,
-    "openrouter": _openrouter,
-    "ollama": build_ollama,
-}
+    Raises ImportError or AttributeError when the row names nothing that exists (a test builds
+    every row, so that cannot ship).
+    """
+    module, _, function = facts.builder.partition(":")
+    return cast(Builder, getattr(importlib.import_module(module), function))
 
 
 def build_providers(
@@ -93,30 +50,34 @@ def build_providers(
 ) -> dict[str, Provider]:
     """Every configured provider, in the spec's order. Close them with ``aclose()``."""
     providers: dict[str, Provider] = {}
-    for name in PROVIDER_NAMES:
-        builder = BUILDERS.get(name)
-        if builder is None or not settings.is_configured(name):
+    for name, facts in PROVIDERS.items():
+        if not settings.is_configured(name):
             continue
-        # Bedrock signs the exact request path (SigV4), which aiohttp would re-quote.
-        client = open_http_client(settings, transport, exact_paths=name == "bedrock")
-        providers[name] = builder(settings, catalog, client)
+        client = open_http_client(settings, transport, exact_paths=facts.exact_paths)
+        providers[name] = builder_of(facts)(settings, catalog, client)
     return providers
 
 
 def effective_catalog(base: Catalog, providers: dict[str, Provider]) -> Catalog:
-    """``base`` plus the models discovered at run time (Ollama's local models)."""
-    ollama = providers.get("ollama")
-    if isinstance(ollama, OllamaProvider):
-        return ollama.discovered_catalog(base)
-    return base
+    """``base`` plus the models every provider discovered at run time. Cheap: providers cache
+    their view, so this is called per request."""
+    catalog = base
+    for provider in providers.values():
+        catalog = provider.discovered_catalog(catalog)
+    return catalog
 
 
 async def start_providers(providers: dict[str, Provider]) -> None:
-    """Warm-up that must not block start-up for long: discover Ollama's local models."""
-    ollama = providers.get("ollama")
-    if isinstance(ollama, OllamaProvider):
-        with anyio.move_on_after(2.0):
-            try:
-                await ollama.refresh_models()
-            except ProviderError as error:
-                log.warning("ollama model discovery failed: %s", error.message)
+    """Warm every provider up at once, none for more than two seconds: a provider that fails or
+    takes longer is logged and serves anyway (it is asked again when requests come)."""
+    async with anyio.create_task_group() as group:
+        for provider in providers.values():
+            group.start_soon(_start, provider)
+
+
+async def _start(provider: Provider) -> None:
+    with anyio.move_on_after(_START_BOUND_SECONDS):
+        try:
+            await provider.start()
+        except ProviderError as error:
+            log.warning("%s warm-up failed: %s", provider.name, error.message)

@@ -7,14 +7,13 @@ Both share the provider's pooled HTTP client. Embeddings go through Gemini's ``:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from decimal import Decimal
 
 import httpx
 
 from delos.runtime.catalog import Catalog
-from delos.runtime.config import Settings
+from delos.runtime.config import Settings, secret_value
 from delos.runtime.providers.anthropic import AnthropicProvider
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
 from delos.runtime.providers.gemini import GeminiProvider
@@ -24,8 +23,6 @@ __all__ = ["VertexProvider", "build_vertex"]
 
 
 class VertexProvider(HttpProvider):
-    supports_embeddings = True
-
     def __init__(
         self,
         *,
@@ -49,24 +46,16 @@ class VertexProvider(HttpProvider):
         )
         super().__init__("vertex", client=client, catalog=catalog, base_url=self.gemini.base_url)
 
-    @property
-    def on_rate_limits(self) -> RateLimitListener | None:
-        return self.gemini.on_rate_limits
-
-    @on_rate_limits.setter
-    def on_rate_limits(self, listener: RateLimitListener | None) -> None:
-        for adapter in ("gemini", "claude"):
-            if hasattr(self, adapter):
-                getattr(self, adapter).on_rate_limits = listener
+    def set_rate_limit_listener(self, listener: RateLimitListener | None) -> None:
+        # Both adapters see the answers; this provider sends nothing itself.
+        self.gemini.set_rate_limit_listener(listener)
+        self.claude.set_rate_limit_listener(listener)
 
     def _adapter(self, model: str) -> GeminiProvider | AnthropicProvider:
         return self.claude if model.startswith("claude") else self.gemini
 
     def models(self) -> Sequence[str]:
         return tuple(m.id for m in self._catalog.chat_models("vertex"))
-
-    def cost_per_1k_tokens(self) -> Mapping[str, tuple[Decimal, Decimal]]:
-        return {**self.gemini.cost_per_1k_tokens(), **self.claude.cost_per_1k_tokens()}
 
     async def complete(self, request: ChatRequest) -> Completion:
         return await self._adapter(request.model).complete(request)
@@ -83,11 +72,10 @@ class VertexProvider(HttpProvider):
 def build_vertex(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
     """Vertex AI from ``GOOGLE_CLOUD_PROJECT``, ``GOOGLE_CLOUD_LOCATION`` and
     ``GOOGLE_CLOUD_ACCESS_TOKEN`` (and ``DELOS_RUNTIME_VERTEX_BASE_URL``)."""
-    token = settings.google_cloud_access_token
     return VertexProvider(
         project=settings.google_cloud_project or "",
         location=settings.google_cloud_location,
-        access_token=token.get_secret_value() if token is not None else "",
+        access_token=secret_value(settings.google_cloud_access_token),
         client=client,
         catalog=catalog,
         base_url=settings.vertex_base_url,

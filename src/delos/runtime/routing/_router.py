@@ -234,6 +234,9 @@ class Router:
     def _answer(self, run: CompletionRun, won: _Won) -> RoutedAnswer:
         record = won.scope.record
         assert record.usage is not None
+        first_token_at = won.scope.first_token_at
+        if first_token_at is None:  # an empty answer: its first token is its end
+            first_token_at = self._clock()
         return RoutedAnswer(
             content=won.content,
             finish_reason=won.finish_reason,
@@ -243,7 +246,7 @@ class Router:
             usage=record.usage,
             cost_usd=record.cost_usd,
             latency_s=self._clock() - run.started,
-            time_to_first_token_s=(won.scope.first_token_at or self._clock()) - run.started,
+            time_to_first_token_s=first_token_at - run.started,
             attempts=run.attempts,
         )
 
