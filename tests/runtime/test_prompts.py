@@ -456,5 +456,5 @@ async def test_resolving_reports_missing_variables_and_unknown_prompts() -> None
 @pytest.mark.anyio
 async def test_a_system_only_result_is_an_invalid_request() -> None:
     system_only = dataclasses.replace(SUMMARIZER, messages=(("system", "Be brief."),))
-    with pytest.raises(InvalidRequest, match="no user or assistant message"):
+    with pytest.raises(InvalidRequest, match="at least one user message is required"):
         await resolve_prompt(MemoryStore(system_only), request())

@@ -24,6 +24,7 @@ __all__ = [
     "Routing",
     "completion_input",
     "embed_input",
+    "normalized_conversation",
 ]
 
 
@@ -39,7 +40,8 @@ class _Limits:
     messages: int = 10_000
     message_characters: int = 4_000_000
     total_characters: int = 16_000_000
-    stop_sequences: int = 16
+    #: The lowest limit among providers (OpenAI, Bedrock), so every provider honours them all.
+    stop_sequences: int = 4
     max_tokens: int = 1_000_000
     embed_texts: int = 2_048
     metadata_entries: int = 64
@@ -106,6 +108,8 @@ def completion_input(
     checked = _messages(messages)
     if not checked and not prompt_ref:
         raise InvalidRequest("messages: at least one message is required (or a prompt_ref)")
+    if not prompt_ref:  # with a prompt, once its messages joined (resolve_prompt)
+        checked = normalized_conversation(checked)
     if temperature is not None and not 0.0 <= temperature <= 2.0:
         raise InvalidRequest(f"temperature: must be between 0 and 2, got {temperature:g}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -116,7 +120,10 @@ def completion_input(
         )
     stop = tuple(stop)
     if len(stop) > LIMITS.stop_sequences:
-        raise InvalidRequest(f"stop: at most {LIMITS.stop_sequences} sequences, got {len(stop)}")
+        raise InvalidRequest(
+            f"stop: at most {LIMITS.stop_sequences} sequences (the most every provider accepts), "
+            f"got {len(stop)}"
+        )
     if any(not s for s in stop):
         raise InvalidRequest("stop: sequences must not be empty")
     if cache_ttl_seconds < 0 or cache_ttl_seconds > LIMITS.cache_ttl_seconds:
@@ -170,13 +177,36 @@ def _messages(received: Sequence[tuple[str, str]]) -> tuple[ChatMessage, ...]:
             raise InvalidRequest(
                 f"messages[{index}].content: longer than {LIMITS.message_characters} characters"
             )
+        if role != "system" and not content.strip():
+            raise InvalidRequest(f"messages[{index}].content: a {role} message must not be empty")
         total += len(content)
         messages.append(ChatMessage(role, content))
     if total > LIMITS.total_characters:
         raise InvalidRequest(f"messages: longer than {LIMITS.total_characters} characters in all")
-    if messages and all(m.role == "system" for m in messages):
-        raise InvalidRequest("messages: at least one user or assistant message is required")
     return tuple(messages)
+
+
+def normalized_conversation(messages: Sequence[ChatMessage]) -> tuple[ChatMessage, ...]:
+    """The one shape every provider receives, whichever the router picks.
+
+    System messages are merged, in order and separated by a blank line, into one system message
+    that leads the conversation (providers with a separate system field take it from there).
+    The conversation must hold a user message and end with one: an assistant message last
+    (a "prefill") is honoured by some providers and answered anew by others, so it is refused.
+    Raises :class:`InvalidRequest`.
+    """
+    system = [m.content for m in messages if m.role == "system"]
+    conversation = [m for m in messages if m.role != "system"]
+    if not any(m.role == "user" for m in conversation):
+        raise InvalidRequest("messages: at least one user message is required")
+    if conversation[-1].role != "user":
+        raise InvalidRequest(
+            "messages: the last message must be the user's (an assistant message last, a "
+            "prefill, is not supported: providers treat it differently)"
+        )
+    if not system:
+        return tuple(conversation)
+    return (ChatMessage("system", "\n\n".join(system)), *conversation)
 
 
 def _schema(text: str) -> Mapping[str, Any] | None:

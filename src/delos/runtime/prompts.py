@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from delos.runtime._prompt_render import PROMPT_NAME, PROMPT_VERSION, Prompt, render
 from delos.runtime.errors import InvalidRequest, PromptNotFound
-from delos.runtime.inputs import LIMITS, CompletionInput
+from delos.runtime.inputs import LIMITS, CompletionInput, normalized_conversation
 
 __all__ = [
     "DirectoryPromptStore",
@@ -117,11 +117,10 @@ async def resolve_prompt(store: PromptStore, request: CompletionInput) -> Comple
     name, version = parse_prompt_ref(request.prompt_ref)
     prompt = await store.get(name, version)
     messages = render(prompt, request.variables) + request.messages
-    if all(m.role == "system" for m in messages):
-        raise InvalidRequest(
-            f"messages: prompt {prompt.ref!r} and the request together hold no user or "
-            "assistant message"
-        )
+    try:
+        messages = normalized_conversation(messages)
+    except InvalidRequest as problem:
+        raise InvalidRequest(f"{problem.message} (prompt {prompt.ref!r} and the request)") from None
     if len(messages) > LIMITS.messages:
         raise InvalidRequest(f"messages: at most {LIMITS.messages} messages with the prompt")
     if sum(len(m.content) for m in messages) > LIMITS.total_characters:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from delos.runtime.errors import UpstreamProtocolError
+from delos.runtime.providers._http import decode_event_object
 from delos.runtime.values import (
     ChatRequest,
     Completion,
@@ -241,7 +242,7 @@ class MessageStreamReader:
             return []
         name = event.event
         if name == "error":
-            data = self._decode(event.data)
+            data = decode_event_object(self._provider, event.data)
             raise UpstreamProtocolError(self._provider, self._describe_error(data))
         handlers = {
             "message_start": self._on_message_start,
@@ -253,7 +254,7 @@ class MessageStreamReader:
         handler = handlers.get(name)
         if handler is None:
             return []  # content_block_stop, and event types newer than this reader
-        return handler(self._decode(event.data))
+        return handler(decode_event_object(self._provider, event.data))
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -343,15 +344,6 @@ class MessageStreamReader:
         except ValueError:
             return text  # left for schema validation to reject, like any malformed answer
         return self._output_tool.answer(value)
-
-    def _decode(self, data: str) -> dict[str, Any]:
-        try:
-            value = json.loads(data)
-        except ValueError:
-            raise UpstreamProtocolError(self._provider, "stream event is not valid JSON") from None
-        if not isinstance(value, dict):
-            raise UpstreamProtocolError(self._provider, "stream event is not a JSON object")
-        return value
 
     @staticmethod
     def _describe_error(data: dict[str, Any]) -> str:

@@ -4,7 +4,8 @@
 - :func:`error_from_status` turns a non-2xx answer into the right :class:`ProviderError`;
 - :func:`rate_limit_hints` reads every provider's rate-limit and Retry-After headers into the
   provider-neutral :class:`~delos.resilience.RateLimitHints` the limiter consumes;
-- :func:`read_bounded` and :func:`decode_json` read bodies without trusting their size or shape;
+- :func:`read_bounded`, :func:`decode_json` and :func:`decode_event_object` read bodies and
+  stream events without trusting their size or shape;
 - :func:`feed_decoder` turns a stream decoder's :class:`~delos.runtime.wire.WireProtocolError`
   into ours;
 - :func:`clip_detail` shortens upstream text carried into a client-visible message.
@@ -42,6 +43,7 @@ __all__ = [
     "MAX_ERROR_BODY_BYTES",
     "StreamDecoder",
     "clip_detail",
+    "decode_event_object",
     "decode_json",
     "encode_json",
     "error_from_status",
@@ -163,6 +165,17 @@ def decode_json(provider: str, body: bytes, content_type: str | None = "applicat
         return json.loads(body)
     except ValueError:
         raise UpstreamProtocolError(provider, "answer is not valid JSON") from None
+
+
+def decode_event_object(provider: str, data: str) -> dict[str, Any]:
+    """The JSON object a stream event carries; anything else is an upstream protocol error."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise UpstreamProtocolError(provider, "stream event is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise UpstreamProtocolError(provider, "stream event is not a JSON object")
+    return value
 
 
 def require_media_type(provider: str, response: httpx.Response, media_type: str) -> None:

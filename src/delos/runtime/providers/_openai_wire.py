@@ -18,11 +18,11 @@ Facts of the format this module encodes:
 from __future__ import annotations
 
 import base64
-import json
 import struct
 from typing import Any, Final
 
 from delos.runtime.errors import UpstreamProtocolError
+from delos.runtime.providers._http import decode_event_object
 from delos.runtime.values import (
     ChatRequest,
     Completion,
@@ -162,7 +162,10 @@ class ChatStreamReader:
                 raise UpstreamProtocolError(self._provider, "stream ended without a finish")
             self.finished = True
             return [StreamFinished(self._finish, self._usage, self.model)]
-        chunk = self._decode(event.data)
+        chunk = decode_event_object(self._provider, event.data)
+        if chunk.get("error"):
+            detail = error_message(chunk) or "unknown error"
+            raise UpstreamProtocolError(self._provider, f"error in the stream: {detail}")
         self.model = str(chunk.get("model") or self.model)
         self._usage = _usage(chunk.get("usage")) or self._usage
         events: list[StreamEvent] = []
@@ -186,18 +189,6 @@ class ChatStreamReader:
             raise UpstreamProtocolError(
                 self._provider, "stream ended before [DONE]: the answer is truncated"
             )
-
-    def _decode(self, data: str) -> dict[str, Any]:
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise UpstreamProtocolError(self._provider, "stream event is not valid JSON") from None
-        if not isinstance(chunk, dict):
-            raise UpstreamProtocolError(self._provider, "stream event is not a JSON object")
-        if chunk.get("error"):
-            detail = error_message(chunk) or "unknown error"
-            raise UpstreamProtocolError(self._provider, f"error in the stream: {detail}")
-        return chunk
 
 
 def embeddings_body(request: EmbedRequest) -> dict[str, Any]:

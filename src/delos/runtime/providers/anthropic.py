@@ -10,8 +10,9 @@ streams are the same and live in :mod:`._anthropic_wire`.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -212,18 +213,17 @@ class AnthropicProvider(HttpProvider):
         payload = await self._post_json(url, self._body(request, output_tool, stream=False))
         return parse_message(self.name, payload, model=request.model, output_tool=output_tool)
 
-    @asynccontextmanager
-    async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+    def open_stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         output_tool = _output_tool(request)
         url = self.endpoint.url(request.model, stream=True)
         body = self._body(request, output_tool, stream=True)
-        async with self._open_stream(url, body, "text/event-stream") as response:
-            reader = MessageStreamReader(self.name, model=request.model, output_tool=output_tool)
-            async with aclosing(self._events(response, reader)) as events:
-                yield events
+        reader = MessageStreamReader(self.name, model=request.model, output_tool=output_tool)
+        return self._open_stream(url, body, "text/event-stream", partial(self._events, reader))
 
     async def _events(
-        self, response: httpx.Response, reader: MessageStreamReader
+        self, reader: MessageStreamReader, response: httpx.Response
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
         finish: list[StreamEvent] = []

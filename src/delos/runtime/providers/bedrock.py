@@ -25,7 +25,8 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing
+from functools import partial
 from typing import Any, Final, TypeVar, cast
 from urllib.parse import quote
 
@@ -116,15 +117,15 @@ class BedrockProvider(HttpProvider):
         payload = await self._post_json(url, converse_body(request))
         return parse_converse(self.name, payload, request)
 
-    @asynccontextmanager
-    async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+    def open_stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         url = self._url(request.model, "converse-stream")
-        async with self._open_stream(url, converse_body(request), _EVENT_STREAM) as response:
-            async with aclosing(self._events(response, request)) as events:
-                yield events
+        body = converse_body(request)
+        return self._open_stream(url, body, _EVENT_STREAM, partial(self._events, request))
 
     async def _events(
-        self, response: httpx.Response, request: ChatRequest
+        self, request: ChatRequest, response: httpx.Response
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = EventStreamDecoder()
         reader = ConverseStreamReader(

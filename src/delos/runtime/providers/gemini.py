@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -191,8 +192,9 @@ class GeminiProvider(HttpProvider):
                 self.name, f"blocked the prompt (promptFeedback.blockReason {answer.block_reason})"
             )
 
-    @asynccontextmanager
-    async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+    def open_stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         """A ``streamGenerateContent?alt=sse`` call; leaving the block closes it.
 
         Raises the errors of :meth:`complete`, and :class:`UpstreamProtocolError` for an error
@@ -200,12 +202,10 @@ class GeminiProvider(HttpProvider):
         """
         url = self._url(request.model, "streamGenerateContent") + "?alt=sse"
         body = wire.generate_body(request)
-        async with self._open_stream(url, body, "text/event-stream") as response:
-            async with aclosing(self._events(response, request)) as events:
-                yield events
+        return self._open_stream(url, body, "text/event-stream", partial(self._events, request))
 
     async def _events(
-        self, response: httpx.Response, request: ChatRequest
+        self, request: ChatRequest, response: httpx.Response
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
         finish: str | None = None

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Final
 
 import anyio
@@ -215,17 +216,16 @@ class OllamaProvider(HttpProvider):
         payload = await self._post_json(url, chat_body(request, stream=False))
         return parse_chat(self.name, payload, model=request.model)
 
-    @asynccontextmanager
-    async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+    def open_stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         url = f"{self.base_url}/api/chat"
         body = chat_body(request, stream=True)
-        async with self._open_stream(url, body, "application/x-ndjson") as response:
-            reader = ChatStreamReader(self.name, model=request.model)
-            async with aclosing(self._events(response, reader)) as events:
-                yield events
+        reader = ChatStreamReader(self.name, model=request.model)
+        return self._open_stream(url, body, "application/x-ndjson", partial(self._events, reader))
 
     async def _events(
-        self, response: httpx.Response, reader: ChatStreamReader
+        self, reader: ChatStreamReader, response: httpx.Response
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = NdjsonDecoder()
         finished: list[StreamEvent] = []

@@ -9,8 +9,9 @@ live in :mod:`._openai_wire`; this module does the I/O.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from functools import partial
 
 import httpx
 from pydantic import SecretStr
@@ -100,17 +101,16 @@ class OpenAICompatibleProvider(HttpProvider):
         payload = await self._post_json(url, self._chat_body(request, stream=False))
         return parse_completion(self.name, payload, model=request.model)
 
-    @asynccontextmanager
-    async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+    def open_stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         url = f"{self.base_url}/chat/completions"
         body = self._chat_body(request, stream=True)
-        async with self._open_stream(url, body, "text/event-stream") as response:
-            reader = ChatStreamReader(self.name, model=request.model)
-            async with aclosing(self._events(response, reader)) as events:
-                yield events
+        reader = ChatStreamReader(self.name, model=request.model)
+        return self._open_stream(url, body, "text/event-stream", partial(self._events, reader))
 
     async def _events(
-        self, response: httpx.Response, reader: ChatStreamReader
+        self, reader: ChatStreamReader, response: httpx.Response
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
         with upstream_errors(self.name):
