@@ -1,7 +1,7 @@
 """Resilience primitives, with no knowledge of providers: backend-neutral anyio code, time injected.
 
 Layout:
-    _clock.py     the Clock protocol and a FakeClock for tests
+    _clock.py     the Clock and Sleep types, and a FakeClock for tests
     _breaker.py   circuit breaker (purgatory's API shape, resilience4j's rules)
     _limiter.py   GCRA rate limiter, provider RPM+TPM limiter, rate-limit hints
     _ewma.py      PeakEWMA latency table (TTFT, throughput, in-flight, errors)
@@ -34,7 +34,7 @@ from delos.resilience._breaker import (
     CircuitOpenError,
 )
 from delos.resilience._budget import RetryBudget
-from delos.resilience._clock import FakeClock
+from delos.resilience._clock import Clock, FakeClock, Sleep
 from delos.resilience._ewma import LatencySnapshot, LatencyTable
 from delos.resilience._limiter import (
     ProviderLimiter,
@@ -53,6 +53,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitBreakerFactory",
     "CircuitOpenError",
+    "Clock",
     "FakeClock",
     "LatencySnapshot",
     "LatencyTable",
@@ -62,6 +63,7 @@ __all__ = [
     "RateLimitWouldWait",
     "Reservation",
     "RetryBudget",
+    "Sleep",
     "race",
     "retrying",
 ]

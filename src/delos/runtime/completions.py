@@ -14,7 +14,7 @@ from typing import Final
 
 import anyio
 
-from delos.resilience._clock import Clock
+from delos.resilience import Clock
 from delos.runtime.cache import CachedAnswer, ResponseCache, replay_chunks, request_cache_key
 from delos.runtime.errors import ProviderNotConfigured
 from delos.runtime.inputs import CompletionInput

@@ -108,6 +108,7 @@ async def embed(gateway: Gateway, request: EmbedInput) -> EmbedAnswer:
             scope.response_model = result.model
             return result, scope.record
 
+    # One provider, retried; never a fallback (another model's vectors are not comparable).
     won = await with_retries(guards, run, attempt, AttemptKind.PRIMARY)
     if won is None:
         raise AllCandidatesFailed(run.errors)

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx
 
-from delos.resilience._clock import Clock, Sleep
+from delos.resilience import Clock, Sleep
 from delos.runtime.cache import ResponseCache
 from delos.runtime.catalog import Catalog
 from delos.runtime.completions import Completions, NoPromptStore

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
+from delos.resilience import Clock, Sleep
 from delos.runtime.config import ConfigError, Settings
 from delos.runtime.gateway import Gateway, open_gateway
 from delos.runtime.grpc._grpclib_private import TunedServer, check_supported, stop_accepting
@@ -84,18 +84,25 @@ async def open_server(
     policy: ResiliencePolicy | None = None,
     workers: int = 1,
     worker_index: int = 0,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = anyio.current_time,
+    sleep: Sleep = anyio.sleep,
 ) -> AsyncIterator[RunningServer]:
     """Serve on ``settings.host``/``settings.port`` (0: an ephemeral port) for the block.
 
-    ``policy`` and ``clock`` tune the resilience layer (tests inject a fake clock).
+    ``policy`` tunes the resilience layer; ``clock`` and ``sleep`` are the one clock of the
+    gateway (tests inject a fake one).
     """
     _bound_h2_memory()
     keys = ClientKeys.from_settings(settings.api_keys, settings.api_keys_file)
     ssl_context = server_ssl_context(settings.tls_cert, settings.tls_key)
     async with (
         open_gateway(
-            settings, transport=transport, policy=policy, workers=workers, clock=clock
+            settings,
+            transport=transport,
+            policy=policy,
+            workers=workers,
+            clock=clock,
+            sleep=sleep,
         ) as gateway,
         anyio.create_task_group() as tasks,
     ):

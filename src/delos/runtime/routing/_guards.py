@@ -18,14 +18,15 @@ from delos.resilience import (
     CircuitBreaker,
     CircuitBreakerFactory,
     CircuitOpenError,
+    Clock,
     LatencyTable,
     ProviderLimiter,
     RateLimitHints,
     RateLimitWouldWait,
     Reservation,
     RetryBudget,
+    Sleep,
 )
-from delos.resilience._clock import Clock, Sleep
 from delos.runtime.config import Settings
 from delos.runtime.errors import CircuitOpen, LocalRateLimited
 from delos.runtime.observability import Metrics, Tracing
