@@ -112,7 +112,7 @@ def test_candidates_in_strategy_order(
         providers=providers(*configured),  # type: ignore[arg-type]
         catalog=CATALOG,
         quality_order=QUALITY,
-    )
+    ).candidates
     assert order(found) == expected
 
 
@@ -124,7 +124,7 @@ def test_cost_ties_are_broken_by_measured_latency() -> None:
         catalog=CATALOG,
         quality_order=QUALITY,
         latency_of=lambda c: latency[c.provider.name],
-    )
+    ).candidates
     assert [c.provider.name for c in found] == ["openrouter", "openai"]
 
 
@@ -136,14 +136,14 @@ def test_a_candidate_cut_off_by_its_breaker_is_skipped_unless_all_are() -> None:
         catalog=CATALOG,
         quality_order=QUALITY,
         admitted=lambda c: c.provider.name != "openai",
-    )
+    ).candidates
     none = candidates_for(
         request(Routing.COST, model="gpt-4o"),
         providers=configured,  # type: ignore[arg-type]
         catalog=CATALOG,
         quality_order=QUALITY,
         admitted=lambda c: False,
-    )
+    ).candidates
     assert [c.provider.name for c in some] == ["openrouter"]
     assert len(none) == 2  # reported through the breakers' own errors, not "no candidate"
 

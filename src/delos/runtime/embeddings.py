@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from delos.runtime.catalog import estimate_prompt_tokens
-from delos.runtime.config import enabling_variables
+from delos.runtime.config import EMBEDDING_PROVIDERS, NO_PROVIDERS_CONFIGURED, enabling_variables
 from delos.runtime.errors import (
     AllCandidatesFailed,
     EmbeddingsNotSupported,
@@ -28,10 +28,7 @@ from delos.runtime.routing import (
 )
 from delos.runtime.values import Embeddings, EmbedRequest, Usage
 
-__all__ = ["EMBEDDING_PROVIDERS", "EmbedAnswer", "embed"]
-
-#: Providers with an embeddings API, in the order used when the request names none.
-EMBEDDING_PROVIDERS = ("openai", "gemini", "bedrock", "vertex", "together", "ollama")
+__all__ = ["EmbedAnswer", "embed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +57,7 @@ def _choose_provider(gateway: Gateway, wanted: str | None) -> Provider:
             )
         return provider
     if not gateway.providers:
-        raise NoProvidersConfigured(
-            "no providers configured: set a provider key such as DELOS_RUNTIME_OPENAI_KEY, "
-            "or start the gateway with --demo"
-        )
+        raise NoProvidersConfigured(NO_PROVIDERS_CONFIGURED)
     for name in EMBEDDING_PROVIDERS:
         if name in gateway.providers:
             return gateway.providers[name]

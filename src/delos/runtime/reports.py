@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from delos.resilience import BreakerState, LatencySnapshot
 from delos.runtime import __version__
 from delos.runtime.catalog import ModelInfo
-from delos.runtime.config import PROVIDER_NAMES, enabling_variables
+from delos.runtime.config import (
+    NO_PROVIDERS_CONFIGURED,
+    PROVIDER_NAMES,
+    PROVIDERS,
+    enabling_variables,
+)
 from delos.runtime.gateway import Gateway
 
 __all__ = [
@@ -117,7 +122,11 @@ async def list_providers(gateway: Gateway) -> list[ProviderReport]:
                 models=models,
                 default_model=catalog.default_model(name),
                 supports_embeddings=bool(embedding_models)
-                and (provider.supports_embeddings if provider is not None else True),
+                and (
+                    provider.supports_embeddings
+                    if provider is not None
+                    else PROVIDERS[name].embeddings
+                ),
                 embedding_models=embedding_models,
                 prices=(*catalog.chat_models(name), *catalog.embedding_models(name)),
                 breaker_state=breaker,
@@ -148,10 +157,7 @@ async def health(gateway: Gateway) -> HealthReport:
     serving = any(p.available for p in providers)
     detail = ""
     if not gateway.providers:
-        detail = (
-            "no providers configured: set a provider key such as DELOS_RUNTIME_OPENAI_KEY, "
-            "or start the gateway with --demo"
-        )
+        detail = NO_PROVIDERS_CONFIGURED
     elif not serving:
         detail = "no configured provider can answer"
     return HealthReport(

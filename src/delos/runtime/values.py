@@ -54,11 +54,22 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts. ``estimated`` is True when the provider reported none."""
+    """Token counts, meaning the same for every provider. ``estimated`` is True when the provider
+    reported none.
+
+    ``prompt_tokens`` counts every input token, cache reads and writes included (Anthropic and
+    Bedrock report those apart, OpenAI and Gemini inside); ``cache_read_tokens`` and
+    ``cache_write_tokens`` are the parts of it read from and written to the provider's prompt
+    cache. ``completion_tokens`` includes reasoning tokens; ``reasoning_tokens`` is that part,
+    where the provider reports it apart (OpenAI-style and Gemini), else 0.
+    """
 
     prompt_tokens: int
     completion_tokens: int
     estimated: bool = False
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

@@ -8,6 +8,8 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
+from delos.runtime.values import Usage
+
 from ._loader import read_catalog
 from ._model import UNRANKED_QUALITY, ModelInfo, ModelKind
 
@@ -18,6 +20,7 @@ __all__ = [
     "cost_usd",
     "estimate_cost_usd",
     "estimate_prompt_tokens",
+    "usage_cost_usd",
 ]
 
 #: Context window (tokens) assumed for a discovered model of a family the catalog does not know.
@@ -206,12 +209,19 @@ class Catalog:
 
         Meant for Ollama, whose models are found at run time. The family of ``name:tag`` is
         ``name``. A model of a family the provider already serves copies that model's kind,
-        context window, output length and dimensions (so ``nomic-embed-text:latest`` stays an
-        embedding model); any other becomes a chat model with ``context_window`` tokens
-        (default :data:`DISCOVERED_CONTEXT_WINDOW`). Ids already listed are left as they are.
-        Raises KeyError for an unknown provider.
+        context window, output length, dimensions, capabilities and rules (so
+        ``nomic-embed-text:latest`` stays an embedding model); any other becomes a chat model
+        with ``context_window`` tokens (default :data:`DISCOVERED_CONTEXT_WINDOW`), no
+        capabilities and the default rules. Ids already listed are left as they are.
+
+        The price is known (zero) when the provider is free: every model the catalog lists for
+        it costs nothing, knowingly, as a local server's do. On any other provider a discovered
+        model's ``price_known`` is False. Raises KeyError for an unknown provider.
         """
         served = self._by_provider[provider]
+        free = all(
+            m.price_known and m.input_per_1k == 0 and m.output_per_1k == 0 for m in served.values()
+        )
         added: list[ModelInfo] = []
         for model_id in dict.fromkeys(model_ids):
             if model_id in served:
@@ -232,7 +242,17 @@ class Catalog:
                     typical_output_tokens=300,
                     quality_rank=self.quality_rank(family),
                 )
-            added.append(replace(template, input_per_1k=_ZERO, output_per_1k=_ZERO))
+            added.append(
+                replace(
+                    template,
+                    input_per_1k=_ZERO,
+                    output_per_1k=_ZERO,
+                    cached_input_per_1k=None,
+                    cache_write_per_1k=None,
+                    long_context=None,
+                    price_known=free,
+                )
+            )
         if not added:
             return self
         return Catalog(
@@ -247,17 +267,52 @@ class Catalog:
         return tuple(m for m in served.values() if m.kind == kind)
 
 
+def usage_cost_usd(model: ModelInfo, usage: Usage) -> Decimal:
+    """The price in USD of ``usage`` on ``model``, exactly.
+
+    Prompt tokens read from the provider's cache cost the cached-input price, those written to
+    it the cache-write price (each the input price where the catalog has none), the other
+    prompt tokens the input price; completion tokens (reasoning included) cost the output
+    price. A prompt longer than the model's ``long_context.prompt_tokens_above`` tokens bills
+    the whole request at that tier's prices. The result is only as good as the prices:
+    ``model.price_known`` says whether it is an estimate.
+
+    Raises ValueError for a negative token count, or cache reads and writes that add up to more
+    than the prompt (``Usage.prompt_tokens`` includes them).
+    """
+    prompt, read, written = usage.prompt_tokens, usage.cache_read_tokens, usage.cache_write_tokens
+    if min(prompt, usage.completion_tokens, read, written) < 0:
+        raise ValueError("token counts must not be negative")
+    uncached = prompt - read - written
+    if uncached < 0:
+        raise ValueError(
+            f"cache reads ({read}) and writes ({written}) exceed the prompt tokens ({prompt})"
+        )
+    tier = model.long_context
+    if tier is not None and prompt > tier.prompt_tokens_above:
+        input_price, output_price = tier.input_per_1k, tier.output_per_1k
+        read_price, write_price = tier.cached_input_per_1k, tier.cache_write_per_1k
+    else:
+        input_price, output_price = model.input_per_1k, model.output_per_1k
+        read_price, write_price = model.cached_input_per_1k, model.cache_write_per_1k
+    # Decimal arithmetic is exact here: token counts and catalog prices have far fewer digits
+    # than the 28 significant digits of the default context.
+    total = (
+        uncached * input_price
+        + read * (input_price if read_price is None else read_price)
+        + written * (input_price if write_price is None else write_price)
+        + usage.completion_tokens * output_price
+    )
+    return total / _THOUSAND
+
+
 def cost_usd(model: ModelInfo, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    """The price in USD of ``prompt_tokens`` in and ``completion_tokens`` out, exactly.
+    """The price in USD of ``prompt_tokens`` in (none cached) and ``completion_tokens`` out,
+    exactly: :func:`usage_cost_usd` without cache reads or writes.
 
     Raises ValueError for a negative token count.
     """
-    if prompt_tokens < 0 or completion_tokens < 0:
-        raise ValueError("token counts must not be negative")
-    # Decimal arithmetic is exact here: token counts and catalog prices have far fewer digits
-    # than the 28 significant digits of the default context.
-    total = prompt_tokens * model.input_per_1k + completion_tokens * model.output_per_1k
-    return total / _THOUSAND
+    return usage_cost_usd(model, Usage(prompt_tokens, completion_tokens))
 
 
 def estimate_cost_usd(

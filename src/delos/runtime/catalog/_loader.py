@@ -4,6 +4,10 @@ The packaged ``catalog.yaml`` and an operator's override file share one schema
 (:class:`_Document`), in which every model field but ``id`` is optional so that an override can
 state only what it changes. Completeness is checked after merging, so an error about a model
 names the file that last touched it.
+
+Parameter rules and capabilities may be given per family prefix (top-level ``parameter_rules``
+and ``capabilities``): a chat model takes the entry of the longest prefix its family starts
+with, whole. A model's own ``capabilities`` replace its family's.
 """
 
 from __future__ import annotations
@@ -15,17 +19,26 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from ._model import UNRANKED_QUALITY, CatalogError, ModelInfo
+from ._model import (
+    CAPABILITIES,
+    UNRANKED_QUALITY,
+    CatalogError,
+    LongContextPrice,
+    ModelInfo,
+    ParameterRules,
+)
 
 __all__ = ["CatalogContents", "read_catalog"]
 
 _PACKAGED = "catalog.yaml"
+
+_T = TypeVar("_T")
 
 
 def _price(value: object) -> Decimal:
@@ -52,7 +65,28 @@ def _price(value: object) -> Decimal:
     return number
 
 
+def _temperature(value: object) -> float:
+    """A temperature above 0, read like a price (so an unquoted ``1.0`` is exact)."""
+    number = _price(value)
+    if number == 0:
+        raise PydanticCustomError("positive_number", "must be above 0")
+    return float(number)
+
+
+def _capability(value: object) -> str:
+    if isinstance(value, str) and value in CAPABILITIES:
+        return value
+    raise PydanticCustomError(
+        "capability",
+        "{given} is not a capability (one of {known})",
+        {"given": repr(value), "known": ", ".join(CAPABILITIES)},
+    )
+
+
 _Price = Annotated[Decimal, PlainValidator(_price)]
+_Temperature = Annotated[float, PlainValidator(_temperature)]
+_Capabilities = tuple[Annotated[str, PlainValidator(_capability)], ...]
+_Flag = Annotated[bool, Field(strict=True)]
 _Name = Annotated[str, Field(strict=True, min_length=1)]
 _ProviderName = Annotated[str, Field(strict=True, pattern=r"^[a-z][a-z0-9_-]*$")]
 _Tokens = Annotated[int, Field(strict=True, gt=0)]
@@ -63,6 +97,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class _LongContextEntry(_Strict):
+    prompt_tokens_above: _Tokens
+    input_per_1k: _Price
+    output_per_1k: _Price
+    cached_input_per_1k: _Price | None = None
+    cache_write_per_1k: _Price | None = None
+
+
+class _RulesEntry(_Strict):
+    # No defaults here: ParameterRules holds them, and a field left out takes its default.
+    temperature_max: _Temperature | None = None
+    sampling: _Flag | None = None
+    temperature_or_top_p: _Flag | None = None
+
+
 class _ModelEntry(_Strict):
     id: _Name
     family: _Name | None = None
@@ -70,8 +119,13 @@ class _ModelEntry(_Strict):
     context_window: _Tokens | None = None
     input_per_1k: _Price | None = None
     output_per_1k: _Price | None = None
+    cached_input_per_1k: _Price | None = None
+    cache_write_per_1k: _Price | None = None
+    long_context: _LongContextEntry | None = None
+    price_known: _Flag | None = None
     typical_output_tokens: _Count | None = None
     dimensions: _Tokens | None = None
+    capabilities: _Capabilities | None = None
 
 
 class _ProviderEntry(_Strict):
@@ -82,6 +136,8 @@ class _ProviderEntry(_Strict):
 
 class _Document(_Strict):
     quality_ranks: dict[_Name, _Count] = Field(default_factory=dict)
+    parameter_rules: dict[_Name, _RulesEntry] = Field(default_factory=dict)
+    capabilities: dict[_Name, _Capabilities] = Field(default_factory=dict)
     providers: dict[_ProviderName, _ProviderEntry] = Field(default_factory=dict)
 
 
@@ -106,6 +162,9 @@ class _Draft:
     """The merged content of the documents read so far."""
 
     quality_ranks: dict[str, int] = field(default_factory=dict)
+    #: Family prefix → the rules, and the capabilities, of the chat models of those families.
+    parameter_rules: dict[str, ParameterRules] = field(default_factory=dict)
+    capabilities: dict[str, frozenset[str]] = field(default_factory=dict)
     providers: dict[str, _ProviderDraft] = field(default_factory=dict)
 
 
@@ -178,6 +237,10 @@ def _parse(text: str, source: str, *, json_format: bool = False) -> _Document:
 def _merge(draft: _Draft, document: _Document, source: str) -> None:
     """Apply ``document`` (read from ``source``) over ``draft``: the package's merge rule."""
     draft.quality_ranks.update(document.quality_ranks)
+    for prefix, rules in document.parameter_rules.items():
+        draft.parameter_rules[prefix] = ParameterRules(**rules.model_dump(exclude_none=True))
+    for prefix, capabilities in document.capabilities.items():
+        draft.capabilities[prefix] = frozenset(capabilities)
     for name, entry in document.providers.items():
         where = f"{source}: providers.{name}"
         provider = draft.providers.setdefault(name, _ProviderDraft(where=where))
@@ -208,7 +271,7 @@ def _build(draft: _Draft) -> CatalogContents:
     for name, provider in draft.providers.items():
         kinds: dict[str, str] = {}
         for setting in provider.models.values():
-            model = _complete(name, setting, draft.quality_ranks, problems)
+            model = _complete(name, setting, draft, problems)
             if model is not None:
                 models.append(model)
                 kinds[model.id] = model.kind
@@ -232,19 +295,25 @@ def _build(draft: _Draft) -> CatalogContents:
 
 
 def _complete(
-    provider: str, setting: _Setting, ranks: dict[str, int], problems: list[str]
+    provider: str, setting: _Setting, draft: _Draft, problems: list[str]
 ) -> ModelInfo | None:
     """The finished model of a merged entry, or None after recording what it lacks."""
     fields: dict[str, Any] = setting.value
     kind = fields.get("kind")
-    required = ["family", "kind", "context_window", "input_per_1k"]
+    price_known = fields.get("price_known", True)
+    # A model whose price the catalog does not know may leave its prices out (they are then 0).
+    required = ["family", "kind", "context_window"] + (["input_per_1k"] if price_known else [])
     if kind == "chat":
-        required += ["output_per_1k", "typical_output_tokens"]
+        required += ["output_per_1k"] if price_known else []
+        required.append("typical_output_tokens")
         if "dimensions" in fields:
             problems.append(f"{setting.where}.dimensions: only embedding models have dimensions")
             return None
     elif kind == "embedding":
         required.append("dimensions")
+        if "capabilities" in fields:
+            problems.append(f"{setting.where}.capabilities: only chat models have capabilities")
+            return None
     missing = [name for name in required if name not in fields]
     if missing:
         problems.append(
@@ -252,18 +321,43 @@ def _complete(
             "(a model new to the catalog must give every field)"
         )
         return None
+    long_context = fields.get("long_context")
+    if long_context is not None and long_context["prompt_tokens_above"] >= fields["context_window"]:
+        problems.append(
+            f"{setting.where}.long_context.prompt_tokens_above: must be below the context "
+            f"window ({fields['context_window']} tokens)"
+        )
+        return None
+    family: str = fields["family"]
+    chat = kind == "chat"
+    capabilities = fields.get("capabilities")
+    if capabilities is None:
+        capabilities = _longest_prefix(draft.capabilities, family) if chat else None
+    rules = _longest_prefix(draft.parameter_rules, family) if chat else None
     return ModelInfo(
         provider=provider,
         id=fields["id"],
-        family=fields["family"],
+        family=family,
         kind=fields["kind"],
         context_window=fields["context_window"],
-        input_per_1k=fields["input_per_1k"],
+        input_per_1k=fields.get("input_per_1k", Decimal(0)),
         output_per_1k=fields.get("output_per_1k", Decimal(0)),
         typical_output_tokens=fields.get("typical_output_tokens", 0),
         dimensions=fields.get("dimensions"),
-        quality_rank=ranks.get(fields["family"], UNRANKED_QUALITY),
+        quality_rank=draft.quality_ranks.get(family, UNRANKED_QUALITY),
+        cached_input_per_1k=fields.get("cached_input_per_1k"),
+        cache_write_per_1k=fields.get("cache_write_per_1k"),
+        long_context=None if long_context is None else LongContextPrice(**long_context),
+        capabilities=frozenset(capabilities or ()),
+        rules=rules or ParameterRules(),
+        price_known=price_known,
     )
+
+
+def _longest_prefix(table: Mapping[str, _T], family: str) -> _T | None:
+    """The entry of ``table`` whose key is the longest prefix of ``family``; None if none is."""
+    best = max((prefix for prefix in table if family.startswith(prefix)), key=len, default=None)
+    return None if best is None else table[best]
 
 
 def _check_default(

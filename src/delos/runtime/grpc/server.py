@@ -21,7 +21,7 @@ from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 
 from delos.resilience import Clock, Sleep
-from delos.runtime.config import ConfigError, Settings
+from delos.runtime.config import NO_PROVIDERS_CONFIGURED, ConfigError, Settings
 from delos.runtime.gateway import Gateway, open_gateway
 from delos.runtime.grpc._grpclib_private import TunedServer, check_supported, stop_accepting
 from delos.runtime.grpc.auth import ClientKeys, install_auth, warn_if_exposed
@@ -187,10 +187,7 @@ async def serve_until_signalled(
                 names,
             )
             if not running.gateway.providers:
-                log.warning(
-                    "no providers configured: set a provider key such as "
-                    "DELOS_RUNTIME_OPENAI_KEY, or start with --demo"
-                )
+                log.warning("%s", NO_PROVIDERS_CONFIGURED)
             async for received in signals:
                 log.info(
                     "received %s: draining (grace %.1f s)",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from delos.runtime.catalog import Catalog, ModelInfo, estimate_cost_usd, estimate_prompt_tokens
-from delos.runtime.config import enabling_variables
+from delos.runtime.config import NO_PROVIDERS_CONFIGURED, enabling_variables
 from delos.runtime.errors import (
     NoProvidersConfigured,
     ProviderNotConfigured,
@@ -15,8 +15,9 @@ from delos.runtime.errors import (
 )
 from delos.runtime.inputs import CompletionInput, Routing
 from delos.runtime.providers.base import Provider
+from delos.runtime.routing._fitness import Unable, none_able, unable
 
-__all__ = ["Candidate", "candidates_for", "estimated_cost"]
+__all__ = ["Candidate", "CandidatePlan", "candidates_for", "estimated_cost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,14 @@ class Candidate:
     @property
     def key(self) -> tuple[str, str]:
         return (self.provider.name, self.model.id)
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatePlan:
+    """The candidates to try, in order, and those skipped as unable to honour the request."""
+
+    candidates: list[Candidate]
+    skipped: list[tuple[Candidate, Unable]]
 
 
 def estimated_cost(candidate: Candidate, request: CompletionInput) -> Decimal:
@@ -43,17 +52,15 @@ def candidates_for(
     quality_order: Sequence[str],
     latency_of: Callable[[Candidate], float | None] = lambda c: None,
     admitted: Callable[[Candidate], bool] = lambda c: True,
-) -> list[Candidate]:
-    """Candidates in preference order. Raises NOT_FOUND / FAILED_PRECONDITION / UNAVAILABLE errors.
+) -> CandidatePlan:
+    """Candidates in preference order. Raises NOT_FOUND / FAILED_PRECONDITION / UNAVAILABLE
+    errors, or INVALID_ARGUMENT when no candidate can honour the request as asked.
 
     ``admitted`` filters out candidates a breaker is cutting off; when it removes every one, the
     unfiltered list is returned so the caller reports the breakers' errors rather than "none".
     """
     if not providers:
-        raise NoProvidersConfigured(
-            "no providers configured: set a provider key such as DELOS_RUNTIME_OPENAI_KEY "
-            "(see README), or start the gateway with --demo"
-        )
+        raise NoProvidersConfigured(NO_PROVIDERS_CONFIGURED)
     wanted = request.provider
     if wanted is not None and wanted not in providers:
         raise ProviderNotConfigured(
@@ -86,9 +93,19 @@ def candidates_for(
                 f"model: {request.model!r} is not served by {where}; it is served by "
                 f"{', '.join(served_by)}"
             )
-    ordered = _order(request, found, quality_order, latency_of)
+    able: list[Candidate] = []
+    skipped: list[tuple[Candidate, Unable]] = []
+    for candidate in found:
+        why = unable(candidate.model, request)
+        if why is None:
+            able.append(candidate)
+        else:
+            skipped.append((candidate, why))
+    if not able:
+        raise none_able([(c.provider.name, why) for c, why in skipped])
+    ordered = _order(request, able, quality_order, latency_of)
     kept = [c for c in ordered if admitted(c)]
-    return kept or ordered
+    return CandidatePlan(kept or ordered, skipped)
 
 
 def _order(

@@ -24,6 +24,8 @@ class AttemptKind(enum.Enum):
     """The same provider again, after a transient failure."""
     FALLBACK = "fallback"
     """The next candidate, after the ones before it failed."""
+    SKIPPED = "skipped"
+    """Not attempted: the candidate cannot honour the request as asked (the error says why)."""
 
 
 class AttemptOutcome(enum.Enum):
@@ -35,6 +37,8 @@ class AttemptOutcome(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     """Lost a race or hedge, or the client or the deadline ended the request."""
+    SKIPPED = "skipped"
+    """Never started: the candidate cannot honour the request as asked."""
 
 
 @dataclass(slots=True)

@@ -45,9 +45,9 @@ from delos.runtime.routing._attempts import (
     guarded_attempt,
     with_retries,
 )
-from delos.runtime.routing._candidates import Candidate, candidates_for
+from delos.runtime.routing._candidates import Candidate, CandidatePlan, candidates_for
 from delos.runtime.routing._guards import Guards
-from delos.runtime.routing._outcome import AttemptKind, AttemptOutcome, RoutedAnswer
+from delos.runtime.routing._outcome import AttemptKind, AttemptOutcome, AttemptRecord, RoutedAnswer
 from delos.runtime.schema import validation_error
 from delos.runtime.values import ChatRequest, StreamEvent, StreamFinished, TextDelta
 
@@ -96,8 +96,8 @@ class Router:
 
     # -- planning -------------------------------------------------------------------------------
 
-    def candidates(self, request: CompletionInput) -> list[Candidate]:
-        found = candidates_for(
+    def candidates(self, request: CompletionInput) -> CandidatePlan:
+        plan = candidates_for(
             request,
             providers=self.providers,
             catalog=self.catalog,
@@ -106,8 +106,8 @@ class Router:
             admitted=self.guards.admitted,
         )
         if request.routing is Routing.LATENCY:
-            found = self._explore_first(found)
-        return found
+            return CandidatePlan(self._explore_first(plan.candidates), plan.skipped)
+        return plan
 
     def _explore_first(self, found: list[Candidate]) -> list[Candidate]:
         """Latency order that explores: an untried (or stale) candidate is never assumed fast.
@@ -154,7 +154,18 @@ class Router:
     # -- orchestration --------------------------------------------------------------------------
 
     async def _execute(self, run: CompletionRun, attempt: Attempt) -> RoutedAnswer:
-        candidates = self.candidates(run.request)
+        plan = self.candidates(run.request)
+        candidates = plan.candidates
+        for skipped, why in plan.skipped:
+            run.attempts.append(
+                AttemptRecord(
+                    skipped.provider.name,
+                    skipped.model.id,
+                    AttemptKind.SKIPPED,
+                    AttemptOutcome.SKIPPED,
+                    error=why.reason,
+                )
+            )
         self.guards.budget.deposit()
         first, rest = self._first_stage(run.request, candidates)
         won: _Won | None = None

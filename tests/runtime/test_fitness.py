@@ -1,0 +1,79 @@
+"""A candidate that cannot honour a request as asked is skipped, never sent a clamped value."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from delos.runtime.catalog import ModelInfo, ParameterRules
+from delos.runtime.errors import InvalidRequest
+from delos.runtime.inputs import CompletionInput, Routing
+from delos.runtime.routing._fitness import Unable, none_able, unable
+from delos.runtime.values import ChatMessage
+
+MODEL = ModelInfo(
+    provider="p",
+    id="m-1",
+    family="m",
+    kind="chat",
+    context_window=1000,
+    input_per_1k=Decimal(0),
+    output_per_1k=Decimal(0),
+    typical_output_tokens=10,
+)
+CLAUDE_LIKE = replace(MODEL, id="claude-x", rules=ParameterRules(temperature_max=1.0))
+NEWER_CLAUDE = replace(
+    MODEL, id="claude-y", rules=ParameterRules(temperature_max=1.0, temperature_or_top_p=True)
+)
+REASONING = replace(MODEL, id="o-x", rules=ParameterRules(sampling=False))
+
+
+def request(**changes: object) -> CompletionInput:
+    base = CompletionInput(messages=(ChatMessage("user", "hi"),), routing=Routing.COST)
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("model", "incoming", "expected"),
+    [
+        (MODEL, request(temperature=2.0, top_p=0.5), None),
+        (CLAUDE_LIKE, request(temperature=1.0), None),
+        (
+            CLAUDE_LIKE,
+            request(temperature=1.5),
+            Unable("temperature", "claude-x accepts temperature from 0 to 1, got 1.5"),
+        ),
+        (NEWER_CLAUDE, request(top_p=0.9), None),
+        (
+            NEWER_CLAUDE,
+            request(temperature=0.2, top_p=0.9),
+            Unable("temperature", "claude-y accepts temperature or top_p, not both"),
+        ),
+        (REASONING, request(), None),
+        (
+            REASONING,
+            request(top_p=0.9),
+            Unable("top_p", "o-x accepts no top_p (a reasoning model)"),
+        ),
+    ],
+)
+def test_what_a_model_accepts(
+    model: ModelInfo, incoming: CompletionInput, expected: Unable | None
+) -> None:
+    assert unable(model, incoming) == expected
+
+
+def test_when_no_candidate_can_the_error_names_the_setting_and_each_reason() -> None:
+    error = none_able(
+        [
+            ("anthropic", Unable("temperature", "claude-x accepts temperature from 0 to 1")),
+            ("bedrock", Unable("temperature", "claude-x accepts temperature from 0 to 1")),
+        ]
+    )
+    assert isinstance(error, InvalidRequest)
+    assert error.message == (
+        "temperature: no candidate can honour it: claude-x accepts temperature from 0 to 1 "
+        "(anthropic); claude-x accepts temperature from 0 to 1 (bedrock)"
+    )
