@@ -86,8 +86,9 @@ EMBEDDING_MODELS = {
         "amazon.titan-embed-text-v2:0",
         "cohere.embed-english-v3",
         "cohere.embed-multilingual-v3",
+        "cohere.embed-v4:0",
     ],
-    "vertex": ["text-embedding-005", "text-embedding-004"],
+    "vertex": ["text-embedding-005", "text-embedding-004", "gemini-embedding-001"],
     "together": ["togethercomputer/m2-bert-80M-8k-retrieval", "BAAI/bge-large-en-v1.5"],
     "openrouter": [],
     "ollama": ["nomic-embed-text"],
@@ -178,16 +179,20 @@ def _model(catalog: Catalog, provider: str, model_id: str) -> ModelInfo:
 
 def test_package_exports_exactly_its_public_names() -> None:
     assert set(catalog_package.__all__) == {
+        "CAPABILITIES",
         "DISCOVERED_CONTEXT_WINDOW",
         "PROMPT_TOKENS_PER_MESSAGE",
         "UNRANKED_QUALITY",
         "Catalog",
         "CatalogError",
+        "LongContextPrice",
         "ModelInfo",
         "ModelKind",
+        "ParameterRules",
         "cost_usd",
         "estimate_cost_usd",
         "estimate_prompt_tokens",
+        "usage_cost_usd",
     }
 
 
@@ -670,10 +675,10 @@ def _models_override(entry: str) -> str:
         ),
         pytest.param(
             "incomplete.yaml",
-            _models_override("{id: gpt-5, family: gpt-5, kind: chat}"),
+            _models_override("{id: gpt-9, family: gpt-9, kind: chat}"),
             [
                 "providers.openai.models[0]",
-                "'gpt-5' lacks context_window, input_per_1k, output_per_1k, typical_output_tokens",
+                "'gpt-9' lacks context_window, input_per_1k, output_per_1k, typical_output_tokens",
             ],
             id="new-model-missing-fields",
         ),

@@ -17,10 +17,13 @@ from delos.runtime.catalog import cost_usd, estimate_prompt_tokens
 from delos.runtime.errors import (
     AllCandidatesFailed,
     CircuitOpen,
+    ConnectionsBusy,
+    ErrorKind,
     LocalRateLimited,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    kind_of,
 )
 from delos.runtime.inputs import CompletionInput, Routing, completion_input
 from delos.runtime.routing import (
@@ -390,3 +393,77 @@ async def test_the_gateways_clock_times_the_breakers_cool_down() -> None:
     assert guards.breaker_state("openai", "gpt-4o") is BreakerState.OPEN
     await anyio.sleep(0.5)
     assert guards.breaker_state("openai", "gpt-4o") is BreakerState.HALF_OPEN
+
+
+# -- connections: the gateway's own queue ---------------------------------------------------
+
+
+async def test_a_full_connection_pool_sends_the_request_to_the_next_candidate_at_once() -> None:
+    openai = ScriptedProvider("openai", Reply(delay=100.0), then=Reply(delay=1.0))
+    openrouter = ScriptedProvider("openrouter", then=Reply(delay=1.0))
+    gateway = gateway_on(
+        openai,
+        openrouter,
+        policy=NO_RETRY,
+        settings={"max_connections": {"openai": 1}, "connection_wait_seconds": 0.5},
+    )
+    router = gateway.router
+    async with anyio.create_task_group() as holders:
+        # Quality order puts openai first, whatever it has in flight.
+        holders.start_soon(router.complete, gpt4o(routing=Routing.QUALITY))
+        await anyio.wait_all_tasks_blocked()  # the first request holds openai's only connection
+        started = anyio.current_time()
+
+        answer = await router.complete(gpt4o(routing=Routing.QUALITY))
+
+        assert answer.provider == "openrouter"
+        assert anyio.current_time() - started == pytest.approx(0.5 + 1.0)
+        [busy, won] = answer.attempts
+        assert (busy.provider, busy.outcome) == ("openai", FAILED)
+        assert "all 1 connections busy for 0.5 s (DELOS_RUNTIME_OPENAI_MAX_CONNECTIONS)" in (
+            busy.error
+        )
+        assert (won.provider, won.outcome) == ("openrouter", WON)
+        holders.cancel_scope.cancel()
+    # Waiting for our own pool is never evidence against the provider.
+    assert gateway.guards.breaker_state("openai", "gpt-4o") is BreakerState.CLOSED
+    assert gateway.guards.latency.snapshots()[("openai", "gpt-4o")].error_rate == 0.0
+    assert gateway.guards.connections["openai"].in_use == 0
+
+
+async def test_alone_a_full_pool_is_resource_exhausted_never_a_silent_wait() -> None:
+    openai = ScriptedProvider("openai", Reply(delay=100.0), then=Reply(delay=1.0))
+    gateway = gateway_on(
+        openai,
+        policy=NO_RETRY,
+        settings={"max_connections": {"openai": 1}, "connection_wait_seconds": 2.0},
+    )
+    async with anyio.create_task_group() as holders:
+        holders.start_soon(gateway.router.complete, gpt4o())
+        await anyio.wait_all_tasks_blocked()
+        started = anyio.current_time()
+        with pytest.raises(AllCandidatesFailed) as raised:
+            await gateway.router.complete(gpt4o())
+        assert anyio.current_time() - started == pytest.approx(2.0)
+        assert kind_of(raised.value) is ErrorKind.RATE_LIMITED
+        assert isinstance(raised.value.errors[0], ConnectionsBusy)
+        holders.cancel_scope.cancel()
+    assert gateway.guards.breaker_state("openai", "gpt-4o") is BreakerState.CLOSED
+
+
+async def test_a_connection_freed_within_the_wait_is_taken_and_the_wait_is_not_latency() -> None:
+    openai = ScriptedProvider("openai", Reply(delay=3.0), then=Reply(delay=1.0))
+    gateway = gateway_on(
+        openai,
+        policy=NO_RETRY,
+        settings={"max_connections": {"openai": 1}, "connection_wait_seconds": 5.0},
+    )
+    async with anyio.create_task_group() as holders:
+        holders.start_soon(gateway.router.complete, gpt4o())
+        await anyio.wait_all_tasks_blocked()
+        answer = await gateway.router.complete(gpt4o())
+    assert answer.provider == "openai"
+    [attempt] = answer.attempts
+    # 3 s waiting for the connection, then the provider's own 1 s: only that is its latency.
+    assert (attempt.outcome, attempt.latency_s) == (WON, 1.0)
+    assert answer.latency_s == pytest.approx(4.0)

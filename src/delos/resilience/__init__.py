@@ -8,6 +8,7 @@ Layout:
     _budget.py    retry budget: retries and hedges as a ratio of primary traffic
     _race.py      races and hedges: first to claim wins, the others are cancelled
     _retry.py     tenacity retry policy: backoff, Retry-After, deadline, budget
+    _slots.py     a provider's connections as slots, taken with a bounded wait
 
 Wrapper order, outermost first, for every upstream attempt (as resilience4j's
 ``Retry(CircuitBreaker(RateLimiter(TimeLimiter(fn))))``):
@@ -15,14 +16,15 @@ Wrapper order, outermost first, for every upstream attempt (as resilience4j's
     router → race / hedge / retry / fallback orchestration (budget, deadline)
         → breaker admission (non-blocking: an open provider neither queues nor spends tokens)
             → rate limiter (bounded wait; a long wait sends the request elsewhere)
-                → the adapter's call (the deadline is the caller's cancel scope)
+                → connection slot (bounded wait; a full pool sends the request elsewhere)
+                    → the adapter's call (the deadline is the caller's cancel scope)
 
 Retries and hedges sit outermost so every attempt passes its own provider's breaker and limiter
 and may go to another provider; the breaker comes before the limiter so a provider that is cut
-off never makes callers wait; time spent waiting in the limiter is not part of the call the
-breaker times, so queueing is never mistaken for a slow provider. Every outcome feeds the
-breaker, the latency table, the limiter's reconciliation and the budget; a cancellation (race
-or hedge loser, client gone) counts as neither success nor failure.
+off never makes callers wait; time spent waiting in the limiter or for a connection is not part
+of the call the breaker times, so queueing is never mistaken for a slow provider. Every outcome
+feeds the breaker, the latency table, the limiter's reconciliation and the budget; a
+cancellation (race or hedge loser, client gone) counts as neither success nor failure.
 """
 
 from delos.resilience._breaker import (
@@ -44,6 +46,7 @@ from delos.resilience._limiter import (
 )
 from delos.resilience._race import AllAttemptsFailed, RaceTicket, race
 from delos.resilience._retry import retrying
+from delos.resilience._slots import Slots, SlotsExhausted
 
 __all__ = [
     "AllAttemptsFailed",
@@ -64,6 +67,8 @@ __all__ = [
     "Reservation",
     "RetryBudget",
     "Sleep",
+    "Slots",
+    "SlotsExhausted",
     "race",
     "retrying",
 ]

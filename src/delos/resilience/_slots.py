@@ -7,8 +7,7 @@ that would wait longer than it may gets :class:`SlotsExhausted` at once, never a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import anyio
 
@@ -25,7 +24,8 @@ class SlotsExhausted(Exception):
 
 
 class Slots:
-    """``capacity`` slots; :meth:`hold` takes one for the duration of a block."""
+    """``capacity`` slots; :meth:`acquire` takes one, :meth:`release` (synchronous, so it also
+    runs while a cancellation unwinds) gives it back."""
 
     def __init__(self, capacity: int, *, clock: Callable[[], float]) -> None:
         if capacity < 1:
@@ -40,27 +40,24 @@ class Slots:
     def in_use(self) -> int:
         return self.capacity - self._free.value
 
-    @asynccontextmanager
-    async def hold(self, max_wait: float) -> AsyncIterator[float]:
-        """Take a slot within ``max_wait`` seconds and yield how long that took (seconds).
-
-        Raises :class:`SlotsExhausted` when none came free in time.
-        """
-        started = self._clock()
-        if self._free.value == 0:
-            self.waiting += 1
-            acquired = False
-            try:
-                with anyio.move_on_after(max_wait):
-                    await self._free.acquire()
-                    acquired = True
-                if not acquired:
-                    raise SlotsExhausted(self.capacity, self._clock() - started)
-            finally:
-                self.waiting -= 1
-        else:
+    async def acquire(self, max_wait: float) -> float:
+        """Take a slot within ``max_wait`` seconds; how long that took (seconds). Give it back
+        with :meth:`release`. Raises :class:`SlotsExhausted` when none came free in time."""
+        if self._free.value > 0:
             await self._free.acquire()
+            return 0.0
+        started = self._clock()
+        self.waiting += 1
+        acquired = False
         try:
-            yield self._clock() - started
+            with anyio.move_on_after(max_wait):
+                await self._free.acquire()
+                acquired = True
         finally:
-            self._free.release()
+            self.waiting -= 1
+        if not acquired:
+            raise SlotsExhausted(self.capacity, self._clock() - started)
+        return self._clock() - started
+
+    def release(self) -> None:
+        self._free.release()

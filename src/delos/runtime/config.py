@@ -31,6 +31,7 @@ from delos.runtime._provider_facts import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
     "EMBEDDING_PROVIDERS",
     "ENVIRONMENT",
     "NO_PROVIDERS_CONFIGURED",
@@ -59,6 +60,12 @@ def _http_url(value: str | None) -> str | None:
 
 
 HttpUrl = Annotated[str | None, AfterValidator(_http_url)]
+
+
+#: Concurrent requests one worker holds towards a provider unless
+#: ``DELOS_RUNTIME_<PROVIDER>_MAX_CONNECTIONS`` says otherwise: each is one upstream connection,
+#: and long streams hold theirs for minutes.
+DEFAULT_MAX_CONNECTIONS: Final = 1024
 
 
 class ProviderLimits(BaseModel):
@@ -116,6 +123,12 @@ class Settings(BaseModel):
 
     catalog_path: str | None = None
     limits: Mapping[str, ProviderLimits] = Field(default_factory=dict)
+    #: Provider → concurrent requests one worker may hold towards it (its connection pool).
+    max_connections: Mapping[str, Annotated[int, Field(ge=1, le=1_000_000)]] = Field(
+        default_factory=dict
+    )
+    #: Longest a request waits for a free connection before trying another candidate, seconds.
+    connection_wait_seconds: float = Field(default=1.0, ge=0)
     race_width: int = Field(default=2, ge=1, le=8)
     hedging: bool = False
     quality_order: tuple[str, ...] = DEFAULT_QUALITY_ORDER
@@ -165,6 +178,13 @@ class Settings(BaseModel):
                     limits.setdefault(provider, {})[key] = value
         if limits:
             data["limits"] = limits
+        connections = {
+            provider: value
+            for provider in PROVIDER_NAMES
+            if (value := environ.get(f"DELOS_RUNTIME_{provider.upper()}_MAX_CONNECTIONS"))
+        }
+        if connections:
+            data["max_connections"] = connections
         try:
             settings = cls.model_validate(data)
         except ValidationError as exc:
@@ -182,6 +202,10 @@ class Settings(BaseModel):
         return settings
 
     # -- providers ------------------------------------------------------------------------------
+
+    def connections_for(self, provider: str) -> int:
+        """Concurrent requests (HTTP connections) this worker may hold towards ``provider``."""
+        return self.max_connections.get(provider, DEFAULT_MAX_CONNECTIONS)
 
     def is_configured(self, provider: str) -> bool:
         """True when every setting that enables ``provider`` is set (False for an unknown name)."""
@@ -253,6 +277,7 @@ ENVIRONMENT: Final[Mapping[str, str]] = {
     "DELOS_RUNTIME_HTTP_TRANSPORT": "http_transport",
     "DELOS_RUNTIME_MAX_MESSAGE_BYTES": "max_message_bytes",
     "DELOS_RUNTIME_MAX_CONCURRENT_STREAMS": "max_concurrent_streams",
+    "DELOS_RUNTIME_CONNECTION_WAIT_SECONDS": "connection_wait_seconds",
     "DELOS_RUNTIME_CACHE_MAX_ENTRIES": "cache_max_entries",
     "DELOS_RUNTIME_CACHE_MAX_BYTES": "cache_max_bytes",
     "DELOS_RUNTIME_CACHE_TTL_SECONDS": "cache_default_ttl_seconds",
@@ -280,6 +305,8 @@ def _describe(exc: ValidationError) -> str:
         if location and location[0] == "limits" and len(location) >= 3:
             suffix = "RPM" if location[2] == "requests_per_minute" else "TPM"
             variable = f"DELOS_RUNTIME_{location[1].upper()}_{suffix}"
+        elif location and location[0] == "max_connections" and len(location) >= 2:
+            variable = f"DELOS_RUNTIME_{location[1].upper()}_MAX_CONNECTIONS"
         else:
             variable = _VARIABLE_OF_FIELD.get(location[0], ".".join(location)) if location else "?"
         message = error["msg"].removeprefix("Value error, ")

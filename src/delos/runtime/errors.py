@@ -18,6 +18,7 @@
         │   └── UpstreamModelNotFound       NOT_FOUND          404 on a model
         ├── UpstreamRateLimited             RATE_LIMITED       429, with Retry-After
         ├── LocalRateLimited                RATE_LIMITED       our limiter would wait too long
+        ├── ConnectionsBusy                 RATE_LIMITED       every connection to it is in use
         ├── CircuitOpen                     UNAVAILABLE        breaker is cutting the provider off
         ├── UpstreamUnavailable             UNAVAILABLE        5xx, 529, connect/read failures
         │   └── UpstreamTimeout             UNAVAILABLE        the provider took too long
@@ -41,6 +42,7 @@ from typing import ClassVar
 __all__ = [
     "AllCandidatesFailed",
     "CircuitOpen",
+    "ConnectionsBusy",
     "DelosError",
     "EmbeddingsNotSupported",
     "ErrorKind",
@@ -180,6 +182,14 @@ class UpstreamRateLimited(ProviderError):
 
 
 class LocalRateLimited(ProviderError):
+    kind = ErrorKind.RATE_LIMITED
+    breaker_failure = False
+
+
+class ConnectionsBusy(ProviderError):
+    """Every connection this worker may hold to the provider stayed in use for the allowed wait:
+    the gateway's own limit, not the provider's health."""
+
     kind = ErrorKind.RATE_LIMITED
     breaker_failure = False
 

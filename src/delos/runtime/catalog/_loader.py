@@ -7,7 +7,7 @@ names the file that last touched it.
 
 Parameter rules and capabilities may be given per family prefix (top-level ``parameter_rules``
 and ``capabilities``): a chat model takes the entry of the longest prefix its family starts
-with, whole. A model's own ``capabilities`` replace its family's.
+with, whole. A model's own ``parameter_rules`` or ``capabilities`` replace its family's.
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ class _ModelEntry(_Strict):
     typical_output_tokens: _Count | None = None
     dimensions: _Tokens | None = None
     capabilities: _Capabilities | None = None
+    parameter_rules: _RulesEntry | None = None
 
 
 class _ProviderEntry(_Strict):
@@ -311,9 +312,10 @@ def _complete(
             return None
     elif kind == "embedding":
         required.append("dimensions")
-        if "capabilities" in fields:
-            problems.append(f"{setting.where}.capabilities: only chat models have capabilities")
-            return None
+        for name in ("capabilities", "parameter_rules"):
+            if name in fields:
+                problems.append(f"{setting.where}.{name}: only chat models have {name}")
+                return None
     missing = [name for name in required if name not in fields]
     if missing:
         problems.append(
@@ -331,9 +333,12 @@ def _complete(
     family: str = fields["family"]
     chat = kind == "chat"
     capabilities = fields.get("capabilities")
-    if capabilities is None:
-        capabilities = _longest_prefix(draft.capabilities, family) if chat else None
-    rules = _longest_prefix(draft.parameter_rules, family) if chat else None
+    if capabilities is None and chat:
+        capabilities = _longest_prefix(draft.capabilities, family)
+    own_rules = fields.get("parameter_rules")
+    rules = None if own_rules is None else ParameterRules(**own_rules)
+    if rules is None and chat:
+        rules = _longest_prefix(draft.parameter_rules, family)
     return ModelInfo(
         provider=provider,
         id=fields["id"],

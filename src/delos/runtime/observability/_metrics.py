@@ -162,6 +162,32 @@ class Metrics:
                 registry=registry,
             )
         )
+        self._connection_wait = family(
+            Histogram(
+                "delos_connection_wait_seconds",
+                "Time spent waiting for a free connection to a provider (the gateway's own "
+                "queue, never counted against the provider), seconds.",
+                ("provider",),
+                buckets=WAIT_BUCKETS,
+                registry=registry,
+            )
+        )
+        self._connection_waiters = family(
+            Gauge(
+                "delos_connection_waiters",
+                "Requests waiting right now for a free connection to a provider.",
+                ("provider",),
+                registry=registry,
+            )
+        )
+        self._connections_busy = family(
+            Counter(
+                "delos_connections_busy",
+                "Attempts refused because every connection to the provider stayed busy.",
+                ("provider",),
+                registry=registry,
+            )
+        )
         self._limiter_wait = family(
             Histogram(
                 "delos_limiter_wait_seconds",
@@ -291,6 +317,15 @@ class Metrics:
         except KeyError:
             raise ValueError(f"unknown breaker state {name!r}") from None
         self._breaker.labels(provider, model).set(value)
+
+    def observe_connection_wait(self, provider: str, seconds: float, *, waiting: int) -> None:
+        """Record a wait for a free connection (seconds) and how many wait now."""
+        self._connection_wait.labels(provider).observe(seconds)
+        self._connection_waiters.labels(provider).set(waiting)
+
+    def record_connections_busy(self, provider: str, *, waiting: int) -> None:
+        self._connections_busy.labels(provider).inc()
+        self._connection_waiters.labels(provider).set(waiting)
 
     def observe_limiter_wait(self, provider: str, seconds: float) -> None:
         """Record the time a call waited for the local rate limiter, seconds."""

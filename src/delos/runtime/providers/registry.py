@@ -53,7 +53,12 @@ def build_providers(
     for name, facts in PROVIDERS.items():
         if not settings.is_configured(name):
             continue
-        client = open_http_client(settings, transport, exact_paths=facts.exact_paths)
+        client = open_http_client(
+            settings,
+            transport,
+            exact_paths=facts.exact_paths,
+            max_connections=settings.connections_for(name),
+        )
         providers[name] = builder_of(facts)(settings, catalog, client)
     return providers
 

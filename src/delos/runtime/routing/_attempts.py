@@ -163,43 +163,56 @@ async def _guarded(
         else:
             record.outcome = AttemptOutcome.CANCELLED
         raise
-    timer = guards.latency.start(candidate.key)
-    scope = AttemptScope(candidate, record, clock(), clock, _on_first_token=timer.first_token)
     try:
-        yield scope
-    except ProviderError as error:
-        duration = clock() - scope.started
-        _settle_failure(guards, permit, error, scope.time_to_first_token)
-        if error.breaker_failure:
-            timer.finish_failure()
-        else:
-            timer.finish_abandoned()
-        _bill(run, scope)
-        _release(reservation, record)
-        record.latency_s = duration
-        _fail(run, record, error)
-        raise
-    except BaseException:
-        # Cancelled (race or hedge loser, client gone, deadline) or a bug: never evidence
-        # against the provider, but what it already cost is still billed (estimated).
+        connection = await guards.take_connection(candidate)
+    except BaseException as error:
         permit.record_ignored()
-        timer.finish_abandoned()
-        _bill(run, scope)
         _release(reservation, record)
-        record.latency_s = clock() - scope.started
-        if record.outcome is AttemptOutcome.PENDING:
+        if isinstance(error, ProviderError):
+            _fail(run, record, error)
+        else:
             record.outcome = AttemptOutcome.CANCELLED
         raise
-    else:
-        permit.record_success(scope.time_to_first_token)
-        record.latency_s = clock() - scope.started
-        _bill(run, scope)
-        output_tokens = record.usage.completion_tokens if record.usage else 0
-        timer.finish_success(output_tokens)
-        if reservation is not None:
-            reservation.reconcile(record.usage.total_tokens if record.usage else 0)
-        if record.outcome is AttemptOutcome.PENDING:
-            record.outcome = AttemptOutcome.WON
+    try:
+        timer = guards.latency.start(candidate.key)
+        scope = AttemptScope(candidate, record, clock(), clock, _on_first_token=timer.first_token)
+        try:
+            yield scope
+        except ProviderError as error:
+            duration = clock() - scope.started
+            _settle_failure(guards, permit, error, scope.time_to_first_token)
+            if error.breaker_failure:
+                timer.finish_failure()
+            else:
+                timer.finish_abandoned()
+            _bill(run, scope)
+            _release(reservation, record)
+            record.latency_s = duration
+            _fail(run, record, error)
+            raise
+        except BaseException:
+            # Cancelled (race or hedge loser, client gone, deadline) or a bug: never evidence
+            # against the provider, but what it already cost is still billed (estimated).
+            permit.record_ignored()
+            timer.finish_abandoned()
+            _bill(run, scope)
+            _release(reservation, record)
+            record.latency_s = clock() - scope.started
+            if record.outcome is AttemptOutcome.PENDING:
+                record.outcome = AttemptOutcome.CANCELLED
+            raise
+        else:
+            permit.record_success(scope.time_to_first_token)
+            record.latency_s = clock() - scope.started
+            _bill(run, scope)
+            output_tokens = record.usage.completion_tokens if record.usage else 0
+            timer.finish_success(output_tokens)
+            if reservation is not None:
+                reservation.reconcile(record.usage.total_tokens if record.usage else 0)
+            if record.outcome is AttemptOutcome.PENDING:
+                record.outcome = AttemptOutcome.WON
+    finally:
+        connection.release()
 
 
 def _settle_failure(

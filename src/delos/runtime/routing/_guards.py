@@ -26,9 +26,11 @@ from delos.resilience import (
     Reservation,
     RetryBudget,
     Sleep,
+    Slots,
+    SlotsExhausted,
 )
 from delos.runtime.config import Settings
-from delos.runtime.errors import CircuitOpen, LocalRateLimited
+from delos.runtime.errors import CircuitOpen, ConnectionsBusy, LocalRateLimited
 from delos.runtime.observability import Metrics, Tracing
 from delos.runtime.routing._candidates import Candidate
 
@@ -88,6 +90,7 @@ class Guards:
         tracing: Tracing | None = None,
     ) -> None:
         self.policy = policy or ResiliencePolicy.from_settings(settings)
+        self._settings = settings
         self.clock = clock
         self.sleep = sleep
         self.metrics = metrics or Metrics()
@@ -99,6 +102,8 @@ class Guards:
             self.policy.budget_ratio, min_per_second=self.policy.budget_min_per_second, clock=clock
         )
         self.limiters: dict[str, ProviderLimiter] = {}
+        #: Provider → its connection slots, made on first use.
+        self.connections: dict[str, Slots] = {}
         for provider, limits in settings.limits.items():
             self.limiters[provider] = ProviderLimiter.for_worker_share(
                 limits.requests_per_minute,
@@ -151,6 +156,28 @@ class Guards:
             ) from None
         self.metrics.observe_limiter_wait(candidate.provider.name, self.clock() - started)
         return reservation
+
+    async def take_connection(self, candidate: Candidate) -> Slots:
+        """A connection slot towards the candidate's provider, waited for within the configured
+        bound (the wait is recorded, never counted against the provider); give it back with
+        ``release()``. Raises :class:`ConnectionsBusy`."""
+        name = candidate.provider.name
+        slots = self.connections.get(name)
+        if slots is None:
+            capacity = self._settings.connections_for(name)
+            slots = self.connections[name] = Slots(capacity, clock=self.clock)
+        try:
+            waited = await slots.acquire(self._settings.connection_wait_seconds)
+        except SlotsExhausted as error:
+            self.metrics.record_connections_busy(name, waiting=slots.waiting)
+            raise ConnectionsBusy(
+                name,
+                f"all {error.capacity} connections busy for {error.waited:.1f} s "
+                f"(DELOS_RUNTIME_{name.upper()}_MAX_CONNECTIONS)",
+            ) from None
+        if waited:
+            self.metrics.observe_connection_wait(name, waited, waiting=slots.waiting)
+        return slots
 
     def rate_limit_listener(self, provider: str) -> Callable[[RateLimitHints], None]:
         """What an adapter calls with the rate-limit headers it sees. Without a configured limit,
