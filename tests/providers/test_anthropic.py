@@ -134,7 +134,7 @@ async def test_the_request_is_native_messages_api() -> None:
         ("assistant", "c"),
         ("system", "rule two"),
         ("user", "d"),
-        temperature=1.5,
+        temperature=0.7,
         top_p=0.9,
         stop=("END",),
     )
@@ -154,7 +154,7 @@ async def test_the_request_is_native_messages_api() -> None:
             {"role": "assistant", "content": "c"},
             {"role": "user", "content": "d"},
         ],
-        "temperature": 1.0,  # clamped to Anthropic's range
+        "temperature": 0.7,  # as asked: never clamped
         "top_p": 0.9,
         "stop_sequences": ["END"],
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from delos.runtime.config import ConfigError, Settings
+from delos.runtime.config import DEFAULT_MAX_CONNECTIONS, ConfigError, Settings
 
 
 def test_defaults_follow_the_product_spec() -> None:
@@ -85,3 +85,20 @@ def test_settings_are_frozen() -> None:
     settings = Settings.from_environ({})
     with pytest.raises(ValueError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_connection_pools_are_set_per_provider_and_named_when_wrong() -> None:
+    settings = Settings.from_environ(
+        {"DELOS_RUNTIME_OPENAI_MAX_CONNECTIONS": "64", "DELOS_RUNTIME_CONNECTION_WAIT_SECONDS": "0"}
+    )
+    assert settings.connections_for("openai") == 64
+    assert settings.connections_for("anthropic") == DEFAULT_MAX_CONNECTIONS
+    assert settings.connection_wait_seconds == 0.0
+    with pytest.raises(ConfigError, match="DELOS_RUNTIME_GEMINI_MAX_CONNECTIONS"):
+        Settings.from_environ({"DELOS_RUNTIME_GEMINI_MAX_CONNECTIONS": "0"})
+
+
+def test_the_stream_limit_per_connection_is_configurable() -> None:
+    assert Settings.from_environ({}).max_concurrent_streams == 10_000
+    settings = Settings.from_environ({"DELOS_RUNTIME_MAX_CONCURRENT_STREAMS": "300"})
+    assert settings.max_concurrent_streams == 300

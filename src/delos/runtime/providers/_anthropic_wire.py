@@ -94,7 +94,8 @@ def messages_body(
 
     System messages become the top-level ``system`` field. Anthropic requires user and assistant
     turns to alternate, so consecutive messages of one role are merged, blank-line separated.
-    ``temperature`` is clamped to Anthropic's range, 0 to 1: a gateway request may ask up to 2.
+    Sampling parameters go as asked: the router never sends a Claude model a temperature above
+    its catalog range (it skips the candidate instead), so nothing is clamped here.
     """
     messages: list[dict[str, Any]] = []
     for message in request.conversation:
@@ -110,7 +111,7 @@ def messages_body(
     if system is not None:
         body["system"] = system
     if request.temperature is not None:
-        body["temperature"] = min(request.temperature, 1.0)
+        body["temperature"] = request.temperature
     if request.top_p is not None:
         body["top_p"] = request.top_p
     if request.stop:
