@@ -15,6 +15,7 @@
     └── ProviderError                       (something went wrong at or on the way to a provider)
         ├── UpstreamAuthenticationError     NOT_CONFIGURED     401/403: the gateway's key
         ├── UpstreamRejected                INVALID            400/413/422: upstream refused input
+        ├── UnsupportedByProvider           INVALID            no exact native form for a setting
         │   └── UpstreamModelNotFound       NOT_FOUND          404 on a model
         ├── UpstreamRateLimited             RATE_LIMITED       429, with Retry-After
         ├── LocalRateLimited                RATE_LIMITED       our limiter would wait too long
@@ -58,6 +59,7 @@ __all__ = [
     "Unauthenticated",
     "UnknownModel",
     "UnknownProvider",
+    "UnsupportedByProvider",
     "UpstreamAuthenticationError",
     "UpstreamModelNotFound",
     "UpstreamProtocolError",
@@ -169,6 +171,20 @@ class UpstreamRejected(ProviderError):
     kind = ErrorKind.INVALID
     retryable = False
     breaker_failure = False
+
+
+class UnsupportedByProvider(ProviderError):
+    """The provider has no exact native form for a setting of the request (``setting`` names
+    it): raised before anything is sent; the router skips the candidate as unable and tries the
+    next. Never a silent drop."""
+
+    kind = ErrorKind.INVALID
+    retryable = True  # another provider may express it
+    breaker_failure = False
+
+    def __init__(self, provider: str, setting: str, message: str) -> None:
+        super().__init__(provider, f"{setting}: {message}")
+        self.setting = setting
 
 
 class UpstreamModelNotFound(UpstreamRejected):

@@ -6,6 +6,7 @@ Layout:
     _server.py      a small HTTP/1.1 server (anyio + h11) with byte-level fault injection
     _behaviour.py   the shared knobs: latency, token rate, faults, scripted failures
     _schema.py      minimal instances of JSON Schemas, for structured-output answers
+    _agent.py       how every fake behaves in an agent conversation: tool calls, thinking
     fake_openai.py  OpenAI, and the OpenAI-compatible Together AI and OpenRouter
     fake_anthropic.py, fake_gemini.py, fake_bedrock.py, fake_ollama.py
                     the other native wire formats (Vertex AI is served by the Anthropic and

@@ -12,6 +12,7 @@ Layout:
     vertex.py             Vertex AI: dispatches Claude and Gemini models to the adapters above
     ollama.py             Ollama's native API, with model discovery
     _*_wire.py            each format's sans-IO bodies, parsers and stream readers
+    _parts.py             content parts and tool calls: stream assembly, ids, data URLs
     registry.py           builds the enabled providers, following the provider table
                           (delos.runtime.config.PROVIDERS)
 """

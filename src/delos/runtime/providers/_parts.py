@@ -1,0 +1,125 @@
+"""Pieces every adapter needs for content parts and tool calls, whatever its wire format."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from delos.runtime.values import ChatMessage, DocumentPart, ImagePart, ToolCall, ToolCallDelta
+
+__all__ = [
+    "ToolCallAssembler",
+    "data_url",
+    "decode_data_url",
+    "deterministic_call_id",
+    "document_text",
+    "image_bytes",
+    "tool_name_for",
+    "tool_result_object",
+]
+
+
+@dataclass
+class _Building:
+    id: str
+    name: str
+    arguments: list[str] = field(default_factory=list)
+    signature: str = ""
+
+
+class ToolCallAssembler:
+    """Tool calls of one streamed answer, from the provider's own keys (a content-block index,
+    a tool-call index) to our 0-based ordinals; assembles each call's arguments byte-exact."""
+
+    def __init__(self) -> None:
+        self._ordinal_of: dict[object, int] = {}
+        self._calls: list[_Building] = []
+
+    def start(self, key: object, id: str, name: str) -> ToolCallDelta:
+        """A new call under the provider's ``key``; the delta that announces it."""
+        ordinal = len(self._calls)
+        self._ordinal_of[key] = ordinal
+        self._calls.append(_Building(id, name))
+        return ToolCallDelta(ordinal, id=id, name=name)
+
+    def known(self, key: object) -> bool:
+        return key in self._ordinal_of
+
+    def arguments(self, key: object, fragment: str) -> ToolCallDelta:
+        """More of the arguments of the call under ``key``. Raises KeyError for an unknown key."""
+        ordinal = self._ordinal_of[key]
+        self._calls[ordinal].arguments.append(fragment)
+        return ToolCallDelta(ordinal, arguments_delta=fragment)
+
+    def sign(self, key: object, signature: str) -> None:
+        self._calls[self._ordinal_of[key]].signature = signature
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        """Every call so far; a call that received no argument text has ``{}``."""
+        return tuple(
+            ToolCall(c.id, c.name, "".join(c.arguments) or "{}", c.signature) for c in self._calls
+        )
+
+
+def deterministic_call_id(response_key: str, index: int, name: str, arguments_json: str) -> str:
+    """An id for a provider that gives none (Gemini, older Ollama): the same answer always gets
+    the same ids, distinct within the answer."""
+    digest = hashlib.sha256(f"{response_key}\0{index}\0{name}\0{arguments_json}".encode())
+    return f"call_{index}_{digest.hexdigest()[:16]}"
+
+
+def tool_name_for(messages: Sequence[ChatMessage], tool_call_id: str) -> str | None:
+    """The name of the tool whose call ``tool_call_id`` a ``tool`` message answers (for formats
+    that name the function in the result rather than the call id)."""
+    for message in reversed(messages):
+        for call in message.tool_calls:
+            if call.id == tool_call_id:
+                return call.name
+    return None
+
+
+def tool_result_object(text: str) -> dict[str, Any]:
+    """A tool result as the JSON object some formats require: the result itself when it is a
+    JSON object, else ``{"result": text}``."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"result": text}
+    return value if isinstance(value, dict) else {"result": text}
+
+
+def document_text(part: DocumentPart) -> str:
+    """A ``text/plain`` document as text, for providers without a document form."""
+    title = f"{part.name}\n\n" if part.name else ""
+    return title + part.data.decode("utf-8", errors="replace")
+
+
+def data_url(media_type: str, data: bytes) -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def decode_data_url(url: str) -> tuple[str, bytes] | None:
+    """(media type, bytes) of a base64 ``data:`` URL; None for any other URL or a bad one."""
+    if not url.startswith("data:"):
+        return None
+    header, _, payload = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if encoding != "base64" or not media_type:
+        return None
+    try:
+        return media_type, base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def image_bytes(part: ImagePart) -> tuple[str, bytes] | None:
+    """(media type, bytes) of an image given by bytes or by a ``data:`` URL; None for an image
+    only a URL names (fetched by the router before the adapter sees it, where allowed)."""
+    if part.data:
+        return part.media_type, part.data
+    return decode_data_url(part.url)
