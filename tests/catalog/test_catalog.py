@@ -192,6 +192,7 @@ def test_package_exports_exactly_its_public_names() -> None:
         "cost_usd",
         "estimate_cost_usd",
         "estimate_prompt_tokens",
+        "price_known",
         "usage_cost_usd",
     }
 

@@ -14,6 +14,7 @@ from delos.runtime.catalog import (
     ParameterRules,
     cost_usd,
     estimate_cost_usd,
+    price_known,
     usage_cost_usd,
 )
 from delos.runtime.values import Usage
@@ -176,7 +177,7 @@ def test_a_reasoning_model_is_estimated_with_a_longer_completion(catalog: Catalo
 
 
 def test_every_packaged_price_is_known(catalog: Catalog) -> None:
-    assert all(model.price_known for model in catalog)
+    assert all(price_known(model) for model in catalog)
 
 
 def test_models_discovered_on_a_free_provider_cost_nothing_knowingly(catalog: Catalog) -> None:
@@ -202,7 +203,7 @@ def test_models_discovered_on_a_priced_provider_have_no_known_price() -> None:
     )
     discovered = priced.with_discovered_models("p", ["sonnet-like:beta", "other"])
     tagged = _model(discovered, "p", "sonnet-like:beta")
-    assert not tagged.price_known
+    assert not price_known(tagged)
     assert (tagged.input_per_1k, tagged.output_per_1k) == (Decimal(0), Decimal(0))
     assert tagged.cached_input_per_1k is None and tagged.cache_write_per_1k is None
     assert tagged.capabilities == {"tools"}

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import anyio
 from cachetools import TLRUCache
 
-from delos.runtime.values import ChatMessage
+from delos.runtime.values import (
+    ChatMessage,
+    ContentPart,
+    DocumentPart,
+    ImagePart,
+    Reasoning,
+    TextPart,
+    Tool,
+)
 
 if TYPE_CHECKING:
     from delos.runtime.inputs import CompletionInput
@@ -114,6 +122,10 @@ def cache_key(
     max_tokens: int | None,
     stop: Sequence[str],
     output_schema: Mapping[str, Any] | None,
+    tools: Sequence[Tool] = (),
+    tool_choice: str = "",
+    parallel_tool_calls: bool | None = None,
+    reasoning: Reasoning | None = None,
 ) -> str:
     """The cache key of a request: hex SHA-256 of a canonical JSON document.
 
@@ -121,8 +133,9 @@ def cache_key(
 
     - ``family``: the model family the router resolved (not the provider's model id), so the
       same family answered by two providers shares entries.
-    - ``messages``: every (role, content) pair, in order, byte for byte (no trimming: whitespace
-      changes what a model sees).
+    - ``messages``: every message, in order, byte for byte (no trimming: whitespace changes what
+      a model sees): role, content, parts (images and documents by a digest of their bytes),
+      tool calls, the call a tool result answers, cache breakpoints.
     - ``temperature``, ``top_p``: sampling; None ("provider default") differs from any number.
       Numbers are normalised, so ``1`` and ``1.0`` give the same key.
     - ``max_tokens``: bounds the answer; None differs from any number.
@@ -130,6 +143,8 @@ def cache_key(
       do not count.
     - ``output_schema``: canonical JSON (sorted keys, numbers normalised); None (free text)
       differs from ``{}`` (any JSON).
+    - ``tools`` (names, descriptions, schemas), ``tool_choice``, ``parallel_tool_calls`` and
+      ``reasoning``: each changes what the model may answer.
 
     Nothing else counts: metadata, routing, the client's provider choice, cache flags and the
     prompt reference (whose rendered messages are already in ``messages``).
@@ -137,15 +152,48 @@ def cache_key(
     document = {
         "version": _KEY_VERSION,
         "family": family,
-        "messages": [[m.role, m.content] for m in messages],
+        "messages": [_message_document(m) for m in messages],
         "temperature": _canonical(temperature),
         "top_p": _canonical(top_p),
         "max_tokens": max_tokens,
         "stop": sorted(set(stop)),
         "output_schema": _canonical(output_schema),
+        "tools": [[t.name, t.description, _canonical(t.parameters)] for t in tools],
+        "tool_choice": tool_choice,
+        "parallel_tool_calls": parallel_tool_calls,
+        "reasoning": (
+            None
+            if reasoning is None
+            else [reasoning.effort, reasoning.budget_tokens, reasoning.include_thoughts]
+        ),
     }
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _message_document(message: ChatMessage) -> list[Any]:
+    if not (
+        message.parts or message.tool_calls or message.tool_call_id or message.cache_breakpoint
+    ):
+        return [message.role, message.content]  # the shape of plain messages' keys stays
+    return [
+        message.role,
+        message.content,
+        [_part_document(p) for p in message.parts],
+        [[c.id, c.name, c.arguments_json, c.signature] for c in message.tool_calls],
+        message.tool_call_id,
+        message.cache_breakpoint,
+    ]
+
+
+def _part_document(part: ContentPart) -> list[Any]:
+    if isinstance(part, TextPart):
+        return ["text", part.text]
+    if isinstance(part, ImagePart):
+        return ["image", part.url, hashlib.sha256(part.data).hexdigest(), part.media_type]
+    if isinstance(part, DocumentPart):
+        return ["document", hashlib.sha256(part.data).hexdigest(), part.media_type, part.name]
+    return ["thinking", part.text, part.signature, part.redacted_data, part.provider]
 
 
 def request_cache_key(request: CompletionInput, *, family: str) -> str:
@@ -158,6 +206,10 @@ def request_cache_key(request: CompletionInput, *, family: str) -> str:
         max_tokens=request.max_tokens,
         stop=request.stop,
         output_schema=request.output_schema,
+        tools=request.tools,
+        tool_choice=request.tool_choice,
+        parallel_tool_calls=request.parallel_tool_calls,
+        reasoning=request.reasoning,
     )
 
 

@@ -21,7 +21,7 @@ from delos.runtime.inputs import CompletionInput
 from delos.runtime.observability import Metrics
 from delos.runtime.prompts import Prompt, PromptStore, resolve_prompt
 from delos.runtime.routing import RoutedAnswer, Router, Sink
-from delos.runtime.values import Usage
+from delos.runtime.values import TextDelta, Usage
 
 __all__ = ["Completions", "NoPromptStore"]
 
@@ -105,7 +105,7 @@ class Completions:
         if cached is not None:
             first_token: float | None = None
             for piece in replay_chunks(cached):
-                await sink(piece)
+                await sink(TextDelta(piece))
                 if first_token is None:
                     first_token = self._clock() - started
             return _from_cache(cached, self._clock() - started, first_token)

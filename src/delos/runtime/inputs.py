@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from delos.runtime.config import PROVIDER_NAMES
 from delos.runtime.errors import InvalidRequest, UnknownProvider
 from delos.runtime.schema import check_schema
-from delos.runtime.values import ROLES, ChatMessage
+from delos.runtime.values import (
+    REASONING_EFFORTS,
+    ROLES,
+    ChatMessage,
+    DocumentPart,
+    ImagePart,
+    Reasoning,
+    TextPart,
+    Thinking,
+    Tool,
+)
 
 __all__ = [
     "LIMITS",
@@ -46,6 +57,10 @@ class _Limits:
     embed_texts: int = 2_048
     metadata_entries: int = 64
     cache_ttl_seconds: int = 30 * 24 * 3600
+    tools: int = 128
+    #: An image or document, bytes (the largest any provider takes inline is about 20 MB).
+    part_bytes: int = 20 * 1024 * 1024
+    session_id_characters: int = 256
 
 
 LIMITS: Final = _Limits()
@@ -69,6 +84,11 @@ class CompletionInput:
     metadata: Mapping[str, str] = field(default_factory=dict)
     prompt_ref: str | None = None
     variables: Mapping[str, str] = field(default_factory=dict)
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = ""
+    parallel_tool_calls: bool | None = None
+    reasoning: Reasoning | None = None
+    session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +100,7 @@ class EmbedInput:
 
 def completion_input(
     *,
-    messages: Sequence[tuple[str, str]],
+    messages: Sequence[ChatMessage | tuple[str, str]],
     routing: Routing | None = None,
     provider: str = "",
     model: str = "",
@@ -94,10 +114,15 @@ def completion_input(
     metadata: Mapping[str, str] | None = None,
     prompt_ref: str = "",
     variables: Mapping[str, str] | None = None,
+    tools: Sequence[tuple[str, str, str]] = (),
+    tool_choice: str = "",
+    parallel_tool_calls: bool | None = None,
+    reasoning: Reasoning | None = None,
+    session_id: str = "",
 ) -> CompletionInput:
-    """Validate one completion request; ``messages`` are (role, content) pairs as received and
-    ``routing`` None means unspecified. Raises :class:`InvalidRequest` or
-    :class:`UnknownProvider`."""
+    """Validate one completion request. ``messages`` are messages as received (or (role, content)
+    pairs); ``routing`` None means unspecified; ``tools`` are (name, description, parameters
+    JSON text) triples. Raises :class:`InvalidRequest` or :class:`UnknownProvider`."""
     provider_name = _provider(provider)
     if routing is Routing.SPECIFIC and provider_name is None:
         raise InvalidRequest("provider: required with ROUTING_STRATEGY_SPECIFIC_PROVIDER")
@@ -134,6 +159,13 @@ def completion_input(
     metadata = dict(metadata or {})
     if len(metadata) > LIMITS.metadata_entries:
         raise InvalidRequest(f"metadata: at most {LIMITS.metadata_entries} entries")
+    checked_tools = _tools(tools)
+    _check_tool_choice(tool_choice, checked_tools)
+    _check_reasoning(reasoning)
+    if len(session_id) > LIMITS.session_id_characters:
+        raise InvalidRequest(
+            f"session_id: at most {LIMITS.session_id_characters} characters, got {len(session_id)}"
+        )
     return CompletionInput(
         messages=checked,
         routing=routing,
@@ -149,6 +181,11 @@ def completion_input(
         metadata=metadata,
         prompt_ref=prompt_ref.strip() or None,
         variables=dict(variables or {}),
+        tools=checked_tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+        reasoning=reasoning if reasoning != Reasoning() else None,
+        session_id=session_id or None,
     )
 
 
@@ -161,29 +198,185 @@ def _provider(name: str) -> str | None:
     return provider
 
 
-def _messages(received: Sequence[tuple[str, str]]) -> tuple[ChatMessage, ...]:
+def _messages(received: Sequence[ChatMessage | tuple[str, str]]) -> tuple[ChatMessage, ...]:
     if len(received) > LIMITS.messages:
         raise InvalidRequest(f"messages: at most {LIMITS.messages} messages, got {len(received)}")
     messages = []
     total = 0
-    for index, (raw_role, content) in enumerate(received):
-        role = raw_role.strip().lower()
+    call_ids: set[str] = set()
+    for index, raw in enumerate(received):
+        message = raw if isinstance(raw, ChatMessage) else ChatMessage(raw[0], raw[1])
+        where = f"messages[{index}]"
+        role = message.role.strip().lower()
         if role not in ROLES:
             raise InvalidRequest(
-                f"messages[{index}].role: unknown role {raw_role[:40]!r}; "
-                "use system, user or assistant"
+                f"{where}.role: unknown role {message.role[:40]!r}; "
+                "use system, user, assistant or tool"
             )
-        if len(content) > LIMITS.message_characters:
+        if len(message.content) > LIMITS.message_characters:
             raise InvalidRequest(
-                f"messages[{index}].content: longer than {LIMITS.message_characters} characters"
+                f"{where}.content: longer than {LIMITS.message_characters} characters"
             )
-        if role != "system" and not content.strip():
-            raise InvalidRequest(f"messages[{index}].content: a {role} message must not be empty")
-        total += len(content)
-        messages.append(ChatMessage(role, content))
+        _check_parts(message, role, where)
+        _check_tool_calls(message, role, where, call_ids)
+        if role == "tool":
+            if not message.tool_call_id:
+                raise InvalidRequest(f"{where}.tool_call_id: required for a tool message")
+            if message.tool_call_id not in call_ids:
+                raise InvalidRequest(
+                    f"{where}.tool_call_id: no earlier assistant tool call has id "
+                    f"{message.tool_call_id[:64]!r}"
+                )
+        elif message.tool_call_id:
+            raise InvalidRequest(f"{where}.tool_call_id: only a tool message answers a call")
+        if role in ("user", "assistant") and _empty(message):
+            raise InvalidRequest(f"{where}.content: a {role} message must not be empty")
+        total += len(message.text)
+        messages.append(replace(message, role=role) if role != message.role else message)
     if total > LIMITS.total_characters:
         raise InvalidRequest(f"messages: longer than {LIMITS.total_characters} characters in all")
     return tuple(messages)
+
+
+def _empty(message: ChatMessage) -> bool:
+    """No text, part or tool call (a message that carries parts or calls is not empty)."""
+    if message.content.strip() or message.tool_calls:
+        return False
+    return not any(not isinstance(p, TextPart) or p.text.strip() for p in message.parts)
+
+
+_IMAGE_TYPES: Final = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+_DOCUMENT_TYPES: Final = frozenset({"application/pdf", "text/plain"})
+
+
+def _check_parts(message: ChatMessage, role: str, where: str) -> None:
+    for number, part in enumerate(message.parts):
+        at = f"{where}.parts[{number}]"
+        if role == "system" and not isinstance(part, TextPart):
+            raise InvalidRequest(f"{at}: a system message takes text only")
+        if isinstance(part, TextPart):
+            if len(part.text) > LIMITS.message_characters:
+                raise InvalidRequest(
+                    f"{at}.text: longer than {LIMITS.message_characters} characters"
+                )
+        elif isinstance(part, ImagePart):
+            _check_image(part, at)
+        elif isinstance(part, DocumentPart):
+            if part.media_type not in _DOCUMENT_TYPES:
+                raise InvalidRequest(
+                    f"{at}.document.media_type: {part.media_type[:40]!r} is not supported; "
+                    "use application/pdf or text/plain"
+                )
+            if not part.data:
+                raise InvalidRequest(f"{at}.document.data: must not be empty")
+            if len(part.data) > LIMITS.part_bytes:
+                raise InvalidRequest(f"{at}.document: larger than {LIMITS.part_bytes} bytes")
+            if part.media_type == "text/plain":
+                try:
+                    part.data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidRequest(f"{at}.document: text/plain data is not UTF-8") from None
+        elif isinstance(part, Thinking):
+            if role != "assistant":
+                raise InvalidRequest(f"{at}.thinking: only an assistant message carries thinking")
+            if not (part.text or part.signature or part.redacted_data):
+                raise InvalidRequest(f"{at}.thinking: empty")
+
+
+def _check_image(part: ImagePart, at: str) -> None:
+    if bool(part.url) == bool(part.data):
+        raise InvalidRequest(f"{at}.image: give either url or data")
+    if part.data:
+        if part.media_type not in _IMAGE_TYPES:
+            raise InvalidRequest(
+                f"{at}.image.media_type: {part.media_type[:40]!r} is not supported; use "
+                + ", ".join(sorted(_IMAGE_TYPES))
+            )
+        if len(part.data) > LIMITS.part_bytes:
+            raise InvalidRequest(f"{at}.image: larger than {LIMITS.part_bytes} bytes")
+        return
+    if part.url.startswith("data:"):
+        media_type = part.url[5:].split(";", 1)[0]
+        if media_type not in _IMAGE_TYPES or ";base64," not in part.url[:100]:
+            raise InvalidRequest(
+                f"{at}.image.url: a data URL must be base64 of " + ", ".join(sorted(_IMAGE_TYPES))
+            )
+        return
+    if not part.url.startswith("https://") or len(part.url) > 8192:
+        raise InvalidRequest(f"{at}.image.url: must be an https:// or data: URL")
+
+
+_TOOL_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_tool_calls(message: ChatMessage, role: str, where: str, call_ids: set[str]) -> None:
+    if message.tool_calls and role != "assistant":
+        raise InvalidRequest(f"{where}.tool_calls: only an assistant message calls tools")
+    for number, call in enumerate(message.tool_calls):
+        at = f"{where}.tool_calls[{number}]"
+        if not call.id or len(call.id) > 256:
+            raise InvalidRequest(f"{at}.id: required (at most 256 characters)")
+        if call.id in call_ids:
+            raise InvalidRequest(f"{at}.id: {call.id[:64]!r} is used twice")
+        if not _TOOL_NAME.fullmatch(call.name):
+            raise InvalidRequest(f"{at}.name: 1-64 letters, digits, '_' or '-'")
+        try:
+            arguments = json.loads(call.arguments_json or "{}")
+        except ValueError:
+            raise InvalidRequest(f"{at}.arguments_json: not valid JSON") from None
+        if not isinstance(arguments, dict):
+            raise InvalidRequest(f"{at}.arguments_json: must be a JSON object")
+        call_ids.add(call.id)
+
+
+def _tools(received: Sequence[tuple[str, str, str]]) -> tuple[Tool, ...]:
+    if len(received) > LIMITS.tools:
+        raise InvalidRequest(f"tools: at most {LIMITS.tools} tools, got {len(received)}")
+    tools: list[Tool] = []
+    for index, (name, description, parameters_json) in enumerate(received):
+        at = f"tools[{index}]"
+        if not _TOOL_NAME.fullmatch(name):
+            raise InvalidRequest(f"{at}.name: 1-64 letters, digits, '_' or '-'")
+        if any(t.name == name for t in tools):
+            raise InvalidRequest(f"{at}.name: {name!r} is declared twice")
+        text = parameters_json.strip() or '{"type": "object", "properties": {}}'
+        try:
+            parameters = json.loads(text)
+        except ValueError as exc:
+            raise InvalidRequest(f"{at}.parameters_json: not valid JSON ({exc})") from None
+        if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+            raise InvalidRequest(f"{at}.parameters_json: must be a JSON Schema of an object")
+        try:
+            check_schema(parameters)
+        except InvalidRequest as problem:
+            raise InvalidRequest(f"{at}.parameters_json: {problem.message}") from None
+        tools.append(Tool(name, description, parameters))
+    return tuple(tools)
+
+
+def _check_tool_choice(choice: str, tools: tuple[Tool, ...]) -> None:
+    if choice in ("", "auto", "none"):
+        return
+    if not tools:
+        raise InvalidRequest(f"tool_choice: {choice[:64]!r} needs tools")
+    if choice != "required" and choice not in {t.name for t in tools}:
+        raise InvalidRequest(
+            f"tool_choice: {choice[:64]!r} is neither auto, none, required nor a declared tool"
+        )
+
+
+def _check_reasoning(reasoning: Reasoning | None) -> None:
+    if reasoning is None:
+        return
+    if reasoning.effort not in REASONING_EFFORTS:
+        raise InvalidRequest(
+            f"reasoning.effort: {reasoning.effort[:40]!r} is not one of minimal, low, medium, high"
+        )
+    if not 0 <= reasoning.budget_tokens <= LIMITS.max_tokens:
+        raise InvalidRequest(
+            f"reasoning.budget_tokens: must be between 0 and {LIMITS.max_tokens}, "
+            f"got {reasoning.budget_tokens}"
+        )
 
 
 def normalized_conversation(messages: Sequence[ChatMessage]) -> tuple[ChatMessage, ...]:
@@ -191,22 +384,28 @@ def normalized_conversation(messages: Sequence[ChatMessage]) -> tuple[ChatMessag
 
     System messages are merged, in order and separated by a blank line, into one system message
     that leads the conversation (providers with a separate system field take it from there).
-    The conversation must hold a user message and end with one: an assistant message last
-    (a "prefill") is honoured by some providers and answered anew by others, so it is refused.
+    The conversation must hold a user message and end with one or with tool results: an
+    assistant message last (a "prefill") is honoured by some providers and answered anew by
+    others, so it is refused.
     Raises :class:`InvalidRequest`.
     """
-    system = [m.content for m in messages if m.role == "system"]
+    system = [m for m in messages if m.role == "system"]
     conversation = [m for m in messages if m.role != "system"]
     if not any(m.role == "user" for m in conversation):
         raise InvalidRequest("messages: at least one user message is required")
-    if conversation[-1].role != "user":
+    if conversation[-1].role not in ("user", "tool"):
         raise InvalidRequest(
-            "messages: the last message must be the user's (an assistant message last, a "
-            "prefill, is not supported: providers treat it differently)"
+            "messages: the last message must be the user's or a tool result (an assistant "
+            "message last, a prefill, is not supported: providers treat it differently)"
         )
     if not system:
         return tuple(conversation)
-    return (ChatMessage("system", "\n\n".join(system)), *conversation)
+    merged = ChatMessage(
+        "system",
+        "\n\n".join(m.text for m in system),
+        cache_breakpoint=any(m.cache_breakpoint for m in system),
+    )
+    return (merged, *conversation)
 
 
 def _schema(text: str) -> Mapping[str, Any] | None:

@@ -33,6 +33,7 @@ from delos.runtime.catalog._catalog import (
     cost_usd,
     estimate_cost_usd,
     estimate_prompt_tokens,
+    price_known,
     usage_cost_usd,
 )
 from delos.runtime.catalog._model import (
@@ -59,5 +60,6 @@ __all__ = [
     "cost_usd",
     "estimate_cost_usd",
     "estimate_prompt_tokens",
+    "price_known",
     "usage_cost_usd",
 ]

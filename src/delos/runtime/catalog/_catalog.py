@@ -20,6 +20,7 @@ __all__ = [
     "cost_usd",
     "estimate_cost_usd",
     "estimate_prompt_tokens",
+    "price_known",
     "usage_cost_usd",
 ]
 
@@ -304,6 +305,13 @@ def usage_cost_usd(model: ModelInfo, usage: Usage) -> Decimal:
         + usage.completion_tokens * output_price
     )
     return total / _THOUSAND
+
+
+def price_known(model: ModelInfo) -> bool:
+    """Whether the catalog knows ``model``'s price, so that a cost computed from it (from a
+    reported usage) is exact; False for a model discovered on a provider that is not free, or
+    listed with ``price_known: false``. A free local model's price (0) is known."""
+    return model.price_known
 
 
 def cost_usd(model: ModelInfo, prompt_tokens: int, completion_tokens: int) -> Decimal:

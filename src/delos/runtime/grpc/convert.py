@@ -24,9 +24,21 @@ from delos.runtime.inputs import (
     embed_input,
 )
 from delos.runtime.reports import HealthReport, ProviderReport
-from delos.runtime.routing import AttemptRecord, RoutedAnswer
+from delos.runtime.routing import AttemptRecord, RoutedAnswer, StreamPiece
 from delos.runtime.v1 import runtime_pb2 as pb
-from delos.runtime.values import Usage
+from delos.runtime.values import (
+    ChatMessage,
+    ContentPart,
+    DocumentPart,
+    ImagePart,
+    Reasoning,
+    TextDelta,
+    TextPart,
+    Thinking,
+    ThinkingDelta,
+    ToolCall,
+    Usage,
+)
 
 __all__ = [
     "STATUS_OF_KIND",
@@ -75,7 +87,7 @@ def completion_input_from_proto(params: pb.CompletionParams) -> CompletionInput:
     if params.routing not in _ROUTING_OF_PROTO:
         raise InvalidRequest(f"routing: unknown strategy number {params.routing}")
     return completion_input(
-        messages=[(m.role, m.content) for m in params.messages],
+        messages=[_message(m) for m in params.messages],
         routing=_ROUTING_OF_PROTO[params.routing],
         provider=params.provider,
         model=params.model,
@@ -89,7 +101,54 @@ def completion_input_from_proto(params: pb.CompletionParams) -> CompletionInput:
         metadata=params.metadata,
         prompt_ref=params.prompt_ref,
         variables=params.variables,
+        tools=[(t.name, t.description, t.parameters_json) for t in params.tools],
+        tool_choice=params.tool_choice,
+        parallel_tool_calls=(
+            params.parallel_tool_calls if params.HasField("parallel_tool_calls") else None
+        ),
+        reasoning=(
+            Reasoning(
+                params.reasoning.effort,
+                params.reasoning.budget_tokens,
+                params.reasoning.include_thoughts,
+            )
+            if params.HasField("reasoning")
+            else None
+        ),
+        session_id=params.session_id,
     )
+
+
+def _message(message: pb.Message) -> ChatMessage:
+    return ChatMessage(
+        role=message.role,
+        content=message.content,
+        parts=tuple(_part(p) for p in message.parts),
+        tool_calls=tuple(_tool_call_in(c) for c in message.tool_calls),
+        tool_call_id=message.tool_call_id,
+        cache_breakpoint=message.cache_breakpoint,
+    )
+
+
+def _part(part: pb.ContentPart) -> ContentPart:
+    match part.WhichOneof("kind"):
+        case "text":
+            return TextPart(part.text)
+        case "image":
+            return ImagePart(part.image.url, part.image.data, part.image.media_type)
+        case "document":
+            document = part.document
+            return DocumentPart(document.data, document.media_type, document.name)
+        case "thinking":
+            thinking = part.thinking
+            return Thinking(
+                thinking.text, thinking.signature, thinking.redacted_data, thinking.provider
+            )
+    raise InvalidRequest("messages: a content part must hold text, image, document or thinking")
+
+
+def _tool_call_in(call: pb.ToolCall) -> ToolCall:
+    return ToolCall(call.id, call.name, call.arguments_json, call.signature)
 
 
 def embed_input_from_proto(request: pb.EmbedRequest) -> EmbedInput:
@@ -111,7 +170,26 @@ def _usage(usage: Usage) -> pb.Usage:
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
         estimated=usage.estimated,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
     )
+
+
+def _tool_calls(calls: Iterable[ToolCall]) -> list[pb.ToolCall]:
+    return [
+        pb.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json, signature=c.signature)
+        for c in calls
+    ]
+
+
+def _thinking(blocks: Iterable[Thinking]) -> list[pb.Thinking]:
+    return [
+        pb.Thinking(
+            text=t.text, signature=t.signature, redacted_data=t.redacted_data, provider=t.provider
+        )
+        for t in blocks
+    ]
 
 
 def _attempts(records: Iterable[AttemptRecord]) -> list[pb.Attempt]:
@@ -145,12 +223,27 @@ def complete_response(answer: RoutedAnswer, request_id: str) -> pb.CompleteRespo
         time_to_first_token_ms=answer.time_to_first_token_s * 1000.0,
         attempts=_attempts(answer.attempts),
         request_id=request_id,
-        cost_estimated=answer.usage.estimated,
+        cost_estimated=answer.cost_estimated,
+        tool_calls=_tool_calls(answer.tool_calls),
+        thinking=_thinking(answer.thinking),
     )
 
 
-def delta_chunk(delta: str, index: int) -> pb.StreamChunk:
-    return pb.StreamChunk(delta=delta, index=index)
+def delta_chunk(piece: StreamPiece, index: int) -> pb.StreamChunk:
+    """One chunk per piece: text, thinking text, or one tool call's fragment."""
+    if isinstance(piece, TextDelta):
+        return pb.StreamChunk(delta=piece.text, index=index)
+    if isinstance(piece, ThinkingDelta):
+        return pb.StreamChunk(thinking_delta=piece.text, index=index)
+    return pb.StreamChunk(
+        tool_call=pb.ToolCallDelta(
+            index=piece.index,
+            id=piece.id,
+            name=piece.name,
+            arguments_delta=piece.arguments_delta,
+        ),
+        index=index,
+    )
 
 
 def final_chunk(answer: RoutedAnswer, index: int, request_id: str) -> pb.StreamChunk:
@@ -169,8 +262,10 @@ def final_chunk(answer: RoutedAnswer, index: int, request_id: str) -> pb.StreamC
         cost_saved_usd=_float(answer.cost_saved_usd),
         attempts=_attempts(answer.attempts),
         request_id=request_id,
-        cost_estimated=answer.usage.estimated,
+        cost_estimated=answer.cost_estimated,
         index=index,
+        tool_calls=_tool_calls(answer.tool_calls),
+        thinking=_thinking(answer.thinking),
     )
 
 
@@ -202,6 +297,9 @@ def _provider_info(report: ProviderReport) -> pb.ProviderInfo:
                 output_per_1k_usd=float(m.output_per_1k),
                 context_window=m.context_window,
                 kind=m.kind,
+                cached_input_per_1k_usd=float(m.cached_input_per_1k or 0),
+                cache_write_per_1k_usd=float(m.cache_write_per_1k or 0),
+                capabilities=sorted(m.capabilities),
             )
             for m in report.prices
         ],

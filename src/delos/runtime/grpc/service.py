@@ -29,7 +29,7 @@ from delos.runtime.grpc.auth import ANONYMOUS, current_client
 from delos.runtime.grpc.receive import receive_request
 from delos.runtime.grpc.respond import Responder
 from delos.runtime.observability import SpanHandle, log_request
-from delos.runtime.routing import RoutedAnswer
+from delos.runtime.routing import RoutedAnswer, StreamPiece
 from delos.runtime.v1 import runtime_pb2 as pb
 from delos.runtime.v1.runtime_grpc import RuntimeServiceBase
 
@@ -153,6 +153,8 @@ class RuntimeService(RuntimeServiceBase):
             )
             return
         span.set_cache_hit(answer.cached)
+        if answer.thinking_dropped:
+            gateway.metrics.record_thinking_dropped(answer.provider, answer.thinking_dropped)
         gateway.metrics.record_request(
             rpc=rpc,
             provider=answer.provider,
@@ -210,9 +212,9 @@ class RuntimeService(RuntimeServiceBase):
             request = await completions.prepare(request)
             index = 0
 
-            async def send_delta(delta: str) -> None:
+            async def send_delta(piece: StreamPiece) -> None:
                 nonlocal index
-                await respond.send(convert.delta_chunk(delta, index))
+                await respond.send(convert.delta_chunk(piece, index))
                 index += 1
 
             answer = context.answer = await completions.stream(request, send_delta)

@@ -162,6 +162,15 @@ class Metrics:
                 registry=registry,
             )
         )
+        self._thinking_dropped = family(
+            Counter(
+                "delos_thinking_dropped",
+                "Thinking blocks signed by another endpoint, left out of a request (a "
+                "conversation that moved to this provider).",
+                ("provider",),
+                registry=registry,
+            )
+        )
         self._connection_wait = family(
             Histogram(
                 "delos_connection_wait_seconds",
@@ -317,6 +326,9 @@ class Metrics:
         except KeyError:
             raise ValueError(f"unknown breaker state {name!r}") from None
         self._breaker.labels(provider, model).set(value)
+
+    def record_thinking_dropped(self, provider: str, count: int) -> None:
+        self._thinking_dropped.labels(provider).inc(count)
 
     def observe_connection_wait(self, provider: str, seconds: float, *, waiting: int) -> None:
         """Record a wait for a free connection (seconds) and how many wait now."""

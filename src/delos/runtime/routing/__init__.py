@@ -6,12 +6,15 @@ Layout:
     _attempts.py    one guarded upstream attempt, its retries, and the request state they share
                     (completions, streams and embeddings alike)
     _outcome.py     answers, attempt records (kind, outcome) and their cost
+    _fitness.py     whether a candidate can honour a request as asked, and why not
+    _conversation.py  the conversation as one endpoint may receive it (foreign thinking out)
     _router.py      the router: races, hedges, retries, fallbacks, commit point
 """
 
 from delos.runtime.routing._attempts import (
     RequestRun,
     Sink,
+    StreamPiece,
     attempt_time_limit,
     guarded_attempt,
     with_retries,
@@ -38,6 +41,7 @@ __all__ = [
     "RoutedAnswer",
     "Router",
     "Sink",
+    "StreamPiece",
     "attempt_time_limit",
     "candidates_for",
     "estimated_cost",

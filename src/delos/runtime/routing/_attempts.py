@@ -24,6 +24,7 @@ from delos.resilience import CallPermit, Reservation, retrying
 from delos.runtime.errors import (
     DelosError,
     ProviderError,
+    UnsupportedByProvider,
     UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamTimeout,
@@ -37,18 +38,21 @@ from delos.runtime.routing._outcome import (
     AttemptRecord,
     priced_usage,
 )
-from delos.runtime.values import Usage
+from delos.runtime.values import TextDelta, ThinkingDelta, ToolCallDelta, Usage
 
 __all__ = [
     "AttemptScope",
     "RequestRun",
     "Sink",
+    "StreamPiece",
     "attempt_time_limit",
     "guarded_attempt",
     "with_retries",
 ]
 
-Sink = Callable[[str], Awaitable[None]]
+#: What a stream relays to its client: text, thinking text, or a fragment of one tool call.
+StreamPiece = TextDelta | ThinkingDelta | ToolCallDelta
+Sink = Callable[[StreamPiece], Awaitable[None]]
 
 RequestT = TypeVar("RequestT")
 T = TypeVar("T")
@@ -74,6 +78,8 @@ class RequestRun(Generic[RequestT]):
     #: True once output has reached the client: no retry, hedge or fallback after it.
     committed: bool = False
     schema_violations: int = 0
+    #: Thinking blocks another endpoint signed, left out of the last attempt's request.
+    thinking_dropped: int = 0
     #: Candidates not yet tried after the current stage (a silent provider must leave time).
     fallbacks_left: int = 0
 
@@ -245,7 +251,10 @@ def _release(reservation: Reservation | None, record: AttemptRecord) -> None:
 
 
 def _fail(run: RequestRun[Any], record: AttemptRecord, error: ProviderError) -> None:
-    record.outcome, record.error = AttemptOutcome.FAILED, error.message
+    # A provider without an exact form for a setting was skipped, not tried.
+    skipped = isinstance(error, UnsupportedByProvider)
+    record.outcome = AttemptOutcome.SKIPPED if skipped else AttemptOutcome.FAILED
+    record.error = error.message
     run.errors.append(error)
 
 

@@ -15,7 +15,7 @@ from delos.runtime.errors import (
 )
 from delos.runtime.inputs import CompletionInput, Routing
 from delos.runtime.providers.base import Provider
-from delos.runtime.routing._fitness import Unable, none_able, unable
+from delos.runtime.routing._fitness import Unable, models_with, none_able, unable
 
 __all__ = ["Candidate", "CandidatePlan", "candidates_for", "estimated_cost"]
 
@@ -102,7 +102,11 @@ def candidates_for(
         else:
             skipped.append((candidate, why))
     if not able:
-        raise none_able([(c.provider.name, why) for c, why in skipped])
+        missing = skipped[0][1].setting
+        raise none_able(
+            [(c.provider.name, why) for c, why in skipped],
+            able_models=models_with(catalog, missing, list(providers)),
+        )
     ordered = _order(request, able, quality_order, latency_of)
     kept = [c for c in ordered if admitted(c)]
     return CandidatePlan(kept or ordered, skipped)

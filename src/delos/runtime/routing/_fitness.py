@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from delos.runtime.catalog import ModelInfo
+from delos.runtime.catalog import CAPABILITIES, Catalog, ModelInfo
 from delos.runtime.errors import InvalidRequest
 from delos.runtime.inputs import CompletionInput
+from delos.runtime.values import DocumentPart, ImagePart
 
-__all__ = ["Unable", "none_able", "unable"]
+__all__ = ["Unable", "models_with", "none_able", "required_capabilities", "unable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +26,29 @@ class Unable:
     reason: str
 
 
+def required_capabilities(request: CompletionInput) -> tuple[str, ...]:
+    """The catalog capabilities ``request`` needs: tools (declared, or calls and results in the
+    conversation), vision (an image), documents (a PDF; a text document goes as text anywhere),
+    reasoning (a reasoning setting)."""
+    needed = []
+    messages = request.messages
+    if request.tools or any(m.tool_calls or m.role == "tool" for m in messages):
+        needed.append("tools")
+    parts = [part for m in messages for part in m.parts]
+    if any(isinstance(p, ImagePart) for p in parts):
+        needed.append("vision")
+    if any(isinstance(p, DocumentPart) and p.media_type == "application/pdf" for p in parts):
+        needed.append("documents")
+    if request.reasoning is not None:
+        needed.append("reasoning")
+    return tuple(needed)
+
+
 def unable(model: ModelInfo, request: CompletionInput) -> Unable | None:
     """Why ``model`` cannot serve ``request`` as asked; None when it can."""
+    for capability in required_capabilities(request):
+        if capability not in model.capabilities:
+            return Unable(capability, f"{model.id} has no {capability} capability")
     rules = model.rules
     asked = [name for name in ("temperature", "top_p") if getattr(request, name) is not None]
     if asked and not rules.sampling:
@@ -43,8 +65,27 @@ def unable(model: ModelInfo, request: CompletionInput) -> Unable | None:
     return None
 
 
-def none_able(skipped: Sequence[tuple[str, Unable]]) -> InvalidRequest:
-    """The error when every candidate was skipped: ``skipped`` holds (provider, why) pairs."""
+def none_able(
+    skipped: Sequence[tuple[str, Unable]], *, able_models: Sequence[str] = ()
+) -> InvalidRequest:
+    """The error when every candidate was skipped: ``skipped`` holds (provider, why) pairs;
+    ``able_models`` names models that have the missing capability, when one is missing."""
     settings = list(dict.fromkeys(why.setting for _, why in skipped))
     reasons = "; ".join(dict.fromkeys(f"{why.reason} ({provider})" for provider, why in skipped))
-    return InvalidRequest(f"{', '.join(settings)}: no candidate can honour it: {reasons}")
+    message = f"{', '.join(settings)}: no candidate can honour it: {reasons}"
+    if able_models:
+        message += f"; models with {settings[0]}: {', '.join(able_models)}"
+    return InvalidRequest(message)
+
+
+def models_with(catalog: Catalog, capability: str, providers: Sequence[str]) -> list[str]:
+    """Up to eight chat models of ``providers`` that have ``capability``, for error messages."""
+    if capability not in CAPABILITIES:
+        return []
+    found = [
+        f"{m.id} ({m.provider})"
+        for provider in providers
+        for m in catalog.chat_models(provider)
+        if capability in m.capabilities
+    ]
+    return found[:8]

@@ -6,8 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from delos.runtime.catalog import ModelInfo, cost_usd, estimate_prompt_tokens
-from delos.runtime.values import Usage
+from delos.runtime.catalog import ModelInfo, estimate_prompt_tokens, price_known, usage_cost_usd
+from delos.runtime.values import Thinking, ToolCall, Usage
 
 __all__ = ["AttemptKind", "AttemptOutcome", "AttemptRecord", "RoutedAnswer", "priced_usage"]
 
@@ -71,6 +71,17 @@ class RoutedAnswer:
     attempts: list[AttemptRecord] = field(default_factory=list)
     cached: bool = False
     cost_saved_usd: Decimal = Decimal(0)
+    tool_calls: tuple[ToolCall, ...] = ()
+    thinking: tuple[Thinking, ...] = ()
+    #: Thinking blocks signed by another endpoint, left out of what this one was sent.
+    thinking_dropped: int = 0
+
+    @property
+    def cost_estimated(self) -> bool:
+        """True when the cost is not the provider's reported usage at a known price."""
+        return self.usage.estimated or (
+            self.model_info is not None and not price_known(self.model_info)
+        )
 
     @property
     def total_cost_usd(self) -> Decimal:
@@ -95,4 +106,4 @@ def priced_usage(
             estimate_prompt_tokens([generated_text]) if generated_text else 0,
             estimated=True,
         )
-    return usage, cost_usd(model, usage.prompt_tokens, usage.completion_tokens)
+    return usage, usage_cost_usd(model, usage)

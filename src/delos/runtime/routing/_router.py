@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import anyio
+from cachetools import TTLCache
 
-from delos.resilience import AllAttemptsFailed, RaceTicket, race
+from delos.resilience import AllAttemptsFailed, BreakerState, RaceTicket, race
 from delos.runtime.catalog import Catalog, estimate_prompt_tokens
 from delos.runtime.errors import (
     AllCandidatesFailed,
@@ -41,20 +42,33 @@ from delos.runtime.routing._attempts import (
     AttemptScope,
     RequestRun,
     Sink,
+    StreamPiece,
     attempt_time_limit,
     guarded_attempt,
     with_retries,
 )
 from delos.runtime.routing._candidates import Candidate, CandidatePlan, candidates_for
+from delos.runtime.routing._conversation import messages_for_endpoint
 from delos.runtime.routing._guards import Guards
 from delos.runtime.routing._outcome import AttemptKind, AttemptOutcome, AttemptRecord, RoutedAnswer
 from delos.runtime.schema import validation_error
-from delos.runtime.values import ChatRequest, StreamEvent, StreamFinished, TextDelta
+from delos.runtime.values import (
+    ChatRequest,
+    StreamEvent,
+    StreamFinished,
+    TextDelta,
+    Thinking,
+    ToolCall,
+)
 
 __all__ = ["Router"]
 
 #: A non-conforming structured answer is retried on this many candidates in all.
 _SCHEMA_ATTEMPTS = 2
+#: Sessions remembered (least recently used first out) and for how long since their last turn
+#: (seconds): long enough for an agent's pauses, bounded in memory.
+_SESSIONS = 100_000
+_SESSION_SECONDS = 3600.0
 
 
 @dataclass(slots=True)
@@ -63,6 +77,8 @@ class _Won:
     content: str
     finish_reason: str
     model: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    thinking: tuple[Thinking, ...] = ()
 
 
 Attempt = Callable[[Candidate, AttemptKind, RaceTicket | None], Awaitable[_Won]]
@@ -88,6 +104,10 @@ class Router:
         self.guards = guards
         self.quality_order = quality_order
         self._clock = guards.clock
+        #: session id → the (provider, model) that served its last turn.
+        self.sessions: TTLCache[str, tuple[str, str]] = TTLCache(
+            maxsize=_SESSIONS, ttl=_SESSION_SECONDS, timer=guards.clock
+        )
 
     @property
     def catalog(self) -> Catalog:
@@ -167,7 +187,13 @@ class Router:
                 )
             )
         self.guards.budget.deposit()
-        first, rest = self._first_stage(run.request, candidates)
+        pinned = self._pinned(run.request, candidates)
+        if pinned is not None:
+            # The session's last provider and model first, alone: its prompt cache is warm.
+            first: list[_Start] = [(pinned, AttemptKind.PRIMARY, 0.0)]
+            rest = [c for c in candidates if c is not pinned]
+        else:
+            first, rest = self._first_stage(run.request, candidates)
         won: _Won | None = None
         run.fallbacks_left = len(rest)
         if len(first) > 1:
@@ -181,7 +207,25 @@ class Router:
             won = await self._with_retries(run, attempt, candidate, AttemptKind.FALLBACK)
         if won is None:
             raise AllCandidatesFailed(run.errors or [UpstreamUnavailable("gateway", "no attempt")])
+        if run.request.session_id is not None:
+            self.sessions[run.request.session_id] = won.scope.candidate.key
         return self._answer(run, won)
+
+    def _pinned(self, request: CompletionInput, candidates: list[Candidate]) -> Candidate | None:
+        """The candidate that served the session's last turn, while it is healthy: breaker
+        closed and not paused by a rate limit. None without a session or once it is not."""
+        if request.session_id is None:
+            return None
+        key = self.sessions.get(request.session_id)
+        if key is None:
+            return None
+        for candidate in candidates:
+            if candidate.key == key:
+                breaker = self.guards.breaker_state(*key)
+                limiter = self.guards.limiters.get(key[0])
+                paused = limiter is not None and limiter.paused_until is not None
+                return candidate if breaker is BreakerState.CLOSED and not paused else None
+        return None
 
     def _first_stage(
         self, request: CompletionInput, candidates: list[Candidate]
@@ -259,6 +303,9 @@ class Router:
             latency_s=self._clock() - run.started,
             time_to_first_token_s=first_token_at - run.started,
             attempts=run.attempts,
+            tool_calls=won.tool_calls,
+            thinking=won.thinking,
+            thinking_dropped=run.thinking_dropped,
         )
 
     # -- attempts -------------------------------------------------------------------------------
@@ -279,7 +326,14 @@ class Router:
                 # Finished, but another attempt won first.
                 scope.record.outcome = AttemptOutcome.CANCELLED
                 await anyio.sleep_forever()  # the race is cancelling this attempt
-            return _Won(scope, completion.content, completion.finish_reason, completion.model)
+            return _Won(
+                scope,
+                completion.content,
+                completion.finish_reason,
+                completion.model,
+                completion.tool_calls,
+                completion.thinking,
+            )
 
     async def _stream_attempt(
         self, run: CompletionRun, candidate: Candidate, kind: AttemptKind, ticket: RaceTicket | None
@@ -288,6 +342,7 @@ class Router:
         assert sink is not None
         # Structured answers are validated before anything reaches the client.
         buffering = run.request.output_schema is not None
+        held: list[StreamPiece] = []  # what a buffered stream relays once validated
         async with guarded_attempt(self.guards, run, candidate, kind) as scope:
             finished: StreamFinished | None = None
             policy = self.guards.policy
@@ -304,15 +359,17 @@ class Router:
                     if isinstance(event, StreamFinished):
                         finished = event
                         break
-                    assert isinstance(event, TextDelta)
                     if scope.first_token_at is None:
                         scope.first_token()
                         first_token_scope.deadline = math.inf
                         if not buffering:
                             await self._commit(run, scope, ticket)
-                    scope.text.append(event.text)
-                    if not buffering:
-                        await sink(event.text)
+                    if isinstance(event, TextDelta):
+                        scope.text.append(event.text)
+                    if buffering:
+                        held.append(event)
+                    else:
+                        await sink(event)
             if finished is None:
                 raise UpstreamProtocolError(
                     candidate.provider.name, "stream ended without a finish"
@@ -323,11 +380,18 @@ class Router:
             if buffering:
                 self._check_schema(run, candidate, content)
                 await self._commit(run, scope, ticket)
-                for piece in scope.text:
+                for piece in held:
                     await sink(piece)
             elif scope.first_token_at is None:  # an empty answer: commit at its end
                 await self._commit(run, scope, ticket)
-            return _Won(scope, content, finished.finish_reason, finished.model)
+            return _Won(
+                scope,
+                content,
+                finished.finish_reason,
+                finished.model,
+                finished.tool_calls,
+                finished.thinking,
+            )
 
     async def _commit(
         self, run: CompletionRun, scope: AttemptScope, ticket: RaceTicket | None
@@ -389,12 +453,18 @@ async def _as_race_attempt(
 
 def _chat_request(run: CompletionRun, candidate: Candidate) -> ChatRequest:
     request = run.request
+    messages, dropped = messages_for_endpoint(request.messages, candidate.provider.name)
+    run.thinking_dropped = dropped
     return ChatRequest(
         model=candidate.model.id,
-        messages=request.messages,
+        messages=messages,
         temperature=request.temperature,
         top_p=request.top_p,
         max_tokens=request.max_tokens,
         stop=request.stop,
         output_schema=request.output_schema,
+        tools=request.tools,
+        tool_choice=request.tool_choice,
+        parallel_tool_calls=request.parallel_tool_calls,
+        reasoning=request.reasoning,
     )
