@@ -7,6 +7,34 @@ Layout:
     delos.testing     fake provider servers on loopback (tests, demo, benchmarks)
 """
 
-from delos._client import CompletionResult, RuntimeClient, RuntimeClientError, StreamChunk
+from delos._client import (
+    CompletionResult,
+    Document,
+    Image,
+    Message,
+    Reasoning,
+    RuntimeClient,
+    RuntimeClientError,
+    StreamChunk,
+    Thinking,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 
-__all__ = ["CompletionResult", "RuntimeClient", "RuntimeClientError", "StreamChunk"]
+__all__ = [
+    "CompletionResult",
+    "Document",
+    "Image",
+    "Message",
+    "Reasoning",
+    "RuntimeClient",
+    "RuntimeClientError",
+    "StreamChunk",
+    "Thinking",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+]

@@ -29,6 +29,10 @@ from delos.runtime.values import (
     StreamEvent,
     StreamFinished,
     TextDelta,
+    Thinking,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 
@@ -60,6 +64,12 @@ class Reply:
     chunk_delay: float = 0.0
     error_after_chunks: ProviderError | None = None
     usage: Usage | None = REPORTED_USAGE
+    tool_calls: tuple[ToolCall, ...] = ()
+    thinking: tuple[Thinking, ...] = ()
+
+    @property
+    def finish_reason(self) -> str:
+        return "tool_calls" if self.tool_calls else "stop"
 
 
 class ScriptedProvider:
@@ -77,6 +87,8 @@ class ScriptedProvider:
         self.calls = 0
         self.cancelled = 0
         self.open_streams = 0
+        #: The requests received, in order.
+        self.requests: list[ChatRequest] = []
 
     @property
     def name(self) -> str:
@@ -105,14 +117,23 @@ class ScriptedProvider:
         pass
 
     async def complete(self, request: ChatRequest) -> Completion:
+        self.requests.append(request)
         reply = self._next()
         await self._wait(reply.delay)
         if reply.error is not None:
             raise reply.error
-        return Completion(reply.text, request.model, "stop", reply.usage)
+        return Completion(
+            reply.text,
+            request.model,
+            reply.finish_reason,
+            reply.usage,
+            reply.tool_calls,
+            reply.thinking,
+        )
 
     @asynccontextmanager
     async def open_stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        self.requests.append(request)
         reply = self._next()
         self.open_streams += 1
         try:
@@ -158,7 +179,14 @@ class _Events:
         self._provider = provider
         self._reply = reply
         self._model = model
-        self._pending = list(reply.chunks if reply.chunks is not None else (reply.text,))
+        pieces: list[StreamEvent] = [ThinkingDelta(t.text) for t in reply.thinking if t.text]
+        texts = reply.chunks if reply.chunks is not None else (reply.text,) if reply.text else ()
+        pieces += [TextDelta(text) for text in texts]
+        for index, call in enumerate(reply.tool_calls):
+            half = len(call.arguments_json) // 2
+            pieces.append(ToolCallDelta(index, call.id, call.name, call.arguments_json[:half]))
+            pieces.append(ToolCallDelta(index, arguments_delta=call.arguments_json[half:]))
+        self._pending = pieces
         self._sent = 0
         self._finished = False
 
@@ -170,13 +198,16 @@ class _Events:
             if self._sent:
                 await self._provider._wait(self._reply.chunk_delay)
             self._sent += 1
-            return TextDelta(self._pending.pop(0))
+            return self._pending.pop(0)
         if self._finished:
             raise StopAsyncIteration
         if self._reply.error_after_chunks is not None:
             raise self._reply.error_after_chunks
         self._finished = True
-        return StreamFinished("stop", self._reply.usage, self._model)
+        reply = self._reply
+        return StreamFinished(
+            reply.finish_reason, reply.usage, self._model, reply.tool_calls, reply.thinking
+        )
 
 
 def gateway_on(

@@ -32,7 +32,9 @@ from delos.runtime.routing import (
     ResiliencePolicy,
     RoutedAnswer,
     Router,
+    StreamPiece,
 )
+from delos.runtime.values import TextDelta
 from tests.runtime.scripted import Reply, ScriptedProvider, gateway_on, mock_clock_backend
 
 pytestmark = pytest.mark.anyio
@@ -98,8 +100,9 @@ async def test_a_streamed_race_is_won_by_the_first_token_and_the_loser_is_closed
     router = gateway_on(openai, openrouter).router
     received: list[str] = []
 
-    async def sink(text: str) -> None:
-        received.append(text)
+    async def sink(piece: StreamPiece) -> None:
+        assert isinstance(piece, TextDelta)
+        received.append(piece.text)
 
     answer = await router.stream(gpt4o(routing=Routing.LATENCY), sink)
 
@@ -175,8 +178,9 @@ async def test_a_stream_is_timed_from_its_first_token_to_its_end() -> None:
     router = gateway_on(openai).router
     received: list[str] = []
 
-    async def sink(text: str) -> None:
-        received.append(text)
+    async def sink(piece: StreamPiece) -> None:
+        assert isinstance(piece, TextDelta)
+        received.append(piece.text)
 
     answer = await router.stream(gpt4o(), sink)
 
@@ -192,8 +196,9 @@ async def test_a_stream_that_fails_after_its_first_token_is_not_retried_nor_repl
     router = gateway_on(openai, openrouter).router
     received: list[str] = []
 
-    async def sink(text: str) -> None:
-        received.append(text)
+    async def sink(piece: StreamPiece) -> None:
+        assert isinstance(piece, TextDelta)
+        received.append(piece.text)
 
     with pytest.raises(AllCandidatesFailed) as failed:
         await router.stream(gpt4o(), sink)
@@ -211,8 +216,9 @@ async def test_a_silent_stream_times_out_at_first_token_and_the_next_candidate_a
     first_token_timeout = router.guards.policy.first_token_timeout
     received: list[str] = []
 
-    async def sink(text: str) -> None:
-        received.append(text)
+    async def sink(piece: StreamPiece) -> None:
+        assert isinstance(piece, TextDelta)
+        received.append(piece.text)
 
     answer = await router.stream(gpt4o(), sink)
 

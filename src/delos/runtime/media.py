@@ -27,9 +27,11 @@ import dataclasses
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeGuard
 
 import anyio
 import httpx
+from anyio.abc import TaskGroup
 
 from delos.runtime.errors import DelosError, InvalidRequest, UpstreamTimeout, UpstreamUnavailable
 from delos.runtime.values import ChatMessage, ContentPart, ImagePart
@@ -115,10 +117,10 @@ def non_public_reason(address: _IPAddress) -> str | None:
         return "carrier-grade NAT"
     if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
         return "site-local"
+    if address.is_reserved:  # before private: Python counts 240.0.0.0/4 as both
+        return "reserved"
     if address.is_private:  # RFC 1918, IPv6 unique local (fc00::/7), and the like
         return "private"
-    if address.is_reserved:
-        return "reserved"
     # The catch-all: whatever else the IANA registries hold as not globally reachable
     # (documentation, benchmarking ranges, …), as Python's version knows them.
     if not address.is_global:
@@ -251,15 +253,16 @@ class ImageFetcher:
         if length.isdigit() and int(length) > self._max_bytes:
             raise too_large
         body = bytearray()
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():  # raw: any Content-Encoding is refused above
             body += chunk
             if len(body) > self._max_bytes:
                 raise too_large
-        actual = sniff_image_type(body)
+        data = bytes(body)
+        actual = sniff_image_type(data)
         if actual != declared:
             sent = actual or "no image of a known type"
             raise InvalidRequest(f"image URL host {host} declared {declared} but sent {sent}")
-        return declared, bytes(body)
+        return declared, data
 
 
 def _parse(url: str) -> httpx.URL:
@@ -276,6 +279,8 @@ def _parse(url: str) -> httpx.URL:
         raise InvalidRequest(f"image URL for host {host} holds credentials; they are refused")
     if not target.raw_host:
         raise InvalidRequest("image URL has no host")
+    if target.port is not None and not 0 < target.port < 65536:
+        raise InvalidRequest(f"image URL for host {host} has no valid port")
     return target
 
 
@@ -334,7 +339,7 @@ async def resolve_image_urls(
     failures: list[DelosError] = []
     limiter = anyio.CapacityLimiter(concurrency)
 
-    async def fetch_one(url: str, group: anyio.abc.TaskGroup) -> None:
+    async def fetch_one(url: str, group: TaskGroup) -> None:
         async with limiter:
             try:
                 images[url] = await fetcher.fetch(url)
@@ -351,10 +356,11 @@ async def resolve_image_urls(
     return tuple(_with_images(message, images) for message in messages)
 
 
-def _fetched(part: ContentPart) -> bool:
-    return isinstance(part, ImagePart) and bool(part.url) and not part.data and (
-        not part.url.startswith("data:")
-    )
+def _fetched(part: ContentPart) -> TypeGuard[ImagePart]:
+    """An image only a URL names (not a ``data:`` one): what :func:`resolve_image_urls` fetches."""
+    if not isinstance(part, ImagePart) or part.data or not part.url:
+        return False
+    return not part.url.startswith("data:")
 
 
 def _with_images(message: ChatMessage, images: dict[str, tuple[str, bytes]]) -> ChatMessage:
@@ -362,7 +368,7 @@ def _with_images(message: ChatMessage, images: dict[str, tuple[str, bytes]]) -> 
         return message
     parts: list[ContentPart] = []
     for part in message.parts:
-        if isinstance(part, ImagePart) and _fetched(part):
+        if _fetched(part):
             media_type, data = images[part.url]
             part = ImagePart(data=data, media_type=media_type)
         parts.append(part)

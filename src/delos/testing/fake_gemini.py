@@ -14,29 +14,53 @@ JSON array without ``alt=sse``, running ``usageMetadata`` counts whose last valu
 proto3's omission of zero counts, google.rpc error bodies (a list for streaming calls), HTTP 400
 ``API_KEY_INVALID`` for a wrong key, ``RetryInfo`` on 429, and Google's HTML page for unknown paths.
 The request is checked like the real service checks it, unknown JSON field names included.
+
+Agent behaviour follows :mod:`delos.testing._agent`, in Gemini's forms: ``functionCall`` parts
+(whole, several in one chunk when parallel; STOP as the finish reason), ``functionResponse``
+results answered with "Tool said: …", ``thought: true`` summaries when ``includeThoughts`` is
+set, and, whenever a ``gemini-2.5-*`` model thinks (its ``thinkingBudget`` is not 0), a
+``thoughtSignature`` signed with :func:`~delos.testing._agent.sign` on the first ``functionCall``
+part, or else on the last part of the answer (an empty text part ending a stream). Signatures
+sent back are verified (as bytes: SDKs re-encode them URL-safe): a wrong one, or a
+``functionCall`` part of the current turn's model steps sent back without its signature, is a
+400 INVALID_ARGUMENT, as Gemini answers for thinking models. Call and response turns must pair
+up (count and names). Implicit caching: a 2.5 model's prompt that repeats at least
+:data:`IMPLICIT_CACHE_MIN_TOKENS` tokens of an earlier prompt's prefix reports them as
+``cachedContentTokenCount`` (inside ``promptTokenCount``).
+
+This module is long because it is one service's whole surface: routing, checks and answers.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote
 
 import anyio
 
 from delos.runtime.wire import encode_sse
+from delos.testing._agent import FakeToolCall, planned_tool_calls, sign, thought_about, tool_reply
 from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens, reply_words
 from delos.testing._schema import sample_instance
 from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse, Handler
 from delos.testing._server import ScriptedBody as _Items
 from delos.testing.fake_openai import embedding_of
 
-__all__ = ["GEMINI_MODELS", "THOUGHT_TOKENS", "VERTEX_MODELS", "fake_gemini_handler"]
+__all__ = [
+    "GEMINI_MODELS",
+    "IMPLICIT_CACHE_MIN_TOKENS",
+    "THOUGHT_TOKENS",
+    "VERTEX_MODELS",
+    "fake_gemini_handler",
+]
 
 #: Chat and embedding models of each surface.
 GEMINI_MODELS: Final = {
@@ -64,7 +88,11 @@ VERTEX_MODELS: Final = {
 #: Thinking tokens a ``gemini-2.5-*`` model reports (``thoughtsTokenCount``) unless its
 #: ``thinkingBudget`` is 0.
 THOUGHT_TOKENS: Final = 5
-_THOUGHT_SUMMARY = "Considering the request before answering."
+#: The shortest repeated prompt prefix (tokens) a ``gemini-2.5-*`` model reads from its implicit
+#: cache: Google's documented minimum for 2.5 Flash.
+IMPLICIT_CACHE_MIN_TOKENS: Final = 1024
+#: Prompts remembered per model for the implicit cache.
+_CACHED_PROMPTS = 32
 _EMBEDDING_DIMENSIONS = 8
 _SERVED_AS = {"gemini-1.5-flash": "gemini-1.5-flash-002", "gemini-1.5-pro": "gemini-1.5-pro-002"}
 
@@ -88,6 +116,33 @@ _CONFIG_FIELDS = frozenset(
     "logprobs responseModalities response_modalities thinkingConfig thinking_config "
     "mediaResolution media_resolution speechConfig speech_config".split()
 )
+_PART_FIELDS = frozenset(
+    "text inlineData inline_data fileData file_data functionCall function_call functionResponse "
+    "function_response thought thoughtSignature thought_signature executableCode "
+    "executable_code codeExecutionResult code_execution_result videoMetadata video_metadata "
+    "mediaResolution media_resolution".split()
+)
+_TOOL_FIELDS = frozenset(
+    "functionDeclarations function_declarations googleSearch google_search "
+    "googleSearchRetrieval google_search_retrieval codeExecution code_execution urlContext "
+    "url_context".split()
+)
+_DECLARATION_FIELDS = frozenset(
+    "name description parameters parametersJsonSchema parameters_json_schema response "
+    "responseJsonSchema response_json_schema behavior".split()
+)
+_CALLING_FIELDS = frozenset(
+    "mode allowedFunctionNames allowed_function_names".split()
+)
+_THINKING_FIELDS = frozenset(
+    "thinkingBudget thinking_budget includeThoughts include_thoughts".split()
+)
+_MODES = frozenset({"MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"})
+#: Inline media the models read.
+_INLINE_TYPES = frozenset(
+    "image/png image/jpeg image/webp image/heic image/heif application/pdf text/plain".split()
+)
+_FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -128,11 +183,26 @@ class _Call:
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
+    #: Text pieces, one stream chunk each (none when the answer is calls).
     pieces: list[str]
     prompt_tokens: int
     finish: str
+    #: ``thoughtsTokenCount``.
     thoughts: int
-    thought_summary: bool
+    #: The thought summary, when asked for (``includeThoughts``) and the model thinks.
+    thought: str | None = None
+    #: The ``thoughtSignature`` of the answer, when the model thinks.
+    signature: str | None = None
+    calls: list[FakeToolCall] = field(default_factory=list)
+    #: ``cachedContentTokenCount``.
+    cached: int = 0
+
+    @property
+    def output_tokens(self) -> int:
+        """``candidatesTokenCount`` of the whole answer (one token per word, per call)."""
+        if self.calls:
+            return count_tokens([call.arguments_json for call in self.calls])
+        return len(self.pieces)
 
 
 class _Rejection(Exception):
@@ -159,6 +229,8 @@ class _FakeGemini:
         self.api_key = api_key
         self.access_token = access_token
         self.sequence = 0
+        # Implicit cache: recent prompts (as tokens) per (surface, model).
+        self.prompts: dict[tuple[bool, str], deque[tuple[str, ...]]] = {}
 
     async def handle(self, request: FakeRequest) -> FakeResponse:
         behaviour = self.control.next_behaviour()
@@ -175,6 +247,7 @@ class _FakeGemini:
             self._check_model(call)
             if call.method in ("generateContent", "streamGenerateContent"):
                 _check_generate_body(body, call.vertex)
+                _check_conversation(body, call)
                 if call.method == "generateContent":
                     return self._completion(call, body, behaviour)
                 sse = parse_qs(request.query).get("alt") == ["sse"]
@@ -312,40 +385,63 @@ class _FakeGemini:
 
     def _answer(self, call: _Call, body: dict[str, Any], behaviour: Behaviour) -> _Answer:
         system = _texts([body.get("systemInstruction") or body.get("system_instruction") or {}])
-        turns = _texts(body.get("contents") or [])
-        prompt_tokens = count_tokens([*system, *turns])
-        config = body.get("generationConfig") or body.get("generation_config") or {}
-        thinking = config.get("thinkingConfig") or config.get("thinking_config") or {}
-        # Nested messages pass through python-genai unconverted, so both spellings arrive.
-        budget = thinking.get("thinkingBudget", thinking.get("thinking_budget"))
-        include = thinking.get("includeThoughts", thinking.get("include_thoughts"))
-        thoughts = THOUGHT_TOKENS if call.model.startswith("gemini-2.5") and budget != 0 else 0
-        summary = bool(thoughts and include)
-        mime = config.get("responseMimeType") or config.get("response_mime_type")
-        if mime == "application/json":
-            schema = config.get("responseJsonSchema") or config.get("responseSchema") or {}
+        contents = body.get("contents") or []
+        turns = _texts(contents)
+        words = _words([*system, *turns])
+        prompt_tokens = len(words)
+        cached = self._cached_tokens(call, words)
+        config = _field(body, "generationConfig") or {}
+        thinking = _field(config, "thinkingConfig") or {}
+        thinks = _thinks(call.model) and _field(thinking, "thinkingBudget") != 0
+        user_text = _last_user_text(contents)
+        thought = thought_about(user_text)
+        common = {
+            "prompt_tokens": prompt_tokens,
+            "thoughts": THOUGHT_TOKENS if thinks else 0,
+            "thought": thought if thinks and _field(thinking, "includeThoughts") else None,
+            "signature": sign(thought) if thinks else None,
+            "cached": cached,
+        }
+        results = _function_results(contents[-1] if contents else {})
+        calls = [] if results else _planned_calls(body, user_text)
+        if calls:
+            return _Answer([], finish="STOP", calls=calls, **common)
+        if _field(config, "responseMimeType") == "application/json":
+            schema = _field(config, "responseJsonSchema") or _field(config, "responseSchema") or {}
             value = (
                 {"unexpected": True}
                 if behaviour.fault is Fault.NONCONFORMING_JSON
-                else sample_instance(schema)
+                else sample_instance(_json_schema(schema))
             )
             text = json.dumps(value)
             pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
-            return _Answer(pieces, prompt_tokens, "STOP", thoughts, summary)
-        limit = config.get("maxOutputTokens") or config.get("max_output_tokens")
-        if behaviour.reply is not None:
-            words = behaviour.reply.split(" ")
+            return _Answer(pieces, finish="STOP", **common)
+        limit = _field(config, "maxOutputTokens")
+        if results:
+            words_out = tool_reply(results).split(" ")
+            finish = "STOP"
+        elif behaviour.reply is not None:
+            words_out = behaviour.reply.split(" ")
             finish = "STOP"
         else:
             count = (
                 min(behaviour.completion_tokens, limit) if limit else behaviour.completion_tokens
             )
-            words = reply_words(turns[-1] if turns else "", count)
+            words_out = reply_words(turns[-1] if turns else "", count)
             finish = "MAX_TOKENS" if limit and behaviour.completion_tokens > limit else "STOP"
-        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
-        stops = config.get("stopSequences") or config.get("stop_sequences") or []
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words_out)]
+        stops = _field(config, "stopSequences") or []
         pieces, stopped = _cut_at_stop(pieces, [str(s) for s in stops])
-        return _Answer(pieces, prompt_tokens, "STOP" if stopped else finish, thoughts, summary)
+        return _Answer(pieces, finish="STOP" if stopped else finish, **common)
+
+    def _cached_tokens(self, call: _Call, words: list[str]) -> int:
+        """Tokens of ``words`` an earlier prompt to the same model began with, when enough."""
+        if not _thinks(call.model):  # implicit caching came with the 2.5 models
+            return 0
+        seen = self.prompts.setdefault((call.vertex, call.model), deque(maxlen=_CACHED_PROMPTS))
+        best = max((_common_prefix(words, earlier) for earlier in seen), default=0)
+        seen.append(tuple(words))
+        return best if best >= IMPLICIT_CACHE_MIN_TOKENS else 0
 
     def _base(self, call: _Call) -> dict[str, Any]:
         self.sequence += 1

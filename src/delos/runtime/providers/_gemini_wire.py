@@ -1,30 +1,72 @@
 """The Gemini ``generateContent`` wire format, without I/O: request bodies in, parsed answers out.
 
 Shared by the Gemini API and by Gemini on Vertex AI, whose bodies are the same. Everything here is
-a pure function of JSON values; :mod:`delos.runtime.providers.gemini` does the HTTP.
+a pure function of JSON values (or, for :class:`AnswerBuilder`, a plain object fed JSON values);
+:mod:`delos.runtime.providers.gemini` does the HTTP.
 
 Facts of the format this module encodes:
 
 - the system prompt travels apart, in ``systemInstruction``; turns have roles ``user``/``model``;
-- the answer is ``candidates[0].content.parts[].text`` without the ``thought: true`` parts;
+- tools are ``functionDeclarations``; a call is a ``functionCall {name, args}`` part of a model
+  turn and its result a ``functionResponse {name, response}`` part of the next user turn. There
+  are no call ids: results find their call by name and position, and our ids are made
+  deterministically from the answer (:func:`~._parts.deterministic_call_id`);
+- thinking comes as ``thought: true`` text parts (summaries, when asked for) and as opaque
+  ``thoughtSignature`` bytes on whichever part they came with (a ``functionCall``, a text part,
+  possibly an empty one). They go back on the same kind of part, verbatim;
+- ``usageMetadata.promptTokenCount`` includes ``cachedContentTokenCount`` (implicit caching), and
+  ``candidatesTokenCount`` excludes ``thoughtsTokenCount``;
 - proto3 JSON leaves out zero-valued fields, so a missing token count means zero;
 - errors are google.rpc ``Status`` objects, sometimes wrapped in a one-element list.
+
+This module is longer than most: the request and the answer are one format, kept together.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from delos.runtime.errors import UpstreamProtocolError
-from delos.runtime.values import ChatRequest, Usage
+from delos.runtime.errors import UnsupportedByProvider, UpstreamProtocolError, UpstreamRejected
+from delos.runtime.providers._parts import (
+    ToolCallAssembler,
+    deterministic_call_id,
+    document_text,
+    image_bytes,
+    tool_name_for,
+    tool_result_object,
+)
+from delos.runtime.values import (
+    ChatMessage,
+    ChatRequest,
+    ContentPart,
+    DocumentPart,
+    ImagePart,
+    Reasoning,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    Thinking,
+    ThinkingDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 
 __all__ = [
     "ACCOUNT_STATUS",
     "AUTH_REASONS",
+    "EFFORT_BUDGETS",
+    "IMAGE_TYPES",
+    "AnswerBuilder",
+    "CallPiece",
     "GeminiAnswer",
+    "TextPiece",
+    "ThoughtPiece",
     "error_object",
     "error_reason",
     "error_status",
@@ -46,6 +88,21 @@ _FINISH_REASONS: Final[Mapping[str, str]] = {
     "IMAGE_PROHIBITED_CONTENT": "content_filter",
 }
 
+#: ``Reasoning.effort`` as a ``thinkingBudget`` (tokens): Google's own mapping of OpenAI's
+#: ``reasoning_effort`` for Gemini 2.5 (low 1024, medium 8192, high 24576), and 512 for
+#: "minimal": the smallest budget every 2.5 model accepts (Flash-Lite's floor), where 0 would
+#: turn thinking off (or be refused: 2.5 Pro cannot stop thinking).
+EFFORT_BUDGETS: Final[Mapping[str, int]] = {
+    "minimal": 512,
+    "low": 1024,
+    "medium": 8192,
+    "high": 24576,
+}
+#: Image types Gemini reads inline (no GIF).
+IMAGE_TYPES: Final = frozenset(
+    {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
+)
+
 #: ``ErrorInfo.reason`` values that mean the gateway's own key is at fault. Google answers them
 #: with HTTP 400 INVALID_ARGUMENT, which would otherwise read as a fault of the caller's request.
 AUTH_REASONS: Final = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
@@ -57,30 +114,55 @@ _ERROR_INFO: Final = "type.googleapis.com/google.rpc.ErrorInfo"
 _RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
 # A protobuf Duration in JSON: decimal seconds with up to nine fractional digits, then "s".
 _DURATION: Final = re.compile(r"^(\d+(?:\.\d{1,9})?)s$")
+_TOOL_CHOICE_MODES: Final[Mapping[str, str]] = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
 
-def generate_body(request: ChatRequest) -> dict[str, Any]:
+# -- requests -------------------------------------------------------------------------------------
+
+
+def generate_body(provider: str, request: ChatRequest) -> dict[str, Any]:
     """The ``generateContent`` / ``streamGenerateContent`` body for ``request`` (camelCase).
 
-    Structured output uses ``responseJsonSchema``: the schema is the caller's JSON Schema as
-    parsed, sent unchanged. ``responseSchema`` would need a lossy translation to Google's OpenAPI
-    subset (no ``const``, ``$ref``, ``additionalProperties`` or type lists), and the answer is
-    validated against the original JSON Schema anyway.
+    Structured output uses ``responseJsonSchema`` and tools ``parametersJsonSchema``: the
+    caller's JSON Schema as parsed, sent unchanged. ``responseSchema`` and ``parameters`` would
+    need a lossy translation to Google's OpenAPI subset (no ``const``, ``$ref``,
+    ``additionalProperties`` or type lists); both JSON Schema fields exist on the Gemini API
+    (``v1beta``) and on Vertex AI (``v1``). ``cache_breakpoint`` is not sent: Gemini caches
+    prompt prefixes implicitly and reports the tokens read (``cachedContentTokenCount``).
+
+    Raises:
+        UnsupportedByProvider: the request asks for something Gemini cannot express exactly
+            (see :mod:`delos.runtime.providers.gemini`).
     """
     system = request.system_prompt
     turns = request.conversation
     body: dict[str, Any] = {}
     if turns:
-        body["contents"] = [
-            {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
-            for m in turns
-        ]
+        body["contents"] = _contents(provider, request.messages)
         if system is not None:
             body["systemInstruction"] = {"parts": [{"text": system}]}
     else:
         # ``contents`` may not be empty: a request made of system messages alone is sent as the
         # user's turn, which is what other providers do with it.
         body["contents"] = [{"role": "user", "parts": [{"text": system or ""}]}]
+    if request.tools:
+        declarations = []
+        for tool in request.tools:
+            declaration: dict[str, Any] = {"name": tool.name}
+            if tool.description:
+                declaration["description"] = tool.description
+            declaration["parametersJsonSchema"] = dict(tool.parameters)
+            declarations.append(declaration)
+        body["tools"] = [{"functionDeclarations": declarations}]
+        choice = _function_calling_config(request.tool_choice)
+        if choice is not None:
+            body["toolConfig"] = {"functionCallingConfig": choice}
+        if request.parallel_tool_calls is False and request.tool_choice != "none":
+            raise UnsupportedByProvider(
+                provider,
+                "parallel_tool_calls",
+                "Gemini has no switch to turn parallel function calls off",
+            )
     config: dict[str, Any] = {}
     if request.temperature is not None:
         config["temperature"] = request.temperature
@@ -93,22 +175,217 @@ def generate_body(request: ChatRequest) -> dict[str, Any]:
     if request.output_schema is not None:
         config["responseMimeType"] = "application/json"
         config["responseJsonSchema"] = dict(request.output_schema)
+    thinking = _thinking_config(request.reasoning)
+    if thinking:
+        config["thinkingConfig"] = thinking
     if config:
         body["generationConfig"] = config
     return body
+
+
+def _function_calling_config(choice: str) -> dict[str, Any] | None:
+    if not choice:
+        return None  # the default, AUTO
+    mode = _TOOL_CHOICE_MODES.get(choice)
+    if mode is not None:
+        return {"mode": mode}
+    # A tool's name: a call is required, and only that function may be called.
+    return {"mode": "ANY", "allowedFunctionNames": [choice]}
+
+
+def _thinking_config(reasoning: Reasoning | None) -> dict[str, Any]:
+    if reasoning is None:
+        return {}
+    thinking: dict[str, Any] = {}
+    budget = reasoning.budget_tokens or EFFORT_BUDGETS.get(reasoning.effort, 0)
+    if budget:
+        thinking["thinkingBudget"] = budget
+    if reasoning.include_thoughts:
+        thinking["includeThoughts"] = True
+    return thinking
+
+
+def _contents(provider: str, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """The turns: system messages left out, consecutive tool results joined into one user turn
+    (Gemini wants every result of a step in the content after the call)."""
+    contents: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool":
+            results.append(_function_response(provider, messages, message))
+            continue
+        if results:
+            contents.append({"role": "user", "parts": results})
+            results = []
+        if message.role == "assistant":
+            contents.append({"role": "model", "parts": _model_parts(provider, message)})
+        elif message.role == "user":
+            contents.append({"role": "user", "parts": _user_parts(provider, message.all_parts)})
+    if results:
+        contents.append({"role": "user", "parts": results})
+    return contents
+
+
+def _function_response(
+    provider: str, messages: Sequence[ChatMessage], message: ChatMessage
+) -> dict[str, Any]:
+    name = tool_name_for(messages, message.tool_call_id)
+    if name is None:
+        raise UnsupportedByProvider(
+            provider,
+            "tool results",
+            "a result must answer a call of an earlier assistant turn: Gemini names the "
+            "function it answers",
+        )
+    if any(not isinstance(part, TextPart) for part in message.parts):
+        raise UnsupportedByProvider(
+            provider, "tool results", "Gemini takes a tool result as text (a JSON object) only"
+        )
+    return {"functionResponse": {"name": name, "response": tool_result_object(message.text)}}
+
+
+def _user_parts(provider: str, parts: Sequence[ContentPart]) -> list[dict[str, Any]]:
+    converted: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, TextPart):
+            converted.append({"text": part.text})
+        elif isinstance(part, ImagePart):
+            converted.append(_image(provider, part))
+        elif isinstance(part, DocumentPart):
+            converted.append(_document(provider, part))
+        else:
+            raise UnsupportedByProvider(
+                provider, "thinking", "thinking parts belong to assistant turns"
+            )
+    return converted or [{"text": ""}]
+
+
+def _model_parts(provider: str, message: ChatMessage) -> list[dict[str, Any]]:
+    """A model turn as Gemini made it: thoughts first, then text and media, then calls.
+
+    A signature that came on a text part (``Thinking`` with no text) goes back on the text part
+    before it in the message (the answer's text, which Gemini sent it with), or on an empty text
+    part of its own, as Gemini itself streams it when there is none.
+    """
+    thoughts: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for part in message.all_parts:
+        if not isinstance(part, Thinking):
+            parts.extend(_user_parts(provider, (part,)))
+            continue
+        if part.provider != provider:
+            continue  # made by another endpoint: its signature means nothing here
+        if part.redacted_data:
+            raise UnsupportedByProvider(provider, "thinking", "Gemini has no redacted thinking")
+        if part.text:
+            thought: dict[str, Any] = {"text": part.text, "thought": True}
+            if part.signature:
+                thought["thoughtSignature"] = part.signature
+            thoughts.append(thought)
+            continue
+        carrier = parts[-1] if parts else None
+        if carrier is not None and "text" in carrier and "thoughtSignature" not in carrier:
+            carrier["thoughtSignature"] = part.signature
+        else:
+            parts.append({"text": "", "thoughtSignature": part.signature})
+    for call in message.tool_calls:
+        function_call: dict[str, Any] = {
+            "functionCall": {"name": call.name, "args": _arguments(provider, call)}
+        }
+        if call.signature:
+            function_call["thoughtSignature"] = call.signature
+        parts.append(function_call)
+    # A message that is only a (dropped) foreign thought still needs a part.
+    return [*thoughts, *parts] or [{"text": ""}]
+
+
+def _arguments(provider: str, call: ToolCall) -> dict[str, Any]:
+    try:
+        arguments = json.loads(call.arguments_json or "{}")
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise UnsupportedByProvider(
+            provider, "tool calls", "Gemini sends a call's arguments as a JSON object"
+        )
+    return arguments
+
+
+def _image(provider: str, part: ImagePart) -> dict[str, Any]:
+    found = image_bytes(part)
+    if found is None:
+        raise UnsupportedByProvider(
+            provider,
+            "image url",
+            "Gemini needs image bytes (fileData names uploaded files only); set "
+            "DELOS_RUNTIME_FETCH_IMAGE_URLS=true to let the gateway fetch image URLs",
+        )
+    media_type, data = found
+    if media_type not in IMAGE_TYPES:
+        raise UnsupportedByProvider(
+            provider, "image type", f"Gemini reads PNG, JPEG, WebP, HEIC and HEIF, not {media_type}"
+        )
+    return _inline(media_type, data)
+
+
+def _document(provider: str, part: DocumentPart) -> dict[str, Any]:
+    if part.media_type == "application/pdf":
+        return _inline(part.media_type, part.data)
+    if part.media_type == "text/plain":
+        return {"text": document_text(part)}
+    raise UnsupportedByProvider(provider, "documents", f"Gemini does not read {part.media_type}")
+
+
+def _inline(media_type: str, data: bytes) -> dict[str, Any]:
+    return {"inlineData": {"mimeType": media_type, "data": base64.b64encode(data).decode("ascii")}}
+
+
+# -- answers --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextPiece:
+    """A text part of the answer; ``signature`` a ``thoughtSignature`` it carried."""
+
+    text: str
+    signature: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ThoughtPiece:
+    """A ``thought: true`` part: a summary of the model's thinking."""
+
+    text: str
+    signature: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallPiece:
+    """A ``functionCall`` part, its ``args`` as compact JSON text."""
+
+    name: str
+    arguments_json: str
+    signature: str = ""
+
+
+Piece = TextPiece | ThoughtPiece | CallPiece
 
 
 @dataclass(frozen=True, slots=True)
 class GeminiAnswer:
     """What one ``GenerateContentResponse`` (a whole answer or one stream chunk) says."""
 
-    text: str
-    #: Normalised finish reason; None while a stream is still going.
+    #: The parts of ``candidates[0]``, in order.
+    pieces: tuple[Piece, ...]
+    #: Gemini's finish reason normalised (a call's STOP still reads "stop"); None while a stream
+    #: is still going.
     finish_reason: str | None
     #: None when the chunk carries no ``usageMetadata``.
     usage: Usage | None
     #: ``modelVersion``, when present.
     model: str | None
+    #: ``responseId``, when present (the key of our deterministic call ids).
+    response_id: str | None
     #: ``promptFeedback.blockReason`` of a prompt refused before any candidate was produced.
     block_reason: str | None
     #: Whether the payload held a candidate at all.
@@ -124,29 +401,31 @@ def parse_answer(provider: str, payload: Any) -> GeminiAnswer:
     payload = _unwrap(payload)
     if not isinstance(payload, dict):
         raise UpstreamProtocolError(provider, "answer is not a JSON object")
-    error = error_object(payload)
-    if error is not None:
+    if error_object(payload) is not None:
         raise UpstreamProtocolError(provider, f"error in the answer: {message_of(payload)}")
     try:
         candidates = payload.get("candidates") or []
-        text, finish = "", None
+        pieces: list[Piece] = []
+        finish = None
         if candidates:
             candidate = candidates[0]
-            parts = (candidate.get("content") or {}).get("parts") or []
-            text = "".join(
-                str(part["text"]) for part in parts if "text" in part and not part.get("thought")
-            )
+            for part in (candidate.get("content") or {}).get("parts") or []:
+                piece = _piece(part)
+                if piece is not None:
+                    pieces.append(piece)
             reason = candidate.get("finishReason")
             if reason:
                 finish = _FINISH_REASONS.get(str(reason), str(reason).lower())
         feedback = payload.get("promptFeedback") or {}
         block = feedback.get("blockReason")
         model = payload.get("modelVersion")
+        response_id = payload.get("responseId")
         return GeminiAnswer(
-            text=text,
+            pieces=tuple(pieces),
             finish_reason=finish,
             usage=_usage(payload.get("usageMetadata")),
             model=str(model) if model else None,
+            response_id=str(response_id) if response_id else None,
             block_reason=str(block) if block and not candidates else None,
             has_candidate=bool(candidates),
         )
@@ -154,22 +433,161 @@ def parse_answer(provider: str, payload: Any) -> GeminiAnswer:
         raise UpstreamProtocolError(provider, "answer has an unexpected shape") from None
 
 
+def _piece(part: Any) -> Piece | None:
+    signature = part.get("thoughtSignature") or ""
+    if not isinstance(signature, str):
+        raise TypeError("thoughtSignature is not a string")
+    if "functionCall" in part:
+        call = part["functionCall"]
+        arguments = call.get("args") or {}
+        if not isinstance(arguments, dict):
+            raise TypeError("functionCall.args is not an object")
+        # Compact, key order kept: the JSON text the provider's object stands for.
+        text = json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
+        return CallPiece(str(call["name"]), text, signature)
+    if "text" in part:
+        if part.get("thought"):
+            return ThoughtPiece(str(part["text"]), signature)
+        return TextPiece(str(part["text"]), signature)
+    if signature:
+        return TextPiece("", signature)
+    # Parts of features this gateway never asks for (code execution, generated media).
+    return None
+
+
 def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+_USAGE_FIELDS: Final = (
+    "promptTokenCount",
+    "toolUsePromptTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "cachedContentTokenCount",
+)
+
+
 def _usage(metadata: Any) -> Usage | None:
-    """Tokens from ``usageMetadata``: completion = candidates + thoughts (both are billed)."""
+    """Tokens from ``usageMetadata``: completion = candidates + thoughts (both are billed; the
+    candidates count leaves thoughts out); prompt = prompt + tool-use prompt (the results of
+    server-side tools, counted apart), cache reads included."""
     if not isinstance(metadata, dict):
         return None
-    names = ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "totalTokenCount")
-    if not any(name in metadata for name in names):
+    if not any(name in metadata for name in (*_USAGE_FIELDS, "totalTokenCount")):
         return None
-    counts = [metadata.get(name, 0) for name in names[:3]]
+    counts = [metadata.get(name, 0) for name in _USAGE_FIELDS]
     if not all(_is_count(value) for value in counts):
         raise ValueError("token counts are not non-negative integers")
-    prompt, candidates, thoughts = counts
-    return Usage(prompt, candidates + thoughts)
+    prompt, tool_prompt, candidates, thoughts, cached = counts
+    return Usage(
+        prompt + tool_prompt,
+        candidates + thoughts,
+        cache_read_tokens=cached,
+        reasoning_tokens=thoughts,
+    )
+
+
+class AnswerBuilder:
+    """One answer from its ``GenerateContentResponse`` payloads: the whole answer, or each chunk
+    of a stream in order. :meth:`feed` returns the stream events a payload makes; the
+    properties hold the answer assembled so far.
+
+    Thought text becomes :class:`~delos.runtime.values.Thinking` (consecutive thought parts are
+    one), a signature on a text part a ``Thinking`` with empty text, a signature on a call that
+    call's ``signature``. Gemini sends each call whole, so a call is one
+    :class:`~delos.runtime.values.ToolCallDelta` carrying id, name and all its arguments.
+    """
+
+    def __init__(self, provider: str, model: str) -> None:
+        self._provider = provider
+        self.model = model
+        self._texts: list[str] = []
+        self._calls = ToolCallAssembler()
+        self._call_count = 0
+        self._thinking: list[Thinking] = []
+        self._thought_open = False
+        self._finish: str | None = None
+        self.usage: Usage | None = None
+        self._response_id = ""
+        self.has_candidate = False
+
+    def feed(self, payload: Any) -> list[StreamEvent]:
+        """The events of one payload.
+
+        Raises:
+            UpstreamRejected: the prompt was blocked (``promptFeedback.blockReason``).
+            UpstreamProtocolError: the payload is an error or malformed.
+        """
+        answer = parse_answer(self._provider, payload)
+        if answer.block_reason is not None:
+            # A refused prompt is a 200 with no candidates. Retrying it, here or elsewhere,
+            # would only route around a safety decision about the caller's own input.
+            raise UpstreamRejected(
+                self._provider,
+                f"blocked the prompt (promptFeedback.blockReason {answer.block_reason})",
+            )
+        self.has_candidate = self.has_candidate or answer.has_candidate
+        self._response_id = self._response_id or answer.response_id or ""
+        events: list[StreamEvent] = []
+        for piece in answer.pieces:
+            event = self._take(piece)
+            if event is not None:
+                events.append(event)
+        # Running counts: the last report is the total, never a sum of reports.
+        self.usage = answer.usage or self.usage
+        self.model = answer.model or self.model
+        self._finish = answer.finish_reason or self._finish
+        return events
+
+    def _take(self, piece: Piece) -> StreamEvent | None:
+        if isinstance(piece, ThoughtPiece):
+            if self._thought_open:
+                last = self._thinking[-1]
+                self._thinking[-1] = Thinking(
+                    last.text + piece.text, piece.signature or last.signature, "", self._provider
+                )
+            else:
+                self._thinking.append(Thinking(piece.text, piece.signature, "", self._provider))
+            self._thought_open = not piece.signature
+            return ThinkingDelta(piece.text) if piece.text else None
+        self._thought_open = False
+        if isinstance(piece, TextPiece):
+            if piece.signature:
+                self._thinking.append(Thinking("", piece.signature, "", self._provider))
+            if not piece.text:
+                return None
+            self._texts.append(piece.text)
+            return TextDelta(piece.text)
+        ordinal = self._call_count
+        self._call_count += 1
+        call_id = deterministic_call_id(
+            self._response_id, ordinal, piece.name, piece.arguments_json
+        )
+        self._calls.start(ordinal, call_id, piece.name)
+        self._calls.arguments(ordinal, piece.arguments_json)
+        if piece.signature:
+            self._calls.sign(ordinal, piece.signature)
+        return ToolCallDelta(ordinal, call_id, piece.name, piece.arguments_json)
+
+    @property
+    def content(self) -> str:
+        return "".join(self._texts)
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return self._calls.calls()
+
+    @property
+    def thinking(self) -> tuple[Thinking, ...]:
+        return tuple(self._thinking)
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The normalised finish reason: "tool_calls" for Gemini's STOP after calls."""
+        if self._finish == "stop" and self._call_count:
+            return "tool_calls"
+        return self._finish
 
 
 # -- errors ---------------------------------------------------------------------------------------

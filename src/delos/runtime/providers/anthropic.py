@@ -4,7 +4,16 @@ The two differ only in transport (:class:`AnthropicEndpoint`): the direct API po
 ``/v1/messages`` with ``x-api-key`` and ``anthropic-version`` headers; Vertex AI posts to the
 model's ``:rawPredict`` / ``:streamRawPredict`` URL with an OAuth bearer token, names the model in
 the URL rather than the body and puts ``anthropic_version`` in the body. Bodies, answers and
-streams are the same and live in :mod:`._anthropic_wire`.
+streams are the same and live in :mod:`._anthropic_wire`, whose docstring lists how each
+setting is written (tools, tool choice, tool calls and results, images, documents, thinking,
+cache breakpoints) and what is refused with
+:class:`~delos.runtime.errors.UnsupportedByProvider`. One difference is Vertex's: it takes no
+image URL (``source.type: "url"``), so an image only a URL names is refused there ("image url")
+and the router fetches it where allowed. ``cache_control`` markers go to Vertex as to the direct
+API: Vertex serves Anthropic's prompt cache.
+
+Every :class:`~delos.runtime.values.Thinking` returned names this adapter's ``name``
+("anthropic" or "vertex"); only thinking with that name is sent back.
 """
 
 from __future__ import annotations
@@ -189,10 +198,14 @@ class AnthropicProvider(HttpProvider):
     def _body(
         self, request: ChatRequest, output_tool: OutputTool | None, *, stream: bool
     ) -> dict[str, Any]:
-        return {
-            **self.endpoint.transport_fields(request.model),
-            **messages_body(request, output_tool=output_tool, stream=stream),
-        }
+        body = messages_body(
+            request,
+            provider=self.name,
+            output_tool=output_tool,
+            stream=stream,
+            image_urls=self.endpoint.vertex is None,
+        )
+        return {**self.endpoint.transport_fields(request.model), **body}
 
     def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
         error = super()._status_error(status, headers, body)

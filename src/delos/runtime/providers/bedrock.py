@@ -4,6 +4,12 @@ Every request is signed with SigV4 (service ``bedrock``) over the exact bytes se
 AWS binary event-streams, decoded with :class:`~delos.runtime.wire.EventStreamDecoder` (both CRCs
 checked) and interpreted by :class:`~delos.runtime.providers._bedrock_wire.ConverseStreamReader`.
 
+Chat speaks Converse natively: tools and tool choice, tool calls and results, images and
+documents as bytes, Claude's thinking (budget, signed and redacted thinking sent back verbatim)
+and ``cachePoint`` blocks for cache breakpoints; cache reads and writes are reported in usage.
+What Converse cannot express exactly is refused before anything is sent
+(:class:`~delos.runtime.errors.UnsupportedByProvider`); ``_bedrock_wire`` lists those cases.
+
 Embeddings speak each model vendor's native body:
 
 - Titan (``amazon.titan-embed-*``) embeds one text per call, so a request of many texts becomes
@@ -114,14 +120,14 @@ class BedrockProvider(HttpProvider):
 
     async def complete(self, request: ChatRequest) -> Completion:
         url = self._url(request.model, "converse")
-        payload = await self._post_json(url, converse_body(request))
+        payload = await self._post_json(url, converse_body(self.name, request))
         return parse_converse(self.name, payload, request)
 
     def open_stream(
         self, request: ChatRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         url = self._url(request.model, "converse-stream")
-        body = converse_body(request)
+        body = converse_body(self.name, request)
         return self._open_stream(url, body, _EVENT_STREAM, partial(self._events, request))
 
     async def _events(

@@ -7,6 +7,26 @@ The two surfaces share the ``generateContent`` bodies (:mod:`._gemini_wire`) and
 Streams use ``streamGenerateContent?alt=sse`` and have no terminator: the server closes the
 connection after the chunk that carries ``finishReason``, so a stream that ends without one was
 cut short. The last ``usageMetadata`` of a stream is the total; earlier ones are running counts.
+
+Agent features, in Gemini's native forms:
+
+- tools: ``functionDeclarations`` with ``parametersJsonSchema``; ``tool_choice`` auto/none/
+  required as ``functionCallingConfig.mode`` AUTO/NONE/ANY, a tool's name as ANY with
+  ``allowedFunctionNames``; calls come whole (also in streams), without ids: ours are made
+  deterministically from the answer, and results are sent by function name;
+- thinking: ``thinkingConfig.thinkingBudget`` (``budget_tokens``, or ``effort`` through
+  :data:`~._gemini_wire.EFFORT_BUDGETS`) and ``includeThoughts``; thought parts and
+  ``thoughtSignature`` come back as :class:`~delos.runtime.values.Thinking` and
+  ``ToolCall.signature`` named after this provider, and go back on the parts they came with;
+- images (PNG, JPEG, WebP, HEIC, HEIF) and PDFs as ``inlineData``; text documents as text;
+- ``cache_breakpoint`` is not sent, by design: Gemini's caching is implicit (2.5 models reuse a
+  repeated prompt prefix on their own) and the tokens read come back as
+  ``cachedContentTokenCount``, reported as ``Usage.cache_read_tokens``.
+
+Refused before sending (:class:`~delos.runtime.errors.UnsupportedByProvider`), with no exact
+native form: ``parallel_tool_calls=False`` with tools in play; an image given by an https URL
+only (Gemini needs bytes: ``fileData`` names uploaded files); a GIF image; redacted thinking;
+a tool result with non-text parts.
 """
 
 from __future__ import annotations
@@ -29,7 +49,6 @@ from delos.runtime.errors import (
     UpstreamAuthenticationError,
     UpstreamProtocolError,
     UpstreamRateLimited,
-    UpstreamRejected,
 )
 from delos.runtime.providers import _gemini_wire as wire
 from delos.runtime.providers._http import clip_detail, feed_decoder, upstream_errors
@@ -42,7 +61,6 @@ from delos.runtime.values import (
     EmbedRequest,
     StreamEvent,
     StreamFinished,
-    TextDelta,
     Usage,
 )
 from delos.runtime.wire import SseDecoder, SseEvent, WireProtocolError
@@ -163,6 +181,7 @@ class GeminiProvider(HttpProvider):
         """One ``generateContent`` call.
 
         Raises:
+            UnsupportedByProvider: before sending, for a setting Gemini cannot express.
             UpstreamRejected: the request was refused, its prompt blocked included.
             UpstreamAuthenticationError: the key or token was refused (400 ``API_KEY_INVALID``
                 too), or the account cannot use the API (400 ``FAILED_PRECONDITION``).
@@ -171,68 +190,56 @@ class GeminiProvider(HttpProvider):
             UpstreamUnavailable: 5xx or a transport failure.
         """
         url = self._url(request.model, "generateContent")
-        payload = await self._post_json(url, wire.generate_body(request))
-        answer = wire.parse_answer(self.name, payload)
-        self._check_not_blocked(answer)
+        payload = await self._post_json(url, wire.generate_body(self.name, request))
+        answer = wire.AnswerBuilder(self.name, request.model)
+        answer.feed(payload)
         if not answer.has_candidate:
             raise UpstreamProtocolError(self.name, "answer has no candidates")
         return Completion(
-            content=answer.text,
-            model=answer.model or request.model,
+            content=answer.content,
+            model=answer.model,
             # A whole answer is complete even when the candidate omits its finish reason.
-            finish_reason=answer.finish_reason or "stop",
+            finish_reason=answer.finish_reason or ("tool_calls" if answer.tool_calls else "stop"),
             usage=answer.usage,
+            tool_calls=answer.tool_calls,
+            thinking=answer.thinking,
         )
-
-    def _check_not_blocked(self, answer: wire.GeminiAnswer) -> None:
-        # A refused prompt is a 200 with no candidates. Retrying it, here or elsewhere, would
-        # only route around a safety decision about the caller's own input: it is a rejection.
-        if answer.block_reason is not None:
-            raise UpstreamRejected(
-                self.name, f"blocked the prompt (promptFeedback.blockReason {answer.block_reason})"
-            )
 
     def open_stream(
         self, request: ChatRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         """A ``streamGenerateContent?alt=sse`` call; leaving the block closes it.
 
-        Raises the errors of :meth:`complete`, and :class:`UpstreamProtocolError` for an error
-        event in the stream or a stream that ends without a ``finishReason``.
+        Raises the errors of :meth:`complete` (:class:`UnsupportedByProvider` right away), and
+        :class:`UpstreamProtocolError` for an error event in the stream or a stream that ends
+        without a ``finishReason``.
         """
         url = self._url(request.model, "streamGenerateContent") + "?alt=sse"
-        body = wire.generate_body(request)
+        body = wire.generate_body(self.name, request)
         return self._open_stream(url, body, "text/event-stream", partial(self._events, request))
 
     async def _events(
         self, request: ChatRequest, response: httpx.Response
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
-        finish: str | None = None
-        usage: Usage | None = None
-        model = request.model
+        answer = wire.AnswerBuilder(self.name, request.model)
         with upstream_errors(self.name):
             async for data in response.aiter_bytes():
                 for event in self._decode(decoder, data):
-                    answer = wire.parse_answer(self.name, self._chunk(event.data))
-                    self._check_not_blocked(answer)
-                    if answer.text:
-                        yield TextDelta(answer.text)
-                    # Running counts: the last report is the total, never a sum of reports.
-                    usage = answer.usage or usage
-                    model = answer.model or model
-                    finish = answer.finish_reason or finish
+                    for item in answer.feed(self._chunk(event.data)):
+                        yield item
         try:
             decoder.close()
         except WireProtocolError:
             raise UpstreamProtocolError(
                 self.name, "stream ended in the middle of an event: the answer is truncated"
             ) from None
+        finish = answer.finish_reason
         if finish is None:
             raise UpstreamProtocolError(
                 self.name, "stream ended without a finishReason: the answer is truncated"
             )
-        yield StreamFinished(finish, usage, model)
+        yield StreamFinished(finish, answer.usage, answer.model, answer.tool_calls, answer.thinking)
 
     def _decode(self, decoder: SseDecoder, data: bytes) -> list[SseEvent]:
         events = feed_decoder(self.name, decoder, data)

@@ -2,10 +2,37 @@
 
 Chat is ``POST /api/chat``: ``"stream": false`` gives one JSON object, ``"stream": true`` an
 NDJSON stream (``application/x-ndjson``) whose last line has ``"done": true``, the
-``done_reason`` and the token counts (``prompt_eval_count`` in, ``eval_count`` out). Sampling
-goes inside ``options`` (``num_predict`` is the max-tokens limit); structured output is the
-native ``"format": <JSON schema>``. Errors are ``{"error": "..."}``: with an HTTP status before
-the answer starts, as a line of the stream after it has.
+``done_reason`` and the token counts (``prompt_eval_count`` in, ``eval_count`` out, thinking
+included; Ollama reports no cache or reasoning counts apart). Sampling goes inside ``options``
+(``num_predict`` is the max-tokens limit); structured output is the native
+``"format": <JSON schema>``. Errors are ``{"error": "..."}``: with an HTTP status before the
+answer starts, as a line of the stream after it has.
+
+Agent requests, in Ollama's own forms (:mod:`._ollama_wire` has the details):
+
+- tools: ``tools: [{"type": "function", "function": {name, description, parameters}}]``; the
+  calls come back whole in ``message.tool_calls`` (arguments as an object, whose compact JSON
+  text becomes ``arguments_json``), also when streaming: one ``ToolCallDelta`` per call.
+  ``done_reason`` "stop" with calls is finish reason "tool_calls". Calls without an ``id``
+  (Ollama before 0.12.10) get a deterministic one;
+- history: an assistant's calls as ``tool_calls``, a result as a ``"tool"`` message with
+  ``tool_name`` and ``tool_call_id``; Ollama's own thinking goes back as the message's
+  ``thinking`` (others' thinking is dropped: it is valid only where it was made);
+- reasoning: ``think`` = the effort level (low, medium, high), or ``true``; ``message.thinking``
+  becomes ``Thinking`` (provider "ollama", never signed) and ``ThinkingDelta``. Without
+  ``reasoning`` no ``think`` is sent: a thinking model then thinks, Ollama's default;
+- images: base64 bytes in the message's ``images``; ``text/plain`` documents: text in the
+  content;
+- ``cache_breakpoint`` is ignored by design: Ollama has no prompt-cache marker, it keeps the
+  KV cache of a loaded model and reuses a matching prompt prefix by itself.
+
+Raised as :class:`~delos.runtime.errors.UnsupportedByProvider` before anything is sent:
+``tool_choice`` "required" or a tool's name (Ollama cannot force a call); ``tool_choice``
+"none" with tools declared and a history holding tool calls (otherwise "none" is sent as no
+tools, with which Ollama parses no call: the exact effect); ``parallel_tool_calls`` false;
+``reasoning.budget_tokens`` (no budget, only levels) and the effort "minimal"; an image given
+only by URL (fetched by the router where allowed); PDF documents (no document form); tool-call
+arguments in the history that are not a JSON object.
 
 Ollama serves whatever is installed locally, so the models are discovered with
 ``GET /api/tags``: ``models()`` lists them (a ``name:latest`` model also under its bare
@@ -212,15 +239,16 @@ class OllamaProvider(HttpProvider):
     # -- chat -----------------------------------------------------------------------------------
 
     async def complete(self, request: ChatRequest) -> Completion:
+        """The whole answer. Raises UnsupportedByProvider before sending (see the module)."""
         url = f"{self.base_url}/api/chat"
-        payload = await self._post_json(url, chat_body(request, stream=False))
+        payload = await self._post_json(url, chat_body(self.name, request, stream=False))
         return parse_chat(self.name, payload, model=request.model)
 
     def open_stream(
         self, request: ChatRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         url = f"{self.base_url}/api/chat"
-        body = chat_body(request, stream=True)
+        body = chat_body(self.name, request, stream=True)
         reader = ChatStreamReader(self.name, model=request.model)
         return self._open_stream(url, body, "application/x-ndjson", partial(self._events, reader))
 
