@@ -254,6 +254,10 @@ _ToolFunction = Callable[..., Awaitable[object]]
 
 @dataclass(frozen=True, slots=True)
 class CompletionResult:
+    """One answer. ``prompt_tokens`` and ``completion_tokens`` repeat ``usage``'s; ``cost_usd``
+    is in USD, ``latency_ms`` in milliseconds; ``raw`` is the protobuf answer (attempts, request
+    id, …)."""
+
     content: str
     provider: str
     model: str
@@ -699,8 +703,16 @@ class RuntimeClient:
     ) -> CompletionResult:
         """One completion. ``timeout`` (seconds) overrides the client's deadline.
 
+        ``messages`` are dicts, :class:`Message` values or protobuf ``Message``s (see
+        :class:`Message`). ``tools`` are :class:`Tool` values or dicts ``{"name",
+        "description", "parameters": <JSON Schema>}``; ``tool_choice`` is "auto", "none",
+        "required" or a tool's name; ``parallel_tool_calls`` None leaves it to the provider.
+        ``reasoning`` is a :class:`Reasoning` or a dict of its fields. ``session_id`` keeps an
+        agent's turns on the provider and model of its last turn (and their prompt cache).
+
         Raises :class:`RuntimeClientError` with the gRPC status on any failure, and
-        ``ValueError`` for an unknown ``routing`` name (before sending anything).
+        ``ValueError`` (or ``TypeError``) for an unknown ``routing`` name or a malformed message,
+        tool or reasoning, before sending anything.
         """
         params = _params(
             messages,
@@ -754,7 +766,9 @@ class RuntimeClient:
         session_id: str | None = None,
         timeout: float | None = None,
     ) -> AsyncGenerator[StreamChunk, None]:
-        """Stream chunks; the last one carries finish reason, usage and cost.
+        """Stream chunks; the last one carries finish reason, usage and cost, and the answer's
+        tool calls and thinking whole. Other chunks carry a text ``delta``, a ``thinking_delta``
+        or a ``tool_call`` piece. Arguments as for :meth:`complete`.
 
         An async generator: close it to cancel the call when leaving early, as in
         ``async with contextlib.aclosing(client.complete_stream(...)) as chunks``. A stream left

@@ -13,7 +13,12 @@ import pytest
 from trio.testing import MockClock
 
 from delos.runtime.errors import InvalidRequest, UpstreamTimeout, UpstreamUnavailable
-from delos.runtime.media import ImageFetcher, resolve_image_urls, sniff_image_type
+from delos.runtime.media import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    ImageFetcher,
+    resolve_image_urls,
+    sniff_image_type,
+)
 from delos.runtime.values import ChatMessage, ImagePart, TextPart
 
 PUBLIC = "93.184.215.14"
@@ -57,16 +62,17 @@ class Recorder:
         return self.answer(request)
 
 
-def image(body: bytes, media_type: str, **headers: str) -> httpx.Response:
-    return httpx.Response(200, headers={"Content-Type": media_type, **headers}, content=body)
+def image(body: bytes, media_type: str) -> httpx.Response:
+    return httpx.Response(200, headers={"Content-Type": media_type}, content=body)
 
 
 def fetcher_for(
-    recorder: Recorder, *addresses: str, **limits: int | float
+    recorder: Recorder, *addresses: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 ) -> tuple[ImageFetcher, Resolver]:
+    """A fetcher whose host resolves to ``addresses`` (one public one by default)."""
     resolver = Resolver(*(addresses or (PUBLIC,)))
     transport = httpx.MockTransport(recorder)
-    return ImageFetcher(resolver=resolver, transport=transport, **limits), resolver  # type: ignore[arg-type]
+    return ImageFetcher(resolver=resolver, transport=transport, max_bytes=max_bytes), resolver
 
 
 async def refused(fetcher: ImageFetcher, url: str = URL) -> str:
@@ -240,9 +246,10 @@ async def test_network_failures_are_upstream_unavailable() -> None:
         raise httpx.ConnectError("unreachable", request=request)
 
     fetcher, _ = fetcher_for(Recorder(answer), PUBLIC, "93.184.215.15")
-    with pytest.raises(UpstreamUnavailable, match="images.example.com") as caught:
+    with pytest.raises(UpstreamUnavailable) as caught:
         await fetcher.fetch(URL)
-    assert "s3cret" not in caught.value.message
+    message = caught.value.message
+    assert "from images.example.com (ConnectError)" in message and "s3cret" not in message
 
 
 # --- answers ----------------------------------------------------------------------------------
@@ -379,10 +386,9 @@ async def test_the_whole_fetch_has_one_time_limit(anyio_backend_name: str) -> No
     limit = 10.0 if anyio_backend_name == "trio" else 0.05
     fetcher = ImageFetcher(resolver=Resolver(PUBLIC), transport=Silent(), timeout_seconds=limit)
     started = anyio.current_time()
-    with pytest.raises(
-        UpstreamTimeout, match=f"images.example.com did not send the image within {limit:g} s"
-    ):
+    with pytest.raises(UpstreamTimeout) as caught:
         await fetcher.fetch(URL)
+    assert f"images.example.com did not send the image within {limit:g} s" in caught.value.message
     assert anyio.current_time() - started == pytest.approx(limit, abs=0.5)
 
 

@@ -58,6 +58,9 @@ class ProviderFacts:
     #: Whether the request path must go out byte for byte as built (SigV4 signs it), which rules
     #: out HTTP transports that re-quote paths.
     exact_paths: bool = False
+    #: Whether the provider takes images by https URL; the others need the bytes, which the
+    #: gateway fetches only when DELOS_RUNTIME_FETCH_IMAGE_URLS allows it.
+    image_urls: bool = False
 
 
 _ROWS: Final = (
@@ -70,6 +73,7 @@ _ROWS: Final = (
         enabled_by=("openai_key",),
         builder="delos.runtime.providers.openai_compatible:build_openai",
         embeddings=True,
+        image_urls=True,
         quality_rank=2,
         demo=DemoProfile(0.25, 80.0),
     ),
@@ -82,6 +86,7 @@ _ROWS: Final = (
         enabled_by=("anthropic_key",),
         builder="delos.runtime.providers.anthropic:build_anthropic",
         embeddings=False,
+        image_urls=True,
         quality_rank=1,
         demo=DemoProfile(0.40, 60.0),
     ),
@@ -136,6 +141,7 @@ _ROWS: Final = (
         enabled_by=("together_key",),
         builder="delos.runtime.providers.openai_compatible:build_together",
         embeddings=True,
+        image_urls=True,
         quality_rank=7,
         demo=DemoProfile(0.18, 120.0),
     ),
@@ -150,6 +156,7 @@ _ROWS: Final = (
         enabled_by=("openrouter_key",),
         builder="delos.runtime.providers.openai_compatible:build_openrouter",
         embeddings=False,
+        image_urls=True,
         quality_rank=6,
         demo=DemoProfile(0.35, 70.0),
     ),

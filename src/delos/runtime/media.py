@@ -134,8 +134,9 @@ class ImageFetcher:
     ``max_bytes``: the largest image (bytes); ``timeout_seconds``: the whole fetch (seconds);
     ``media_types``: the allowed types, a subset of :data:`IMAGE_MEDIA_TYPES`. ``resolver``
     (default: :func:`anyio.getaddrinfo`) and ``transport`` (default: a fresh
-    ``httpx.AsyncHTTPTransport`` per fetch, closed after it) are seams for tests; an injected
-    transport is the caller's to close. Raises ValueError for limits that make no sense.
+    ``httpx.AsyncHTTPTransport`` per fetch, closed after it, verifying certificates against
+    certifi's roots) are seams for tests; an injected transport is the caller's to close.
+    Raises ValueError for limits that make no sense.
     """
 
     def __init__(
@@ -156,6 +157,8 @@ class ImageFetcher:
         self._timeout_seconds = timeout_seconds
         self._resolve = resolver or _getaddrinfo
         self._transport = transport
+        # Loaded once (tens of milliseconds), shared by the per-fetch transports.
+        self._ssl_context = httpx.create_ssl_context(trust_env=False) if transport is None else None
 
     async def fetch(self, url: str) -> tuple[str, bytes]:
         """The image at ``url``: (media type, bytes).
@@ -209,7 +212,11 @@ class ImageFetcher:
         return addresses
 
     async def _download(self, target: httpx.URL, addresses: list[_IPAddress]) -> tuple[str, bytes]:
-        transport = self._transport or httpx.AsyncHTTPTransport(trust_env=False)
+        # A transport per fetch unless one was injected: a pooled connection is keyed by the IP
+        # alone, and must not carry another hostname's request under this one's TLS name.
+        transport = self._transport or httpx.AsyncHTTPTransport(
+            verify=self._ssl_context or True, trust_env=False
+        )
         try:
             response = await _connect(transport, target, addresses, sorted(self._media_types))
             try:

@@ -457,12 +457,16 @@ class _FakeGemini:
     def _completion(self, call: _Call, body: dict[str, Any], behaviour: Behaviour) -> FakeResponse:
         answer = self._answer(call, body, behaviour)
         parts: list[dict[str, Any]] = []
-        if answer.thought_summary:
-            parts.append({"text": _THOUGHT_SUMMARY, "thought": True})
-        parts.append({"text": "".join(answer.pieces)})
+        if answer.thought is not None:
+            parts.append({"text": answer.thought, "thought": True})
+        if answer.calls:
+            parts += _call_parts(answer)
+        else:
+            # Without calls, the signature rides on the answer's last part.
+            parts.append(_signed({"text": "".join(answer.pieces)}, answer.signature))
         payload: dict[str, Any] = {
             "candidates": [_candidate(call, parts, answer.finish)],
-            "usageMetadata": _usage(call, answer, len(answer.pieces)),
+            "usageMetadata": _usage(call, answer, answer.output_tokens),
             **self._base(call),
         }
         if behaviour.fault is Fault.NO_FINAL_USAGE:
@@ -514,8 +518,8 @@ class _FakeGemini:
         if behaviour.fault is Fault.HEADERS_THEN_SILENCE:
             await anyio.sleep_forever()
         await anyio.sleep(behaviour.time_to_first_token.draw(self.control.rng))
-        if answer.thought_summary:
-            yield chunk([{"text": _THOUGHT_SUMMARY, "thought": True}], 0, None)
+        if answer.thought is not None:
+            yield chunk([{"text": answer.thought, "thought": True}], 0, None)
         interval = behaviour.token_interval
         mid_stream = (
             Fault.RESET_MID_BODY,
@@ -523,8 +527,7 @@ class _FakeGemini:
             Fault.STREAM_ERROR_EVENT,
             Fault.INVALID_JSON,
         )
-        pieces = answer.pieces or [""]
-        for index, piece in enumerate(pieces):
+        for index, (parts, produced, finish) in enumerate(_stream_steps(answer)):
             if behaviour.fault in mid_stream and index == behaviour.tokens_before_fault:
                 if behaviour.fault is Fault.RESET_MID_BODY:
                     yield RESET
@@ -541,8 +544,7 @@ class _FakeGemini:
                 return
             if index and interval:
                 await anyio.sleep(interval)
-            last = index == len(pieces) - 1
-            yield chunk([{"text": piece}], index + 1, answer.finish if last else None)
+            yield chunk(parts, produced, finish)
         if not sse:
             yield b"]"
 
@@ -697,13 +699,134 @@ def _json_response(payload: Any) -> FakeResponse:
 
 
 def _texts(contents: Sequence[Any]) -> list[str]:
-    """The text of each content (its parts joined)."""
+    """The text of each content: its text parts joined, calls and results as compact JSON, a
+    media part as one token; thoughts sent back are left out, as Gemini leaves them out."""
     texts = []
     for content in contents:
         parts = content.get("parts") if isinstance(content, dict) else None
-        if isinstance(parts, list):
-            texts.append("".join(str(p.get("text", "")) for p in parts if isinstance(p, dict)))
+        if not isinstance(parts, list):
+            continue
+        text = ""
+        for part in parts:
+            if not isinstance(part, dict) or part.get("thought"):
+                continue
+            if "text" in part:
+                text += str(part["text"])
+            for name in ("functionCall", "functionResponse"):
+                value = _field(part, name)
+                if value is not None:
+                    text += " " + json.dumps(value, separators=(",", ":")) + " "
+            if _field(part, "inlineData") is not None:
+                text += " [media] "
+        texts.append(text)
     return texts
+
+
+def _words(texts: Sequence[str]) -> list[str]:
+    """A prompt as the fake tokenizer sees it: its count is :func:`count_tokens` of ``texts``."""
+    words: list[str] = []
+    for text in texts:
+        words += text.split() or [""]
+    return words
+
+
+def _common_prefix(words: Sequence[str], earlier: Sequence[str]) -> int:
+    length = 0
+    for mine, theirs in zip(words, earlier, strict=False):
+        if mine != theirs:
+            break
+        length += 1
+    return length
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), name)
+
+
+def _field(message: Any, name: str) -> Any:
+    """Field ``name`` (camelCase) of a proto JSON object, or its snake_case spelling: proto JSON
+    accepts both, and python-genai passes nested messages unconverted. None when absent."""
+    if not isinstance(message, dict):
+        return None
+    if name in message:
+        return message[name]
+    return message.get(_snake(name))
+
+
+def _thinks(model: str) -> bool:
+    """Whether ``model`` thinks (by default; a ``thinkingBudget`` of 0 turns Flash's off)."""
+    return model.startswith("gemini-2.5")
+
+
+def _json_schema(schema: Any) -> Any:
+    """An OpenAPI-subset schema (``parameters``, ``responseSchema``: upper-case type names) as
+    JSON Schema; a JSON Schema passes unchanged."""
+    if isinstance(schema, list):
+        return [_json_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: _json_schema(value) for key, value in schema.items()}
+    if isinstance(converted.get("type"), str):
+        converted["type"] = converted["type"].lower()
+    return converted
+
+
+def _last_user_text(contents: Sequence[Any]) -> str:
+    """The text of the last user turn that has text (not only function results)."""
+    for content in reversed(contents):
+        if isinstance(content, dict) and content.get("role", "user") == "user":
+            parts = content.get("parts") or []
+            texts = [str(p["text"]) for p in parts if isinstance(p, dict) and "text" in p]
+            if texts:
+                return "".join(texts)
+    return ""
+
+
+def _function_results(content: Any) -> list[str]:
+    """The results in a function response turn, as text ("" each when not a response turn)."""
+    if not isinstance(content, dict) or content.get("role", "user") != "user":
+        return []
+    results = []
+    for part in content.get("parts") or []:
+        response = _field(part, "functionResponse")
+        if response is None:
+            continue
+        value = _field(response, "response")
+        if isinstance(value, dict) and set(value) == {"result"} and isinstance(value["result"], str):
+            results.append(value["result"])
+        else:
+            results.append(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+    return results
+
+
+def _declarations(body: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(name, JSON Schema) of every declared function."""
+    declared = []
+    for tool in body.get("tools") or []:
+        for declaration in _field(tool, "functionDeclarations") or []:
+            schema = _field(declaration, "parametersJsonSchema")
+            if schema is None:
+                schema = _json_schema(_field(declaration, "parameters") or {})
+            declared.append((str(declaration.get("name")), schema))
+    return declared
+
+
+def _planned_calls(body: Mapping[str, Any], user_text: str) -> list[FakeToolCall]:
+    """The calls of :func:`~delos.testing._agent.planned_tool_calls` under ``toolConfig``.
+
+    Gemini cannot forbid parallel calls; ANY with one allowed name is that tool's choice, with
+    several it narrows the tools, without names it is "required".
+    """
+    tools = _declarations(body)
+    config = _field(_field(body, "toolConfig"), "functionCallingConfig") or {}
+    mode = str(config.get("mode") or "AUTO")
+    allowed = _field(config, "allowedFunctionNames") or []
+    choice = {"NONE": "none", "ANY": "required"}.get(mode, "")
+    if mode == "ANY" and len(allowed) == 1:
+        choice = allowed[0]
+    elif mode == "ANY" and allowed:
+        tools = [tool for tool in tools if tool[0] in allowed]
+    return planned_tool_calls(tools, user_text, tool_choice=choice)
 
 
 def _cut_at_stop(pieces: list[str], stops: list[str]) -> tuple[list[str], bool]:
@@ -717,6 +840,41 @@ def _cut_at_stop(pieces: list[str], stops: list[str]) -> tuple[list[str], bool]:
             return [*pieces[:index], *([kept] if kept else [])], True
         text = combined
     return pieces, False
+
+
+def _signed(part: dict[str, Any], signature: str | None) -> dict[str, Any]:
+    return {**part, "thoughtSignature": signature} if signature else part
+
+
+def _call_parts(answer: _Answer) -> list[dict[str, Any]]:
+    """The answer's calls; only the first carries the signature, as Gemini sends parallel calls."""
+    return [
+        _signed(
+            {"functionCall": {"name": call.name, "args": dict(call.arguments)}},
+            answer.signature if index == 0 else None,
+        )
+        for index, call in enumerate(answer.calls)
+    ]
+
+
+def _stream_steps(answer: _Answer) -> list[tuple[list[dict[str, Any]], int, str | None]]:
+    """The chunks of a streamed answer after its thought: (parts, tokens so far, finish).
+
+    Calls come whole, all in one chunk. Text comes a piece a chunk; a signed answer ends with a
+    chunk whose only part is an empty text carrying the signature, as Gemini streams it.
+    """
+    if answer.calls:
+        return [(_call_parts(answer), answer.output_tokens, answer.finish)]
+    pieces = answer.pieces or [""]
+    steps: list[tuple[list[dict[str, Any]], int, str | None]] = [
+        ([{"text": piece}], index + 1, None) for index, piece in enumerate(pieces)
+    ]
+    if answer.signature:
+        steps.append(([_signed({"text": ""}, answer.signature)], len(pieces), answer.finish))
+    else:
+        parts, produced, _ = steps[-1]
+        steps[-1] = (parts, produced, answer.finish)
+    return steps
 
 
 def _candidate(call: _Call, parts: list[dict[str, Any]], finish: str | None) -> dict[str, Any]:
@@ -737,7 +895,12 @@ def _usage(call: _Call, answer: _Answer, produced: int) -> dict[str, Any]:
     if produced:
         usage["candidatesTokenCount"] = produced
     usage["totalTokenCount"] = prompt + produced + answer.thoughts
+    if answer.cached:
+        # Implicit cache reads are part of promptTokenCount, reported again apart.
+        usage["cachedContentTokenCount"] = answer.cached
     usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
+    if answer.cached:
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": answer.cached}]
     if answer.thoughts:
         usage["thoughtsTokenCount"] = answer.thoughts
     if call.vertex:
