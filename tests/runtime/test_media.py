@@ -392,6 +392,35 @@ async def test_the_whole_fetch_has_one_time_limit(anyio_backend_name: str) -> No
     assert anyio.current_time() - started == pytest.approx(limit, abs=0.5)
 
 
+class Stalling(httpx.AsyncByteStream):
+    """A body that sends its first bytes and then nothing; knows whether it was closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield PNG
+        await anyio.sleep_forever()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.anyio
+async def test_a_body_cut_off_by_the_time_limit_is_closed(anyio_backend_name: str) -> None:
+    body = Stalling()
+    recorder = Recorder(
+        lambda request: httpx.Response(200, headers={"Content-Type": "image/png"}, stream=body)
+    )
+    limit = 10.0 if anyio_backend_name == "trio" else 0.05
+    fetcher = ImageFetcher(
+        resolver=Resolver(PUBLIC), transport=httpx.MockTransport(recorder), timeout_seconds=limit
+    )
+    with pytest.raises(UpstreamTimeout):
+        await fetcher.fetch(URL)
+    assert body.closed
+
+
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="positive"):
         ImageFetcher(max_bytes=0)

@@ -178,7 +178,7 @@ class ImageFetcher:
             raise UpstreamTimeout(
                 _SOURCE, f"{host} did not send the image within {self._timeout_seconds:g} s"
             ) from None
-        except httpx.TransportError as error:
+        except httpx.RequestError as error:  # connect, TLS, read, protocol
             raise UpstreamUnavailable(
                 _SOURCE, f"could not fetch the image from {host} ({type(error).__name__})"
             ) from error

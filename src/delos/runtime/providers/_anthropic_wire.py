@@ -9,8 +9,8 @@ request and the answer of one format belong together; the three parts are marked
 How each setting is written (all checked against the Messages API reference and the official
 SDK's types):
 
-- tools: ``tools: [{name, description, input_schema}]`` (an empty schema is ``{"type":
-  "object"}``: every provider's tool arguments are an object).
+- tools: ``tools: [{name, description, input_schema}]`` (a schema without ``type`` gets
+  ``"type": "object"``, which the API requires: tool arguments are always an object).
 - tool_choice: "" nothing; auto ``{"type": "auto"}``; none ``{"type": "none"}``; required
   ``{"type": "any"}``; a name ``{"type": "tool", "name": …}``. ``parallel_tool_calls=False`` adds
   ``"disable_parallel_tool_use": true`` (to ``{"type": "auto"}`` when no choice is given).
@@ -357,8 +357,10 @@ def _native_choice(choice: str) -> dict[str, Any] | None:
 
 
 def _tool(tool: Tool, provider: str) -> dict[str, Any]:
-    schema = dict(tool.parameters) or {"type": "object"}
-    if schema.get("type") != "object":
+    # A schema without "type" describes an object here (tool arguments always are one), and
+    # Anthropic wants the type spelt out.
+    schema = {"type": "object", **tool.parameters}
+    if schema["type"] != "object":
         raise UnsupportedByProvider(
             provider, "tools", f"tool {tool.name!r}: Anthropic takes only an object input_schema"
         )
