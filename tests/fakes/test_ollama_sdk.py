@@ -155,13 +155,14 @@ def test_stream_bytes_are_ndjson_lines_encoded_as_go_does(fake: FakeServer) -> N
     assert lines[-1] == b""  # every line ends with LF, the last one included
     assert lines[0].startswith(b'{"model":"llama3.2","created_at":"')
     assert b": " not in lines[0] and b", " not in lines[0]
-    # Keys in the order of the Go struct, counts and durations last.
+    # Keys in the order of the Go struct (done before done_reason since Ollama 0.12), counts and
+    # durations last.
     assert list(json.loads(lines[-2])) == [
         "model",
         "created_at",
         "message",
-        "done_reason",
         "done",
+        "done_reason",
         "total_duration",
         "load_duration",
         "prompt_eval_count",

@@ -19,13 +19,13 @@ from delos.runtime.config import ConfigError
 from delos.runtime.errors import Unauthenticated
 from delos.runtime.grpc import auth
 from delos.runtime.grpc.auth import (
-    ANONYMOUS,
     DEFAULT_OPEN_METHODS,
     ClientKeys,
     current_client,
     install_auth,
     warn_if_exposed,
 )
+from delos.runtime.observability import ANONYMOUS
 from tests.observability.servers import serving
 
 WHO_AM_I = "/delos.test.Probe/WhoAmI"

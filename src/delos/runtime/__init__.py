@@ -15,6 +15,8 @@ Layout:
     cache.py          the response cache
     prompts.py        prompt references, ``_prompt_render.py`` their templates
     schema.py         JSON Schema checks for structured output
+    media.py          image URLs fetched, safely, for providers that need the bytes
+    _provider_facts.py  the one table of provider facts (config.py re-exports it)
     redaction.py      secrets out of every message
     observability/    metrics, logs, traces
     gateway.py        the process's state, built from the settings

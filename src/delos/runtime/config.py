@@ -129,6 +129,8 @@ class Settings(BaseModel):
     )
     #: Longest a request waits for a free connection before trying another candidate, seconds.
     connection_wait_seconds: float = Field(default=1.0, ge=0)
+    #: Fetch images given by URL for providers that need the bytes (public https URLs only).
+    fetch_image_urls: bool = False
     race_width: int = Field(default=2, ge=1, le=8)
     hedging: bool = False
     quality_order: tuple[str, ...] = DEFAULT_QUALITY_ORDER
@@ -278,6 +280,7 @@ ENVIRONMENT: Final[Mapping[str, str]] = {
     "DELOS_RUNTIME_MAX_MESSAGE_BYTES": "max_message_bytes",
     "DELOS_RUNTIME_MAX_CONCURRENT_STREAMS": "max_concurrent_streams",
     "DELOS_RUNTIME_CONNECTION_WAIT_SECONDS": "connection_wait_seconds",
+    "DELOS_RUNTIME_FETCH_IMAGE_URLS": "fetch_image_urls",
     "DELOS_RUNTIME_CACHE_MAX_ENTRIES": "cache_max_entries",
     "DELOS_RUNTIME_CACHE_MAX_BYTES": "cache_max_bytes",
     "DELOS_RUNTIME_CACHE_TTL_SECONDS": "cache_default_ttl_seconds",

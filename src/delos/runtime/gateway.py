@@ -17,6 +17,7 @@ from delos.runtime.cache import ResponseCache
 from delos.runtime.catalog import Catalog
 from delos.runtime.completions import Completions, NoPromptStore
 from delos.runtime.config import Settings
+from delos.runtime.media import ImageFetcher
 from delos.runtime.observability import Metrics, Tracing
 from delos.runtime.prompts import DirectoryPromptStore, PromptStore
 from delos.runtime.providers import Provider, build_providers
@@ -62,7 +63,13 @@ class Gateway:
         )
         for name, provider in providers.items():
             provider.set_rate_limit_listener(self.guards.rate_limit_listener(name))
-        self.router = Router(providers, catalog, self.guards, quality_order=settings.quality_order)
+        self.router = Router(
+            providers,
+            catalog,
+            self.guards,
+            quality_order=settings.quality_order,
+            image_fetcher=ImageFetcher() if settings.fetch_image_urls else None,
+        )
         self.cache = ResponseCache(
             max_entries=settings.cache_max_entries,
             max_bytes=settings.cache_max_bytes,

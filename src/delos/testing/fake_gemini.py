@@ -40,7 +40,7 @@ import json
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote
 
@@ -71,6 +71,7 @@ GEMINI_MODELS: Final = {
         "gemini-pro",
         "gemini-2.0-flash",
         "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
         "gemini-2.5-pro",
     ),
     "embedding": ("text-embedding-004", "gemini-embedding-001"),
@@ -81,6 +82,7 @@ VERTEX_MODELS: Final = {
         "gemini-1.5-flash-002",
         "gemini-2.0-flash-001",
         "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
         "gemini-2.5-pro",
     ),
     "embedding": ("text-embedding-005", "text-multilingual-embedding-002", "gemini-embedding-001"),
@@ -131,9 +133,7 @@ _DECLARATION_FIELDS = frozenset(
     "name description parameters parametersJsonSchema parameters_json_schema response "
     "responseJsonSchema response_json_schema behavior".split()
 )
-_CALLING_FIELDS = frozenset(
-    "mode allowedFunctionNames allowed_function_names".split()
-)
+_CALLING_FIELDS = frozenset("mode allowedFunctionNames allowed_function_names".split())
 _THINKING_FIELDS = frozenset(
     "thinkingBudget thinking_budget includeThoughts include_thoughts".split()
 )
@@ -392,20 +392,24 @@ class _FakeGemini:
         cached = self._cached_tokens(call, words)
         config = _field(body, "generationConfig") or {}
         thinking = _field(config, "thinkingConfig") or {}
-        thinks = _thinks(call.model) and _field(thinking, "thinkingBudget") != 0
+        thinks = _thinks(call.model, _field(thinking, "thinkingBudget"))
         user_text = _last_user_text(contents)
         thought = thought_about(user_text)
-        common = {
-            "prompt_tokens": prompt_tokens,
-            "thoughts": THOUGHT_TOKENS if thinks else 0,
-            "thought": thought if thinks and _field(thinking, "includeThoughts") else None,
-            "signature": sign(thought) if thinks else None,
-            "cached": cached,
-        }
-        results = _function_results(contents[-1] if contents else {})
-        calls = [] if results else _planned_calls(body, user_text)
+        base = _Answer(
+            [],
+            prompt_tokens,
+            "STOP",
+            THOUGHT_TOKENS if thinks else 0,
+            thought=thought if thinks and _field(thinking, "includeThoughts") else None,
+            signature=sign(thought) if thinks else None,
+            cached=cached,
+        )
+        last = contents[-1] if contents else {}
+        results = _function_results(last)
+        asked = last.get("role", "user") == "user" and not results
+        calls = _planned_calls(body, user_text) if asked else []
         if calls:
-            return _Answer([], finish="STOP", calls=calls, **common)
+            return replace(base, calls=calls)
         if _field(config, "responseMimeType") == "application/json":
             schema = _field(config, "responseJsonSchema") or _field(config, "responseSchema") or {}
             value = (
@@ -415,7 +419,7 @@ class _FakeGemini:
             )
             text = json.dumps(value)
             pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
-            return _Answer(pieces, finish="STOP", **common)
+            return replace(base, pieces=pieces)
         limit = _field(config, "maxOutputTokens")
         if results:
             words_out = tool_reply(results).split(" ")
@@ -432,11 +436,11 @@ class _FakeGemini:
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words_out)]
         stops = _field(config, "stopSequences") or []
         pieces, stopped = _cut_at_stop(pieces, [str(s) for s in stops])
-        return _Answer(pieces, finish="STOP" if stopped else finish, **common)
+        return replace(base, pieces=pieces, finish="STOP" if stopped else finish)
 
     def _cached_tokens(self, call: _Call, words: list[str]) -> int:
         """Tokens of ``words`` an earlier prompt to the same model began with, when enough."""
-        if not _thinks(call.model):  # implicit caching came with the 2.5 models
+        if not _generation_25(call.model):  # implicit caching came with the 2.5 models
             return 0
         seen = self.prompts.setdefault((call.vertex, call.model), deque(maxlen=_CACHED_PROMPTS))
         best = max((_common_prefix(words, earlier) for earlier in seen), default=0)
@@ -643,6 +647,12 @@ def _check_generate_body(body: dict[str, Any], vertex: bool) -> None:
                 f"* GenerateContentRequest.contents[{index}].parts: contents.parts must not be "
                 "empty.\n",
             )
+        for number, part in enumerate(content["parts"]):
+            _check_part(part, f"contents[{index}].parts[{number}]")
+    _check_tools(body)
+    for name in _field(config, "thinkingConfig") or {}:
+        if name not in _THINKING_FIELDS:
+            raise _unknown_field(name, "generation_config.thinking_config")
     has_schema = "responseSchema" in config or "response_schema" in config
     has_json_schema = "responseJsonSchema" in config or "response_json_schema" in config
     if has_schema and has_json_schema:
@@ -658,6 +668,233 @@ def _check_generate_body(body: dict[str, Any], vertex: bool) -> None:
             "* GenerateContentRequest.generation_config.response_mime_type: a response schema "
             "needs response_mime_type application/json.\n",
         )
+
+
+_DATA_FIELDS = (
+    "text",
+    "inlineData",
+    "fileData",
+    "functionCall",
+    "functionResponse",
+    "executableCode",
+    "codeExecutionResult",
+)
+
+
+def _check_part(part: Any, where: str) -> None:
+    if not isinstance(part, dict):
+        raise _Rejection(400, "Invalid JSON payload received. Unexpected token.")
+    for name in part:
+        if name not in _PART_FIELDS:
+            raise _unknown_field(name, where)
+    present = [name for name in _DATA_FIELDS if _field(part, name) is not None]
+    if len(present) > 1:
+        raise _Rejection(
+            400,
+            f"Invalid value at '{where}.data' (oneof), oneof field 'data' is already set. "
+            f"Cannot set '{present[1]}'",
+        )
+    signature = _field(part, "thoughtSignature")
+    if signature is not None:
+        _check_bytes(signature, f"{where}.thought_signature")
+    inline = _field(part, "inlineData")
+    if inline is not None:
+        mime = _field(inline, "mimeType")
+        if not mime:
+            raise _Rejection(400, f"* GenerateContentRequest.{where}.inline_data.mime_type: empty")
+        _check_bytes(_field(inline, "data"), f"{where}.inline_data.data")
+        if mime not in _INLINE_TYPES:
+            raise _Rejection(400, f"Unsupported MIME type: {mime}")
+    for name in ("functionCall", "functionResponse"):
+        value = _field(part, name)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not value.get("name"):
+            raise _Rejection(
+                400, f"* GenerateContentRequest.{where}.{_snake(name)}.name: name is not specified"
+            )
+        payload = _field(value, "args" if name == "functionCall" else "response")
+        if payload is not None and not isinstance(payload, dict):
+            raise _Rejection(400, "Invalid JSON payload received. Unexpected token.")
+
+
+def _check_bytes(value: Any, where: str) -> None:
+    """A proto ``bytes`` field in JSON: base64, standard or URL-safe (both are accepted)."""
+    if not isinstance(value, str) or _decode_bytes(value) is None:
+        raise _Rejection(
+            400,
+            f"Invalid value at '{where}' (TYPE_BYTES), Base64 decoding failed for "
+            f'"{str(value)[:40]}"',
+        )
+
+
+def _decode_bytes(text: str) -> bytes | None:
+    normalised = text.replace("-", "+").replace("_", "/")
+    normalised += "=" * (-len(normalised) % 4)
+    try:
+        return base64.b64decode(normalised, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _check_tools(body: dict[str, Any]) -> None:
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise _Rejection(400, "Invalid JSON payload received. Unexpected token.")
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            raise _Rejection(400, "Invalid JSON payload received. Unexpected token.")
+        for name in tool:
+            if name not in _TOOL_FIELDS:
+                raise _unknown_field(name, where)
+        for number, declaration in enumerate(_field(tool, "functionDeclarations") or []):
+            at = f"{where}.function_declarations[{number}]"
+            for name in declaration:
+                if name not in _DECLARATION_FIELDS:
+                    raise _unknown_field(name, at)
+            if not _FUNCTION_NAME.match(str(declaration.get("name") or "")):
+                raise _Rejection(
+                    400,
+                    f"* GenerateContentRequest.{at}.name: Invalid function name. Must start with "
+                    "a letter or an underscore. Must be alphameric (a-z, A-Z, 0-9), underscores "
+                    "(_), dots (.), colons (:), or dashes (-), with a maximum length of 64.\n",
+                )
+            has_parameters = _field(declaration, "parameters") is not None
+            if has_parameters and _field(declaration, "parametersJsonSchema") is not None:
+                raise _Rejection(
+                    400,
+                    f"* GenerateContentRequest.{at}.parameters_json_schema: only one of "
+                    "parameters and parameters_json_schema may be set.\n",
+                )
+    config = _field(_field(body, "toolConfig"), "functionCallingConfig")
+    if config is None:
+        return
+    for name in config:
+        if name not in _CALLING_FIELDS:
+            raise _unknown_field(name, "tool_config.function_calling_config")
+    mode = config.get("mode", "MODE_UNSPECIFIED")
+    if mode not in _MODES:
+        raise _Rejection(
+            400,
+            "Invalid value at 'tool_config.function_calling_config.mode' (type.googleapis.com/"
+            f'google.ai.generativelanguage.v1beta.FunctionCallingConfig.Mode), "{mode}"',
+        )
+    if _field(config, "allowedFunctionNames") and mode != "ANY":
+        raise _Rejection(
+            400,
+            "* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
+            "allowed_function_names may be set only when mode is ANY.\n",
+        )
+
+
+def _check_conversation(body: dict[str, Any], call: _Call) -> None:
+    """What Gemini checks across turns: thinking settings for the model, calls and responses
+    in pairs, and the thought signatures sent back."""
+    config = _field(body, "generationConfig") or {}
+    thinking = _field(config, "thinkingConfig") or {}
+    budget = _field(thinking, "thinkingBudget")
+    if thinking and not _generation_25(call.model):
+        raise _Rejection(
+            400,
+            "Unable to submit request because thinking is not supported by this model. Learn "
+            "more: https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/gemini",
+        )
+    if budget == 0 and call.model.startswith("gemini-2.5-pro"):
+        raise _Rejection(400, "Budget 0 is invalid. This model only works in thinking mode.")
+    thinks = _thinks(call.model, budget)
+    contents: list[dict[str, Any]] = body["contents"]
+    turn_start = max(
+        (i for i, c in enumerate(contents) if c.get("role", "user") == "user" and _has_text(c)),
+        default=0,
+    )
+    user_text = ""
+    previous_calls: list[str] = []
+    for index, content in enumerate(contents):
+        parts = content["parts"]
+        calls = [str(_field(p, "functionCall")["name"]) for p in parts if _field(p, "functionCall")]
+        responses = [
+            str(_field(p, "functionResponse")["name"])
+            for p in parts
+            if _field(p, "functionResponse")
+        ]
+        if content.get("role", "user") == "user":
+            if _has_text(content):
+                user_text = _last_user_text([content])
+            if responses:
+                _check_responses(previous_calls, responses)
+        elif calls:
+            before = contents[index - 1] if index else {}
+            if before.get("role", "user") != "user":
+                raise _Rejection(
+                    400,
+                    "Please ensure that function call turn comes immediately after a user turn or "
+                    "after a function response turn.",
+                )
+        if content.get("role") == "model":
+            _check_signatures(call, parts, user_text, index, thinks and index > turn_start)
+        previous_calls = calls if content.get("role") == "model" else []
+
+
+def _has_text(content: dict[str, Any]) -> bool:
+    return any(isinstance(p, dict) and "text" in p for p in content.get("parts") or [])
+
+
+def _check_responses(calls: list[str], responses: list[str]) -> None:
+    if not calls:
+        raise _Rejection(
+            400,
+            "Please ensure that function response turn comes immediately after a function call "
+            "turn.",
+        )
+    if len(responses) != len(calls):
+        raise _Rejection(
+            400,
+            "Please ensure that the number of function response parts is equal to the number of "
+            "function call parts of the function call turn.",
+        )
+    if sorted(responses) != sorted(calls):
+        raise _Rejection(
+            400,
+            "Please ensure that the name of each function response part matches the name of a "
+            "function call part of the function call turn.",
+        )
+
+
+def _check_signatures(
+    call: _Call, parts: list[Any], user_text: str, index: int, required: bool
+) -> None:
+    """Every signature in a model turn must be the one the fake made for it (the thought about
+    the user's text then); in the current turn's steps, a thinking model's first call must
+    carry its signature."""
+    expected = _decode_bytes(sign(thought_about(user_text)))
+    for part in parts:
+        signature = _field(part, "thoughtSignature")
+        if signature is not None and _decode_bytes(signature) != expected:
+            message = (
+                "Unable to submit request because Thought signature is not valid."
+                if call.vertex
+                else "Corrupted thought signature."
+            )
+            raise _Rejection(400, message)
+    first_call = next((p for p in parts if _field(p, "functionCall")), None)
+    if required and first_call is not None and _field(first_call, "thoughtSignature") is None:
+        name = _field(first_call, "functionCall")["name"]
+        if call.vertex:
+            message = (
+                f"Unable to submit request because function call `{name}` in the {index + 1}. "
+                "content block is missing a `thought_signature`. Learn more: "
+                "https://cloud.google.com/vertex-ai/generative-ai/docs/thought-signatures"
+            )
+        else:
+            message = (
+                "Function call is missing a thought_signature in functionCall parts. This is "
+                "required for tools to work correctly, and missing thought_signature may lead "
+                "to degraded model performance. Additional data, function call "
+                f"`default_api:{name}` , position {index + 1}. Please refer to "
+                "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+            )
+        raise _Rejection(400, message)
 
 
 def _unknown_field(name: str, parent: str | None) -> _Rejection:
@@ -753,9 +990,16 @@ def _field(message: Any, name: str) -> Any:
     return message.get(_snake(name))
 
 
-def _thinks(model: str) -> bool:
-    """Whether ``model`` thinks (by default; a ``thinkingBudget`` of 0 turns Flash's off)."""
+def _generation_25(model: str) -> bool:
     return model.startswith("gemini-2.5")
+
+
+def _thinks(model: str, budget: object) -> bool:
+    """Whether ``model`` thinks with ``thinkingBudget`` ``budget`` (None: unset). 2.5 Pro and
+    Flash think unless the budget is 0; Flash-Lite only when given a budget."""
+    if not _generation_25(model) or budget == 0:
+        return False
+    return budget is not None or not model.startswith("gemini-2.5-flash-lite")
 
 
 def _json_schema(schema: Any) -> Any:
@@ -783,7 +1027,7 @@ def _last_user_text(contents: Sequence[Any]) -> str:
 
 
 def _function_results(content: Any) -> list[str]:
-    """The results in a function response turn, as text ("" each when not a response turn)."""
+    """The results of a function response turn, as text (none for any other turn)."""
     if not isinstance(content, dict) or content.get("role", "user") != "user":
         return []
     results = []
@@ -792,7 +1036,11 @@ def _function_results(content: Any) -> list[str]:
         if response is None:
             continue
         value = _field(response, "response")
-        if isinstance(value, dict) and set(value) == {"result"} and isinstance(value["result"], str):
+        if (
+            isinstance(value, dict)
+            and set(value) == {"result"}
+            and isinstance(value["result"], str)
+        ):
             results.append(value["result"])
         else:
             results.append(json.dumps(value, separators=(",", ":"), ensure_ascii=False))

@@ -11,20 +11,37 @@ under status 200.
 
 A model name without a tag means ``:latest``, as in Ollama: with the default models,
 ``llama3.2`` and ``llama3.2:latest`` are both served, and answers echo the name as sent.
+
+Agents, as :mod:`delos.testing._agent` describes, in Ollama's forms (those of
+:data:`OLLAMA_VERSION`'s ``api`` package): declared ``tools`` and a user's last message give
+``message.tool_calls`` (``{"id":"call_<8 of a-z0-9>","function":{"index":n,"name":…,
+"arguments":{…}}}``, arguments an object in the order of the schema), each streamed whole on a
+line of its own with an empty ``content``, and ``done_reason`` ``"stop"``; trailing ``"tool"``
+messages give ``Tool said: …``. A thinking model (families ``qwen3``, ``deepseek-r1``,
+``gpt-oss``) thinks unless ``think`` is false: ``message.thinking`` carries ``Thinking about:
+<user text>``, streamed word by word before the answer, never signed, and counted in
+``eval_count``; ``think`` asked of another model is ``400 "<model>" does not support
+thinking``. As the Go decoder does, the fake refuses with 400 a ``think`` that is not a boolean
+or a level, an image that is not base64, tool-call arguments that are not an object, and tools
+or messages of the wrong shape. Ollama has no prompt-cache marker and reports no cache counts.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
+import string
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Final
 
 import anyio
 
+from delos.testing._agent import planned_tool_calls, thought_about, tool_reply
 from delos.testing._behaviour import Behaviour, FakeControl, Fault, count_tokens, reply_words
 from delos.testing._schema import sample_instance
 from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeResponse, Handler
@@ -32,7 +49,7 @@ from delos.testing._server import HANG_UP, RESET, BodyItem, FakeRequest, FakeRes
 __all__ = ["OLLAMA_VERSION", "embedding_of", "fake_ollama_handler", "go_json"]
 
 #: What ``GET /api/version`` answers.
-OLLAMA_VERSION: Final = "0.12.6"
+OLLAMA_VERSION: Final = "0.32.15"
 
 _JSON: Final = "application/json; charset=utf-8"
 _NDJSON: Final = "application/x-ndjson"
@@ -54,6 +71,12 @@ _DIMENSIONS: Final = {"nomic-embed-text": 768, "mxbai-embed-large": 1024, "all-m
 _LOAD_NS: Final = 1_250_000
 _PROMPT_NS_PER_TOKEN: Final = 400_000
 _EVAL_NS_PER_TOKEN: Final = 20_000_000
+#: Model families with Ollama's "thinking" capability: they think unless ``think`` is false.
+_THINKING_FAMILIES: Final = frozenset({"qwen3", "deepseek-r1", "gpt-oss"})
+_THINK_LEVELS: Final = frozenset({"high", "medium", "low", "max"})
+_THINK_CHOICES: Final = '"high", "medium", "low", "max", true, or false'
+_BASE64: Final = frozenset(string.ascii_letters + string.digits + "+/")
+_CALL_ID_CHARACTERS: Final = string.ascii_lowercase + string.digits
 
 
 def fake_ollama_handler(
@@ -176,6 +199,9 @@ class _FakeOllama:
     # -- /api/chat ------------------------------------------------------------------------------
 
     def _chat(self, body: dict[str, Any], behaviour: Behaviour) -> FakeResponse:
+        problem = _decode_problem(body)  # what Go's decoder refuses comes first
+        if problem is not None:
+            return _error(400, problem)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return _error(400, "model is required")
@@ -183,25 +209,32 @@ class _FakeOllama:
             return _error(404, f"model '{model}' not found")
         if "embed" in model.lower():
             return _error(400, f'"{model}" does not support chat')
+        think = body.get("think")
+        thinks = _thinking_model(model) and think is not False
+        if not _thinking_model(model) and think not in (None, False):
+            return _error(400, f'"{model}" does not support thinking')
         problem = _options_problem(body.get("options"))
         if problem is not None:
             return _error(500, problem)
         messages = body.get("messages") or []
-        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            return _error(400, "json: cannot unmarshal messages into Go struct field")
         stream = body.get("stream", True) is not False  # Ollama streams unless told not to
         if not messages:  # an empty chat only loads the model
-            return _json(_line(model, "", done="load", usage=None))
-        answer = _Answer.of(body, behaviour)
+            return _json(_line(model, _EMPTY, done="load", usage=None))
+        answer = _Answer.of(body, behaviour, thinks=thinks, call_id=self._call_id)
         if stream:
             lines = self._lines(model, answer, behaviour)
             return FakeResponse(200, [("content-type", _NDJSON)], lines)
         return self._unary(model, answer, behaviour)
 
+    def _call_id(self) -> str:
+        """An id as the Go server's ``toolCallId`` makes one: ``call_`` and 8 of a-z0-9."""
+        rng = self.control.rng
+        return "call_" + "".join(rng.choice(_CALL_ID_CHARACTERS) for _ in range(8))
+
     def _unary(self, model: str, answer: _Answer, behaviour: Behaviour) -> FakeResponse:
         usage = None if behaviour.fault is Fault.NO_FINAL_USAGE else answer.usage
-        content = "".join(answer.pieces)
-        return _unary(_json(_line(model, content, done=answer.done_reason, usage=usage)), behaviour)
+        line = _line(model, answer.message(), done=answer.done_reason, usage=usage)
+        return _unary(_json(line), behaviour)
 
     async def _lines(
         self, model: str, answer: _Answer, behaviour: Behaviour
@@ -211,23 +244,24 @@ class _FakeOllama:
             await anyio.sleep_forever()
         await anyio.sleep(behaviour.time_to_first_token.draw(rng))
         interval = behaviour.token_interval
+        chunks = answer.chunks()
         # A short answer still fails: at its end rather than after tokens_before_fault tokens.
-        fault_at = min(behaviour.tokens_before_fault, len(answer.pieces))
+        fault_at = min(behaviour.tokens_before_fault, len(chunks))
         if behaviour.fault is Fault.OVERSIZED_BODY:
             fault_at = 0  # an oversized answer is oversized from its first line
-        for index in range(len(answer.pieces) + 1):
+        for index in range(len(chunks) + 1):
             if index == fault_at and behaviour.fault in _MID_STREAM_FAULTS:
                 async with aclosing(_mid_stream_fault(model, behaviour.fault)) as items:
                     async for item in items:
                         yield item
                 return
-            if index == len(answer.pieces):
+            if index == len(chunks):
                 break
             if index and interval:
                 await anyio.sleep(interval)
-            yield go_json(_line(model, answer.pieces[index], done=None, usage=None)) + b"\n"
+            yield go_json(_line(model, chunks[index], done=None, usage=None)) + b"\n"
         usage = None if behaviour.fault is Fault.NO_FINAL_USAGE else answer.usage
-        yield go_json(_line(model, "", done=answer.done_reason, usage=usage)) + b"\n"
+        yield go_json(_line(model, _EMPTY, done=answer.done_reason, usage=usage)) + b"\n"
 
     # -- /api/embed -----------------------------------------------------------------------------
 
@@ -265,17 +299,76 @@ class _FakeOllama:
 
 
 class _Answer:
-    """The generated answer of one chat request: its stream pieces, finish and usage."""
+    """The generated answer of one chat request: its thinking and text pieces, its tool calls
+    (in wire form), its finish and its usage."""
 
-    def __init__(self, pieces: list[str], done_reason: str, prompt_tokens: int) -> None:
+    def __init__(
+        self,
+        pieces: list[str],
+        done_reason: str,
+        prompt_tokens: int,
+        *,
+        thinking: Sequence[str] = (),
+        calls: Sequence[Mapping[str, Any]] = (),
+        call_tokens: int = 0,
+    ) -> None:
         self.pieces = pieces
+        self.thinking = list(thinking)
+        self.calls = list(calls)
         self.done_reason = done_reason
-        self.usage = (prompt_tokens, len(pieces))
+        self.usage = (prompt_tokens, len(self.thinking) + len(pieces) + call_tokens)
+
+    def chunks(self) -> list[dict[str, Any]]:
+        """The streamed messages: thinking, then text, then each call whole on its own."""
+        return [
+            *({"role": "assistant", "content": "", "thinking": t} for t in self.thinking),
+            *({"role": "assistant", "content": p} for p in self.pieces),
+            *({"role": "assistant", "content": "", "tool_calls": [c]} for c in self.calls),
+        ]
+
+    def message(self) -> dict[str, Any]:
+        """The whole message of a unary answer, its keys in the order of ``api.Message``."""
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.pieces)}
+        if self.thinking:
+            message["thinking"] = "".join(self.thinking)
+        if self.calls:
+            message["tool_calls"] = self.calls
+        return message
 
     @classmethod
-    def of(cls, body: dict[str, Any], behaviour: Behaviour) -> _Answer:
-        texts = [str(m.get("content", "")) for m in body["messages"]]
-        prompt_tokens = count_tokens(texts)
+    def of(
+        cls, body: dict[str, Any], behaviour: Behaviour, *, thinks: bool, call_id: Callable[[], str]
+    ) -> _Answer:
+        messages: list[dict[str, Any]] = body["messages"]
+        texts = [str(m.get("content", "")) for m in messages]
+        prompt_tokens = count_tokens(_prompt_texts(messages))
+        user_text = next(
+            (str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), ""
+        )
+        thinking = _spaced(thought_about(user_text).split(" ")) if thinks else []
+        tools = _declared_tools(body.get("tools"))
+        last_role = messages[-1].get("role")
+        if tools and last_role == "user":
+            planned = planned_tool_calls(tools, user_text)
+            calls = [
+                {
+                    "id": call_id(),
+                    "function": {"index": i, "name": c.name, "arguments": c.arguments},
+                }
+                for i, c in enumerate(planned)
+            ]
+            call_tokens = count_tokens([c.arguments_json for c in planned])
+            return cls(
+                [], "stop", prompt_tokens, thinking=thinking, calls=calls, call_tokens=call_tokens
+            )
+        if last_role == "tool":
+            results: list[str] = []
+            for message in reversed(messages):
+                if message.get("role") != "tool":
+                    break
+                results.insert(0, str(message.get("content", "")))
+            words = tool_reply(results).split(" ")
+            return cls(_spaced(words), "stop", prompt_tokens, thinking=thinking)
         schema = body.get("format")
         if isinstance(schema, dict) or schema == "json":
             if behaviour.fault is Fault.NONCONFORMING_JSON:
@@ -284,10 +377,10 @@ class _Answer:
                 value = sample_instance(schema) if isinstance(schema, dict) else {}
             text = go_json(value).decode()
             pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
-            return cls(pieces, "stop", prompt_tokens)
+            return cls(pieces, "stop", prompt_tokens, thinking=thinking)
         if behaviour.reply is not None:
             words = behaviour.reply.split(" ")
-            return cls(_spaced(words), "stop", prompt_tokens)
+            return cls(_spaced(words), "stop", prompt_tokens, thinking=thinking)
         options = body.get("options") or {}
         limit = options.get("num_predict")
         # -1 is "no limit" and -2 "fill the context"; only a positive number caps the answer.
@@ -296,7 +389,120 @@ class _Answer:
         if isinstance(limit, int | float) and 0 < limit < count:
             count, capped = int(limit), True
         words = reply_words(texts[-1] if texts else "", count)
-        return cls(_spaced(words), "length" if capped else "stop", prompt_tokens)
+        return cls(_spaced(words), "length" if capped else "stop", prompt_tokens, thinking=thinking)
+
+
+def _prompt_texts(messages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the fakes' tokenizer counts of a prompt: contents, thinking and call arguments."""
+    texts: list[str] = []
+    for message in messages:
+        texts.append(str(message.get("content", "")))
+        if message.get("thinking"):
+            texts.append(str(message["thinking"]))
+        for call in message.get("tool_calls") or ():
+            texts.append(go_json(call["function"].get("arguments") or {}).decode())
+    return texts
+
+
+def _declared_tools(tools: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """(name, parameters) of each declared tool (already checked by :func:`_decode_problem`)."""
+    return [(t["function"]["name"], t["function"].get("parameters") or {}) for t in tools or ()]
+
+
+def _thinking_model(model: str) -> bool:
+    return model.lower().rpartition("/")[2].partition(":")[0] in _THINKING_FAMILIES
+
+
+def _cannot_unmarshal(value: Any, field: str, go_type: str) -> str:
+    """Go's decoder error for ``value`` in the struct field ``field`` of type ``go_type``."""
+    if isinstance(value, bool):
+        kind = "bool"
+    elif isinstance(value, int | float):
+        kind = "number"
+    elif isinstance(value, str | list | dict):
+        kind = {str: "string", list: "array"}.get(type(value), "object")
+    else:
+        kind = "null"
+    return f"json: cannot unmarshal {kind} into Go struct field {field} of type {go_type}"
+
+
+def _decode_problem(body: Mapping[str, Any]) -> str | None:
+    """The Go decoder's message for a chat request of the wrong shape, or None."""
+    think = body.get("think")
+    if think is not None and not isinstance(think, bool):
+        if not isinstance(think, str):
+            return f"think must be a boolean or string ({_THINK_CHOICES})"
+        if think not in _THINK_LEVELS:
+            return f'invalid think value: "{think}" (must be {_THINK_CHOICES})'
+    messages = body.get("messages") or []
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return "json: cannot unmarshal messages into Go struct field"
+    for message in messages:
+        problem = _message_problem(message)
+        if problem is not None:
+            return problem
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        return _cannot_unmarshal(tools, "ChatRequest.tools", "api.Tools")
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict):
+            return _cannot_unmarshal(function, "Tool.tools.function", "api.ToolFunction")
+        if not isinstance(function.get("name"), str):
+            return _cannot_unmarshal(
+                function.get("name"), "ToolFunction.tools.function.name", "string"
+            )
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            return _cannot_unmarshal(
+                parameters, "ToolFunction.tools.function.parameters", "api.ToolFunctionParameters"
+            )
+    return None
+
+
+def _message_problem(message: Mapping[str, Any]) -> str | None:
+    images = message.get("images") or []
+    if not isinstance(images, list):
+        return _cannot_unmarshal(images, "Message.messages.images", "[]api.ImageData")
+    for image in images:
+        if not isinstance(image, str):
+            return _cannot_unmarshal(image, "Message.messages.images", "api.ImageData")
+        at = _base64_error_at(image)
+        if at is not None:
+            return f"illegal base64 data at input byte {at}"
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        return _cannot_unmarshal(calls, "Message.messages.tool_calls", "[]api.ToolCall")
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            return _cannot_unmarshal(
+                function, "ToolCall.messages.tool_calls.function", "api.ToolCallFunction"
+            )
+        arguments = function.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            return _cannot_unmarshal(
+                arguments,
+                "ToolCallFunction.messages.tool_calls.function.arguments",
+                "api.ToolCallFunctionArguments",
+            )
+    return None
+
+
+def _base64_error_at(text: str) -> int | None:
+    """None for standard, padded base64 (Go skips CR and LF in it); else the offset Go's
+    ``CorruptInputError`` reports: the first illegal character, or where the short last quantum
+    starts."""
+    try:
+        base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    else:
+        return None
+    for offset, character in enumerate(text):
+        if character not in _BASE64 and character not in "=\r\n":
+            return offset
+    return len(text) - (len(text) % 4 or 4)
 
 
 def _spaced(words: list[str]) -> list[str]:
@@ -324,24 +530,24 @@ def _options_problem(options: Any) -> str | None:
     return None
 
 
+#: The message of a line that carries nothing: the done line, or a model being loaded.
+_EMPTY: Final[Mapping[str, Any]] = {"role": "assistant", "content": ""}
+
+
 def _line(
-    model: str, content: str, *, done: str | None, usage: tuple[int, int] | None
+    model: str, message: Mapping[str, Any], *, done: str | None, usage: tuple[int, int] | None
 ) -> dict[str, Any]:
     """One chat object, its keys in the order of the Go struct ``api.ChatResponse``.
 
     ``done`` is the done reason of the last object, None for the others; ``usage`` is
     (prompt tokens, completion tokens), None to report no counts.
     """
-    line: dict[str, Any] = {
-        "model": model,
-        "created_at": _created_at(),
-        "message": {"role": "assistant", "content": content},
-    }
+    line: dict[str, Any] = {"model": model, "created_at": _created_at(), "message": dict(message)}
     if done is None:
         line["done"] = False
         return line
-    line["done_reason"] = done
     line["done"] = True
+    line["done_reason"] = done
     if done == "load":
         return line
     prompt_tokens, completion_tokens = usage or (0, 0)

@@ -28,9 +28,9 @@ from pydantic import SecretStr
 
 from delos.runtime.config import ConfigError
 from delos.runtime.errors import Unauthenticated
+from delos.runtime.observability import ANONYMOUS
 
 __all__ = [
-    "ANONYMOUS",
     "DEFAULT_OPEN_METHODS",
     "ClientKeys",
     "current_client",
@@ -38,8 +38,6 @@ __all__ = [
     "warn_if_exposed",
 ]
 
-#: The client name of requests served without client keys.
-ANONYMOUS: Final = "anonymous"
 
 #: Methods anyone may call: health checks (load balancers hold no key) and reflection.
 DEFAULT_OPEN_METHODS: Final = frozenset(

@@ -25,10 +25,10 @@ from delos.runtime.embeddings import embed
 from delos.runtime.errors import DelosError
 from delos.runtime.gateway import Gateway
 from delos.runtime.grpc import convert
-from delos.runtime.grpc.auth import ANONYMOUS, current_client
+from delos.runtime.grpc.auth import current_client
 from delos.runtime.grpc.receive import receive_request
 from delos.runtime.grpc.respond import Responder
-from delos.runtime.observability import SpanHandle, log_request
+from delos.runtime.observability import ANONYMOUS, SpanHandle, log_request
 from delos.runtime.routing import RoutedAnswer, StreamPiece
 from delos.runtime.v1 import runtime_pb2 as pb
 from delos.runtime.v1.runtime_grpc import RuntimeServiceBase

@@ -16,6 +16,7 @@ from delos.runtime.observability._logging import (
     log_request,
 )
 from delos.runtime.observability._metrics import (
+    ANONYMOUS,
     AttemptLike,
     Metrics,
     serve_metrics,
@@ -24,6 +25,7 @@ from delos.runtime.observability._metrics import (
 from delos.runtime.observability._tracing import SpanHandle, Tracing
 
 __all__ = [
+    "ANONYMOUS",
     "AttemptLike",
     "JsonFormatter",
     "Metrics",

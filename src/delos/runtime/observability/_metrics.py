@@ -30,10 +30,12 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
-from delos.runtime.grpc.auth import ANONYMOUS
 from delos.runtime.redaction import Redactor
 
-__all__ = ["AttemptLike", "Metrics", "serve_metrics", "serve_metrics_on"]
+__all__ = ["ANONYMOUS", "AttemptLike", "Metrics", "serve_metrics", "serve_metrics_on"]
+
+#: The client name of requests served without client keys (a metric label, a log field).
+ANONYMOUS: Final = "anonymous"
 
 log = logging.getLogger("delos.runtime.metrics")
 

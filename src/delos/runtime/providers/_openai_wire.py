@@ -152,7 +152,9 @@ def effort_for_budget(budget_tokens: int, efforts: frozenset[str] = _ALL_EFFORTS
     """The effort of ``efforts`` whose :data:`EFFORT_BUDGETS` anchor is nearest ``budget_tokens``
     on a log scale (a tie goes to the larger effort)."""
     target = math.log2(max(1, budget_tokens))
-    ranked = sorted(efforts, key=lambda e: (abs(math.log2(EFFORT_BUDGETS[e]) - target), -EFFORT_BUDGETS[e]))
+    ranked = sorted(
+        efforts, key=lambda e: (abs(math.log2(EFFORT_BUDGETS[e]) - target), -EFFORT_BUDGETS[e])
+    )
     return ranked[0]
 
 
@@ -253,7 +255,9 @@ def _messages(request: ChatRequest, dialect: OpenAIDialect) -> list[dict[str, An
     return [_message(message, dialect, cache_control=cache_control) for message in request.messages]
 
 
-def _message(message: ChatMessage, dialect: OpenAIDialect, *, cache_control: bool) -> dict[str, Any]:
+def _message(
+    message: ChatMessage, dialect: OpenAIDialect, *, cache_control: bool
+) -> dict[str, Any]:
     role = message.role
     parts: list[dict[str, Any]] = []
     thinking: list[Thinking] = []
@@ -331,7 +335,9 @@ def _content(parts: list[dict[str, Any]], role: str, dialect: OpenAIDialect) -> 
     return parts
 
 
-def _reasoning_details(thinking: Sequence[Thinking], dialect: OpenAIDialect) -> list[dict[str, Any]]:
+def _reasoning_details(
+    thinking: Sequence[Thinking], dialect: OpenAIDialect
+) -> list[dict[str, Any]]:
     """OpenRouter's ``reasoning_details`` for the thinking this endpoint made, verbatim; other
     dialects take no thinking back (OpenAI returns none, Together's input has no field for it)."""
     if dialect.reasoning_form != "openrouter":
@@ -464,7 +470,9 @@ class _ThinkingBuilder:
 
     def _detail(self, position: int, detail: Mapping[str, Any]) -> list[StreamEvent]:
         index = detail.get("index")
-        block = self._blocks.setdefault(("detail", index if index is not None else position), _Block())
+        block = self._blocks.setdefault(
+            ("detail", index if index is not None else position), _Block()
+        )
         kind = detail.get("type")
         if kind == "reasoning.encrypted":
             block.redacted_data += str(detail.get("data") or "")

@@ -1,16 +1,30 @@
 """One adapter for every OpenAI-compatible chat API: OpenAI, Together AI and OpenRouter.
 
-The differences are data (:class:`OpenAIDialect`), not copies: the base URL, the name of the
-max-tokens field, whether streams need ``stream_options.include_usage`` and attribution headers.
-Whether a dialect has embeddings is its row of the provider table. Bodies, answers and streams
-live in :mod:`._openai_wire`; this module does the I/O.
+The differences are data (one :class:`OpenAIDialect` row each), not copies: the base URL, the name
+of the max-tokens field, whether streams need ``stream_options.include_usage``, attribution
+headers, and which agent features have a native form (documents, ``parallel_tool_calls``, how
+reasoning is asked for, Anthropic cache markers). Whether a dialect has embeddings is its row of the
+provider table. Bodies, answers and streams live in :mod:`._openai_wire`, whose docstring maps
+every setting to its native form; this module does the I/O.
+
+Refused before anything is sent (:class:`~delos.runtime.errors.UnsupportedByProvider`):
+
+- images or PDFs in a system, assistant or tool message (Chat Completions takes text only there);
+- PDFs on Together (no document part);
+- ``parallel_tool_calls=False`` on Together (no such field);
+- ``reasoning.effort="minimal"`` on Together (low, medium, high only);
+- on OpenRouter's Anthropic models, a ``cache_breakpoint`` on a message with no text part to
+  carry ``cache_control`` (an assistant turn that only calls tools).
+
+Ignored by design, because the provider's native behaviour already does it: ``cache_breakpoint``
+where caching is automatic (OpenAI, Together, OpenRouter's other models); ``include_thoughts`` on
+OpenAI, whose Chat Completions never returns thinking text (the answer simply has none).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from functools import partial
 
 import httpx
@@ -21,6 +35,7 @@ from delos.runtime.config import Settings, secret_value
 from delos.runtime.providers._http import feed_decoder, upstream_errors
 from delos.runtime.providers._openai_wire import (
     ChatStreamReader,
+    OpenAIDialect,
     chat_body,
     embeddings_body,
     error_message,
@@ -43,22 +58,28 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class OpenAIDialect:
-    name: str
-    default_base_url: str
-    max_tokens_field: str = "max_tokens"
-    #: Ask for usage in streams with ``stream_options.include_usage``.
-    stream_usage_option: bool = True
-    extra_headers: Mapping[str, str] = field(default_factory=dict)
-
-
 OPENAI = OpenAIDialect(
     "openai", "https://api.openai.com/v1", max_tokens_field="max_completion_tokens"
 )
-TOGETHER = OpenAIDialect("together", "https://api.together.xyz/v1")
-# OpenRouter always reports usage in the last chunk; the option is accepted and harmless.
-OPENROUTER = OpenAIDialect("openrouter", "https://openrouter.ai/api/v1")
+# Together's schema: reasoning_effort low/medium/high or reasoning.enabled; no document part, no
+# parallel_tool_calls; system, assistant and tool content is one string.
+TOGETHER = OpenAIDialect(
+    "together",
+    "https://api.together.xyz/v1",
+    reasoning_form="together",
+    efforts=frozenset({"low", "medium", "high"}),
+    documents=False,
+    parallel_tool_calls=False,
+    string_content_roles=frozenset({"system", "assistant", "tool"}),
+)
+# OpenRouter always reports usage in the last chunk; the option is accepted and harmless. Its
+# Anthropic models take Anthropic's cache_control on content parts.
+OPENROUTER = OpenAIDialect(
+    "openrouter",
+    "https://openrouter.ai/api/v1",
+    reasoning_form="openrouter",
+    cache_control_models=("anthropic/",),
+)
 
 
 class OpenAICompatibleProvider(HttpProvider):
@@ -89,12 +110,7 @@ class OpenAICompatibleProvider(HttpProvider):
         self.dialect = dialect
 
     def _chat_body(self, request: ChatRequest, *, stream: bool) -> dict[str, object]:
-        return chat_body(
-            request,
-            max_tokens_field=self.dialect.max_tokens_field,
-            stream_usage_option=self.dialect.stream_usage_option,
-            stream=stream,
-        )
+        return chat_body(request, self.dialect, stream=stream)
 
     async def complete(self, request: ChatRequest) -> Completion:
         url = f"{self.base_url}/chat/completions"

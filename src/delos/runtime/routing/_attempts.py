@@ -38,7 +38,7 @@ from delos.runtime.routing._outcome import (
     AttemptRecord,
     priced_usage,
 )
-from delos.runtime.values import TextDelta, ThinkingDelta, ToolCallDelta, Usage
+from delos.runtime.values import ChatMessage, TextDelta, ThinkingDelta, ToolCallDelta, Usage
 
 __all__ = [
     "AttemptScope",
@@ -80,6 +80,8 @@ class RequestRun(Generic[RequestT]):
     schema_violations: int = 0
     #: Thinking blocks another endpoint signed, left out of the last attempt's request.
     thinking_dropped: int = 0
+    #: The messages with image URLs fetched, for providers that need the bytes.
+    fetched_messages: tuple[ChatMessage, ...] | None = None
     #: Candidates not yet tried after the current stage (a silent provider must leave time).
     fallbacks_left: int = 0
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from cachetools import TTLCache
 
 from delos.resilience import AllAttemptsFailed, BreakerState, RaceTicket, race
 from delos.runtime.catalog import Catalog, estimate_prompt_tokens
+from delos.runtime.config import PROVIDERS
 from delos.runtime.errors import (
     AllCandidatesFailed,
     DelosError,
@@ -36,6 +38,7 @@ from delos.runtime.errors import (
     UpstreamUnavailable,
 )
 from delos.runtime.inputs import CompletionInput, Routing
+from delos.runtime.media import ImageFetcher, resolve_image_urls
 from delos.runtime.providers.base import Provider
 from delos.runtime.providers.registry import effective_catalog
 from delos.runtime.routing._attempts import (
@@ -54,6 +57,7 @@ from delos.runtime.routing._outcome import AttemptKind, AttemptOutcome, AttemptR
 from delos.runtime.schema import validation_error
 from delos.runtime.values import (
     ChatRequest,
+    ImagePart,
     StreamEvent,
     StreamFinished,
     TextDelta,
@@ -62,6 +66,8 @@ from delos.runtime.values import (
 )
 
 __all__ = ["Router"]
+
+log = logging.getLogger("delos.runtime.routing")
 
 #: A non-conforming structured answer is retried on this many candidates in all.
 _SCHEMA_ATTEMPTS = 2
@@ -98,8 +104,11 @@ class Router:
         guards: Guards,
         *,
         quality_order: tuple[str, ...],
+        image_fetcher: ImageFetcher | None = None,
     ) -> None:
         self.providers = providers
+        #: Fetches images given by URL for providers that need the bytes; None: not allowed.
+        self.image_fetcher = image_fetcher
         self._base_catalog = catalog
         self.guards = guards
         self.quality_order = quality_order
@@ -187,6 +196,7 @@ class Router:
                 )
             )
         self.guards.budget.deposit()
+        await self._fetch_images(run, candidates)
         pinned = self._pinned(run.request, candidates)
         if pinned is not None:
             # The session's last provider and model first, alone: its prompt cache is warm.
@@ -210,6 +220,21 @@ class Router:
         if run.request.session_id is not None:
             self.sessions[run.request.session_id] = won.scope.candidate.key
         return self._answer(run, won)
+
+    async def _fetch_images(self, run: CompletionRun, candidates: list[Candidate]) -> None:
+        """Fetch the request's image URLs once, when allowed and a candidate needs the bytes.
+
+        A URL the client should not have sent (private address, wrong type, too big) is its
+        error; a network failure leaves the candidates that need bytes to skip themselves."""
+        fetcher = self.image_fetcher
+        if fetcher is None or not _has_image_urls(run.request):
+            return
+        if all(_takes_image_urls(c) for c in candidates):
+            return
+        try:
+            run.fetched_messages = await resolve_image_urls(run.request.messages, fetcher)
+        except ProviderError as error:
+            log.warning("image fetch failed: %s", error.message)
 
     def _pinned(self, request: CompletionInput, candidates: list[Candidate]) -> Candidate | None:
         """The candidate that served the session's last turn, while it is healthy: breaker
@@ -451,9 +476,25 @@ async def _as_race_attempt(
     return await attempt(candidate, kind, ticket)
 
 
+def _has_image_urls(request: CompletionInput) -> bool:
+    return any(
+        isinstance(part, ImagePart) and part.url.startswith("https://")
+        for message in request.messages
+        for part in message.parts
+    )
+
+
+def _takes_image_urls(candidate: Candidate) -> bool:
+    facts = PROVIDERS.get(candidate.provider.name)
+    return facts is None or facts.image_urls
+
+
 def _chat_request(run: CompletionRun, candidate: Candidate) -> ChatRequest:
     request = run.request
-    messages, dropped = messages_for_endpoint(request.messages, candidate.provider.name)
+    source = request.messages
+    if run.fetched_messages is not None and not _takes_image_urls(candidate):
+        source = run.fetched_messages
+    messages, dropped = messages_for_endpoint(source, candidate.provider.name)
     run.thinking_dropped = dropped
     return ChatRequest(
         model=candidate.model.id,
