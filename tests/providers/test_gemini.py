@@ -36,6 +36,7 @@ from delos.runtime.values import (
     StreamEvent,
     StreamFinished,
     TextDelta,
+    Thinking,
     Usage,
 )
 from delos.testing import FakeControl, FakeRequest, FakeResponse, FakeServer, Fault
@@ -232,7 +233,8 @@ async def test_thinking_tokens_count_as_completion_tokens() -> None:
         answer = await s.provider.complete(
             ChatRequest("gemini-2.5-flash", (ChatMessage("user", "hi"),))
         )
-    assert answer.usage == Usage(1, 12 + THOUGHT_TOKENS)
+    # candidatesTokenCount leaves the thoughts out; completion tokens include them.
+    assert answer.usage == Usage(1, 12 + THOUGHT_TOKENS, reasoning_tokens=THOUGHT_TOKENS)
 
 
 async def test_thought_parts_are_not_part_of_the_answer(surface: str) -> None:
@@ -255,7 +257,10 @@ async def test_thought_parts_are_not_part_of_the_answer(surface: str) -> None:
     }
     async with open_raw(surface, lambda _: json_response(payload)) as (provider, _):
         answer = await provider.complete(ask(surface))
-    assert answer == Completion("4", "gemini-2.5-pro", "stop", Usage(3, 8))
+    thought = Thinking("pondering", provider=surface)
+    assert answer == Completion(
+        "4", "gemini-2.5-pro", "stop", Usage(3, 8, reasoning_tokens=7), thinking=(thought,)
+    )
 
 
 @pytest.mark.parametrize(
@@ -559,7 +564,7 @@ def test_retry_info_delays_are_protobuf_durations(delay: object, seconds: float 
 
 
 def test_a_request_without_options_sends_no_generation_config() -> None:
-    body = wire.generate_body(ChatRequest("m", (ChatMessage("user", "hi"),)))
+    body = wire.generate_body("gemini", ChatRequest("m", (ChatMessage("user", "hi"),)))
     assert body == {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
 
 
@@ -685,6 +690,9 @@ async def test_vertex_lists_only_its_gemini_models() -> None:
     async with httpx.AsyncClient() as client:
         vertex = GeminiProvider.for_vertex("p", "us-central1", TOKEN, client, CATALOG)
         gemini = GeminiProvider(api_key=KEY, client=client, catalog=CATALOG)
-    assert set(vertex.models()) == {"gemini-1.5-pro-002", "gemini-1.5-flash-002"}
+    on_vertex = {m.id for m in CATALOG.chat_models("vertex")}
+    assert any(m.startswith("claude") for m in on_vertex)  # Claude is the other adapter's
+    assert set(vertex.models()) == {m for m in on_vertex if m.startswith("gemini")}
+    assert {"gemini-1.5-flash-002", "gemini-2.5-flash"} <= set(vertex.models())
     assert "gemini-1.5-flash" in gemini.models()
     assert "text-embedding-005" in vertex.embedding_models()

@@ -3,9 +3,20 @@
 Byte-level fidelity: SigV4 ``Authorization`` headers are checked like AWS checks them (scope,
 signed headers, session token, and the signature itself when the secret is known), answers and
 errors carry ``x-amzn-RequestId`` and ``x-amzn-ErrorType``, streams are binary event-streams whose
-payloads carry the ``p`` padding field, in Bedrock's order ``messageStart → contentBlockDelta* →
-contentBlockStop → messageStop → metadata``. InvokeModel answers Titan and Cohere embedding bodies.
-Serve it at the root: the adapter's base URL is the fake's URL.
+payloads carry the ``p`` padding field, in Bedrock's order ``messageStart → (contentBlockStart?
+contentBlockDelta* contentBlockStop)* → messageStop → metadata``. InvokeModel answers Titan and
+Cohere embedding bodies. Serve it at the root: the adapter's base URL is the fake's URL.
+
+Agents (as :mod:`delos.testing._agent` plans for every fake): declared tools make the fake answer
+with ``toolUse`` blocks (streamed as a ``contentBlockStart`` and 8-character input fragments);
+tool results make it answer ``Tool said: …``; Claude's ``thinking`` makes it think first, in a
+signed ``reasoningContent`` block (redacted when the prompt holds Anthropic's
+:data:`REDACTED_THINKING_TRIGGER`). ``cachePoint`` blocks mark prompt prefixes it caches:
+usage reports ``cacheWriteInputTokens`` for a new prefix and ``cacheReadInputTokens`` for one
+seen before. It refuses (400 ``ValidationException``, Bedrock's or Claude's words) what Bedrock
+refuses: unpaired ``toolUse`` / ``toolResult`` ids, tool blocks without ``toolConfig``, thinking
+whose signature is not its own, bad document names, documents without text, images or documents
+outside user turns, thinking on a model or with settings that cannot have it.
 """
 
 from __future__ import annotations
@@ -608,7 +619,10 @@ _BAD_DOCUMENT_NAME = (
 )
 #: Errors Claude itself raises, which Bedrock passes on behind this prefix.
 _MODEL_SAYS = "The model returned the following errors: "
-_THINKING_DOCS = "Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+_THINKING_DOCS = (
+    "Please consult our documentation at "
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
 _BLOCK_TYPES = frozenset(
     {"text", "image", "document", "toolUse", "toolResult", "reasoningContent", "cachePoint"}
 )
