@@ -144,7 +144,7 @@ def test_every_chat_model_lists_its_capabilities(catalog: Catalog) -> None:
 @pytest.mark.parametrize(
     ("provider", "model_id", "expected"),
     [
-        ("openai", "gpt-4o", {"tools", "vision", "json_schema"}),
+        ("openai", "gpt-4o", {"tools", "vision", "documents", "json_schema"}),
         ("anthropic", "claude-3-5-sonnet-20241022", {"tools", "vision", "documents"}),
         ("anthropic", "claude-sonnet-4-20250514", {"tools", "vision", "documents", "reasoning"}),
         ("gemini", "gemini-1.5-pro", {"tools", "vision", "documents", "json_schema"}),

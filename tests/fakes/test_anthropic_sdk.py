@@ -140,7 +140,7 @@ def test_forced_tool_answers_with_a_tool_use_block(sdk: anthropic.Anthropic) -> 
     )
     block = message.content[0]
     assert block.type == "tool_use" and block.name == "output"
-    assert block.input == {"city": "x", "rank": 1}
+    assert block.input == {"city": "say hi", "rank": 1}  # strings are the user's text
     assert message.stop_reason == "tool_use"
 
 
@@ -156,7 +156,7 @@ def test_forced_tool_streams_input_json_deltas_the_helper_reassembles(
     ) as stream:
         final = stream.get_final_message()
     block = final.content[0]
-    assert block.type == "tool_use" and block.input == {"city": "x", "rank": 1}
+    assert block.type == "tool_use" and block.input == {"city": "say hi", "rank": 1}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""boto3's bedrock-runtime client parses every answer of the Bedrock fake, and is refused by it
-when its signature is wrong."""
+"""boto3's bedrock-runtime client parses every answer of the Bedrock fake (tool use, reasoning
+and cache usage included, unary and streamed), and is refused by it when its signature or its
+conversation is wrong."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from delos.testing import FakeControl, FakeServer, Fault, serve_in_thread
-from delos.testing.fake_bedrock import fake_bedrock_handler
+from delos.testing.fake_bedrock import REDACTED_THINKING_TRIGGER, fake_bedrock_handler
 from delos.testing.fake_openai import embedding_of
 
 MODEL = "anthropic.claude-3-5-sonnet-20241022-v2:0"
@@ -316,3 +317,215 @@ def test_an_oversized_frame_is_refused_by_botocore(fake: FakeServer, control: Fa
     stream = client(fake).converse_stream(modelId=MODEL, messages=HELLO)["stream"]
     with pytest.raises(botocore.eventstream.InvalidPayloadLength):
         drain(stream)
+
+
+# -- agents: tool use, reasoning, prompt caching ---------------------------------------------------
+
+CLAUDE = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+WEATHER = {
+    "toolSpec": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "inputSchema": {
+            "json": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            }
+        },
+    }
+}
+CLOCK = {
+    "toolSpec": {
+        "name": "get_time",
+        "inputSchema": {
+            "json": {
+                "type": "object",
+                "properties": {"zone": {"type": "string"}},
+                "required": ["zone"],
+            }
+        },
+    }
+}
+THINKING = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+
+
+def said(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [{"text": text}]}]
+
+
+def test_converse_parses_parallel_tool_use_and_answers_the_results(fake: FakeServer) -> None:
+    bedrock = client(fake)
+    question = said("weather and time in parallel")
+    tools = {"tools": [WEATHER, CLOCK], "toolChoice": {"auto": {}}}
+    answer = bedrock.converse(modelId=CLAUDE, messages=question, toolConfig=tools)
+    assert answer["stopReason"] == "tool_use"
+    message = answer["output"]["message"]
+    uses = [block["toolUse"] for block in message["content"]]
+    assert uses == [
+        {
+            "input": {"city": "weather and time in parallel"},
+            "name": "get_weather",
+            "toolUseId": uses[0]["toolUseId"],
+        },
+        {
+            "input": {"zone": "weather and time in parallel"},
+            "name": "get_time",
+            "toolUseId": uses[1]["toolUseId"],
+        },
+    ]
+    assert (
+        uses[0]["toolUseId"].startswith("tooluse_") and uses[0]["toolUseId"] != uses[1]["toolUseId"]
+    )
+    results = [
+        {"toolResult": {"toolUseId": uses[0]["toolUseId"], "content": [{"text": "sunny"}]}},
+        {"toolResult": {"toolUseId": uses[1]["toolUseId"], "content": [{"json": {"t": "noon"}}]}},
+    ]
+    history = [*question, message, {"role": "user", "content": results}]
+    final = bedrock.converse(modelId=CLAUDE, messages=history, toolConfig=tools)
+    assert final["output"]["message"]["content"] == [{"text": 'Tool said: sunny; {"t":"noon"}'}]
+    assert final["stopReason"] == "end_turn"
+
+    wrong = [{"toolResult": {"toolUseId": "tooluse_nope", "content": [{"text": "x"}]}}]
+    with pytest.raises(bedrock.exceptions.ValidationException, match="unexpected `tool_use_id`"):
+        bedrock.converse(
+            modelId=CLAUDE,
+            messages=[*question, message, {"role": "user", "content": wrong}],
+            toolConfig=tools,
+        )
+    with pytest.raises(bedrock.exceptions.ValidationException, match="toolConfig field must be"):
+        bedrock.converse(modelId=CLAUDE, messages=history)
+
+
+def test_converse_stream_carries_tool_use_starts_and_input_fragments(fake: FakeServer) -> None:
+    tools = {"tools": [WEATHER]}
+    stream = client(fake).converse_stream(
+        modelId=CLAUDE, messages=said("weather in Rome"), toolConfig=tools
+    )
+    events = drain(stream["stream"])
+    kinds = [next(iter(event)) for event in events]
+    assert kinds == [
+        "messageStart",
+        "contentBlockStart",
+        *["contentBlockDelta"] * 4,
+        "contentBlockStop",
+        "messageStop",
+        "metadata",
+    ]
+    start = events[1]["contentBlockStart"]
+    assert start["contentBlockIndex"] == 0
+    assert start["start"]["toolUse"]["name"] == "get_weather"
+    fragments = [e["contentBlockDelta"]["delta"]["toolUse"]["input"] for e in events[2:6]]
+    assert "".join(fragments) == '{"city":"weather in Rome"}'
+    assert events[-2]["messageStop"]["stopReason"] == "tool_use"
+
+
+def test_converse_parses_signed_reasoning_and_accepts_it_back(fake: FakeServer) -> None:
+    bedrock = client(fake)
+    answer = bedrock.converse(
+        modelId=CLAUDE, messages=said("think hard"), additionalModelRequestFields=THINKING
+    )
+    message = answer["output"]["message"]
+    reasoning, text = message["content"]
+    assert reasoning["reasoningContent"]["reasoningText"]["text"] == "Thinking about: think hard"
+    assert reasoning["reasoningContent"]["reasoningText"]["signature"]
+    assert text["text"]
+    history = [*said("think hard"), message, *said("and now?")]
+    again = bedrock.converse(
+        modelId=CLAUDE, messages=history, additionalModelRequestFields=THINKING
+    )
+    assert again["stopReason"] == "end_turn"
+
+    forged = {
+        "reasoningText": {
+            "text": "changed",
+            "signature": reasoning["reasoningContent"]["reasoningText"]["signature"],
+        }
+    }
+    tampered = [
+        *said("think hard"),
+        {"role": "assistant", "content": [{"reasoningContent": forged}, text]},
+        *said("x"),
+    ]
+    with pytest.raises(bedrock.exceptions.ValidationException, match="Invalid `signature`"):
+        bedrock.converse(modelId=CLAUDE, messages=tampered)
+    with pytest.raises(bedrock.exceptions.ValidationException, match="budget_tokens"):
+        bedrock.converse(
+            modelId=CLAUDE,
+            messages=said("x"),
+            additionalModelRequestFields={"thinking": {"type": "enabled", "budget_tokens": 100}},
+        )
+
+
+def test_converse_stream_carries_reasoning_text_then_its_signature(fake: FakeServer) -> None:
+    stream = client(fake).converse_stream(
+        modelId=CLAUDE, messages=said("think"), additionalModelRequestFields=THINKING
+    )
+    events = drain(stream["stream"])
+    reasoning = [
+        e["contentBlockDelta"]["delta"]["reasoningContent"]
+        for e in events
+        if "reasoningContent" in e.get("contentBlockDelta", {}).get("delta", {})
+    ]
+    assert [r.get("text") for r in reasoning[:-1]] == ["Thinking", " about:", " think"]
+    assert set(reasoning[-1]) == {"signature"} and reasoning[-1]["signature"]
+    assert all(e["contentBlockDelta"]["contentBlockIndex"] == 0 for e in events[1:5])
+    assert events[5] == {"contentBlockStop": {"contentBlockIndex": 0}}
+
+
+def test_redacted_reasoning_parses_to_bytes_and_goes_back_as_bytes(fake: FakeServer) -> None:
+    bedrock = client(fake)
+    question = said(f"please {REDACTED_THINKING_TRIGGER}")
+    answer = bedrock.converse(
+        modelId=CLAUDE, messages=question, additionalModelRequestFields=THINKING
+    )
+    message = answer["output"]["message"]
+    redacted = message["content"][0]["reasoningContent"]["redactedContent"]
+    assert isinstance(redacted, bytes) and redacted.startswith(b"delos-redacted-thinking")
+    again = bedrock.converse(modelId=CLAUDE, messages=[*question, message, *said("more")])
+    assert again["stopReason"] == "end_turn"
+
+    stream = bedrock.converse_stream(
+        modelId=CLAUDE, messages=question, additionalModelRequestFields=THINKING
+    )
+    events = drain(stream["stream"])
+    assert events[1]["contentBlockDelta"]["delta"]["reasoningContent"] == {
+        "redactedContent": redacted
+    }
+
+
+def test_cache_points_report_a_write_then_a_read(fake: FakeServer) -> None:
+    bedrock = client(fake)
+    system = [{"text": "shared instructions for every call"}, {"cachePoint": {"type": "default"}}]
+    first = bedrock.converse(modelId=CLAUDE, system=system, messages=said("one"))
+    assert first["usage"] == {
+        "inputTokens": 1,
+        "outputTokens": 12,
+        "totalTokens": 18,
+        "cacheReadInputTokens": 0,
+        "cacheWriteInputTokens": 5,
+    }
+    stream = bedrock.converse_stream(modelId=CLAUDE, system=system, messages=said("two"))
+    usage = drain(stream["stream"])[-1]["metadata"]["usage"]
+    assert usage == {
+        "inputTokens": 1,
+        "outputTokens": 12,
+        "totalTokens": 18,
+        "cacheReadInputTokens": 5,
+        "cacheWriteInputTokens": 0,
+    }
+
+
+def test_document_names_and_content_follow_bedrock_s_rules(fake: FakeServer) -> None:
+    bedrock = client(fake)
+
+    def with_document(name: str, *, text: bool = True) -> list[dict[str, Any]]:
+        document = {"document": {"format": "txt", "name": name, "source": {"bytes": b"notes"}}}
+        return [{"role": "user", "content": [document, *([{"text": "read"}] if text else [])]}]
+
+    assert bedrock.converse(modelId=CLAUDE, messages=with_document("My notes (v2)"))
+    for bad in ("notes.txt", "two  spaces", "tab\there"):
+        with pytest.raises(bedrock.exceptions.ValidationException, match="document file name"):
+            bedrock.converse(modelId=CLAUDE, messages=with_document(bad))
+    with pytest.raises(bedrock.exceptions.ValidationException, match="no text"):
+        bedrock.converse(modelId=CLAUDE, messages=with_document("notes", text=False))

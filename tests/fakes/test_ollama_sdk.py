@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import ollama
@@ -12,7 +14,7 @@ import pytest
 from delos.testing import FakeControl, FakeServer, Fault, serve_in_thread
 from delos.testing.fake_ollama import OLLAMA_VERSION, embedding_of, fake_ollama_handler
 
-MODELS = ("llama3.2:latest", "qwen2.5:7b", "nomic-embed-text:latest")
+MODELS = ("llama3.2:latest", "qwen2.5:7b", "qwen3:latest", "nomic-embed-text:latest")
 
 
 @pytest.fixture
@@ -188,3 +190,191 @@ def test_no_final_usage_leaves_the_counts_out(sdk: ollama.Client, control: FakeC
     answer = sdk.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
     assert answer.done is True
     assert answer.prompt_eval_count is None and answer.eval_count is None
+
+
+# -- agents: tool calls, thinking and images, through the AsyncClient ---------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city"}},
+            "required": ["city"],
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The time in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "utc": {"type": "boolean"}},
+            "required": ["city", "utc"],
+        },
+    },
+}
+CALL_ID = re.compile(r"call_[a-z0-9]{8}")
+
+
+@pytest.fixture
+async def client(fake: FakeServer) -> AsyncIterator[ollama.AsyncClient]:
+    async with ollama.AsyncClient(host=fake.url) as opened:
+        yield opened
+
+
+@pytest.mark.anyio
+async def test_sdk_parses_a_unary_tool_call_and_sends_its_result_back(
+    client: ollama.AsyncClient, fake: FakeServer
+) -> None:
+    messages: list[object] = [{"role": "user", "content": "weather in Oslo"}]
+    answer = await client.chat(model="llama3.2", messages=messages, tools=[WEATHER])  # type: ignore[arg-type]
+    assert answer.done_reason == "stop" and answer.message.content == ""
+    (call,) = answer.message.tool_calls or ()
+    assert call.function.name == "get_weather"
+    assert call.function.arguments == {"city": "weather in Oslo"}
+    raw = fake.stats.requests[-1].json()
+    assert raw["tools"][0]["function"]["name"] == "get_weather"
+
+    messages += [answer.message, {"role": "tool", "tool_name": "get_weather", "content": "12 C"}]
+    final = await client.chat(model="llama3.2", messages=messages, tools=[WEATHER])  # type: ignore[arg-type]
+    assert final.message.content == "Tool said: 12 C" and not final.message.tool_calls
+    sent = fake.stats.requests[-1].json()["messages"]
+    assert sent[1]["tool_calls"][0]["function"]["arguments"] == {"city": "weather in Oslo"}
+    assert sent[2] == {"role": "tool", "content": "12 C", "tool_name": "get_weather"}
+
+
+@pytest.mark.anyio
+async def test_sdk_parses_parallel_tool_calls_streamed_one_line_each(
+    client: ollama.AsyncClient,
+) -> None:
+    stream = await client.chat(
+        model="llama3.2",
+        messages=[{"role": "user", "content": "Oslo in parallel"}],
+        tools=[WEATHER, TIME],
+        stream=True,
+    )
+    parts = [part async for part in stream]
+    calling = [p for p in parts if p.message.tool_calls]
+    assert [len(p.message.tool_calls or ()) for p in calling] == [1, 1]
+    calls = [c for p in calling for c in p.message.tool_calls or ()]
+    assert [(c.function.name, dict(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Oslo in parallel"}),
+        ("get_time", {"city": "Oslo in parallel", "utc": True}),
+    ]
+    assert all(p.message.content == "" for p in calling)
+    assert parts[-1].done and parts[-1].done_reason == "stop" and parts[-1].eval_count == 6
+
+
+@pytest.mark.anyio
+async def test_sdk_parses_thinking_unary_and_streamed(client: ollama.AsyncClient) -> None:
+    messages = [{"role": "user", "content": "why is the sky blue"}]
+    answer = await client.chat(model="qwen3", messages=messages, think="high")
+    assert answer.message.thinking == "Thinking about: why is the sky blue"
+    assert answer.message.content and answer.eval_count == 7 + 12
+
+    stream = await client.chat(model="qwen3", messages=messages, think=True, stream=True)
+    parts = [part async for part in stream]
+    thinking = [p.message.thinking for p in parts if p.message.thinking]
+    assert "".join(thinking) == "Thinking about: why is the sky blue" and len(thinking) == 7
+    first_text = next(i for i, p in enumerate(parts) if p.message.content)
+    assert all(p.message.thinking for p in parts[:first_text])
+    assert parts[-1].done and parts[-1].eval_count == 7 + 12
+
+    quiet = await client.chat(model="qwen3", messages=messages, think=False)
+    assert quiet.message.thinking is None
+
+
+@pytest.mark.anyio
+async def test_sdk_sees_thinking_refused_by_a_model_that_cannot_think(
+    client: ollama.AsyncClient,
+) -> None:
+    with pytest.raises(ollama.ResponseError) as raised:
+        await client.chat(model="llama3.2", messages=[{"role": "user", "content": "x"}], think=True)
+    assert raised.value.status_code == 400
+    assert raised.value.error == '"llama3.2" does not support thinking'
+
+
+@pytest.mark.anyio
+async def test_sdk_sends_image_bytes_as_base64(
+    client: ollama.AsyncClient, fake: FakeServer
+) -> None:
+    image = b"\x89PNG\r\n\x1a\n not really"
+    answer = await client.chat(
+        model="llama3.2", messages=[{"role": "user", "content": "what?", "images": [image]}]
+    )
+    assert answer.done
+    sent = fake.stats.requests[-1].json()["messages"][0]
+    assert sent["images"] == [base64.b64encode(image).decode()]
+
+
+def test_tool_call_lines_are_encoded_as_go_does(fake: FakeServer) -> None:
+    body = {
+        "model": "llama3.2",
+        "messages": [{"role": "user", "content": "a <b> & c"}],
+        "tools": [WEATHER],
+    }
+    lines = httpx.post(fake.url + "/api/chat", json=body).content.split(b"\n")
+    assert len(lines) == 3 and lines[-1] == b""
+    message = json.loads(lines[0])["message"]
+    assert CALL_ID.fullmatch(message["tool_calls"][0]["id"])
+    call_id = message["tool_calls"][0]["id"].encode()
+    assert lines[0].endswith(
+        b'"message":{"role":"assistant","content":"","tool_calls":[{"id":"'
+        + call_id
+        + b'","function":{"index":0,"name":"get_weather",'
+        b'"arguments":{"city":"a \\u003cb\\u003e \\u0026 c"}}}]},"done":false}'
+    )
+    unary = httpx.post(fake.url + "/api/chat", json={**body, "stream": False}).json()
+    assert list(unary["message"]) == ["role", "content", "tool_calls"]
+    assert list(unary["message"]["tool_calls"][0]["function"]) == ["index", "name", "arguments"]
+    assert unary["done_reason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"think": "extreme"}, 'invalid think value: "extreme" (must be "high", "medium", "low",'),
+        ({"think": 1}, "think must be a boolean or string"),
+        (
+            {"messages": [{"role": "user", "content": "x", "images": ["iVB*"]}]},
+            "illegal base64 data at input byte 3",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x", "images": ["iVBOR"]}]},
+            "illegal base64 data at input byte 4",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}],
+                    }
+                ]
+            },
+            "cannot unmarshal string into Go struct field "
+            "ToolCallFunction.messages.tool_calls.function.arguments",
+        ),
+        (
+            {"tools": {"type": "function"}},
+            "cannot unmarshal object into Go struct field ChatRequest.tools",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
+            "cannot unmarshal array",
+        ),
+    ],
+)
+def test_requests_the_go_decoder_refuses_are_a_400(
+    fake: FakeServer, changes: dict[str, object], error: str
+) -> None:
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "x"}], **changes}
+    response = httpx.post(fake.url + "/api/chat", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(error) or error in response.json()["error"]

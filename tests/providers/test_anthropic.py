@@ -43,13 +43,15 @@ from delos.runtime.values import (
     StreamEvent,
     StreamFinished,
     TextDelta,
+    Thinking,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from delos.runtime.wire import SseEvent
 from delos.testing import FakeControl, FakeRequest, FakeResponse, FakeServer, Fault
 from delos.testing import open_fake_server as open_server
 from delos.testing._behaviour import reply_words
-from delos.testing._schema import sample_instance
 from delos.testing.fake_anthropic import fake_anthropic_handler
 
 pytestmark = pytest.mark.anyio
@@ -216,7 +218,7 @@ async def test_structured_output_forces_the_output_tool_and_returns_its_input_as
         }
     ]
     assert body["tool_choice"] == {"type": "tool", "name": "output"}
-    expected = sample_instance(OBJECT_SCHEMA)
+    expected = {"city": "say hi", "rank": 1}  # strings are the user's text (testing._agent)
     assert json.loads(answer.content) == expected and answer.finish_reason == "stop"
     assert json.loads(text) == expected and finished.finish_reason == "stop"
 
@@ -428,7 +430,8 @@ async def test_crlf_events_split_anywhere_decode_the_same(chunk_size: int) -> No
         text, finished = split(await collect(provider, chat()))
     assert text == "caf\u00e9\u2028line \u2713"  # U+2028 stays inside the text
     # Cache writes and reads count as prompt tokens; refusal is a content filter.
-    assert finished == StreamFinished("content_filter", Usage(12, 4), MODEL)
+    usage = Usage(12, 4, cache_read_tokens=3, cache_write_tokens=2)
+    assert finished == StreamFinished("content_filter", usage, MODEL)
 
 
 async def test_trailing_bytes_after_message_stop_are_ignored() -> None:
@@ -500,6 +503,10 @@ async def test_vertex_serves_only_the_claude_models_of_the_vertex_catalog() -> N
             project="p", location="us-east5", access_token="t", client=client, catalog=CATALOG
         )
     assert provider.models() == (
+        "claude-opus-4-5@20251101",
+        "claude-sonnet-4-5@20250929",
+        "claude-haiku-4-5@20251001",
+        "claude-opus-4-1@20250805",
         "claude-3-5-sonnet-v2@20241022",
         "claude-3-5-haiku@20241022",
         "claude-3-opus@20240229",
@@ -569,11 +576,10 @@ def finish(reason: str, usage: dict[str, int] | None = None) -> SseEvent:
     return sse("message_delta", body)
 
 
-def test_the_reader_ignores_thinking_unknown_and_unnamed_events() -> None:
+def test_the_reader_ignores_unknown_and_unnamed_events() -> None:
     items = read_all(
         [
             START,
-            delta("thinking_delta", thinking="hmm"),
             sse(None, {"type": "content_block_delta", "delta": {"text": "unnamed"}}),
             sse("citations_soon", {"type": "citations_soon"}),
             delta("text_delta", index=1, text="answer"),
@@ -592,7 +598,7 @@ def test_repeated_input_counts_in_message_delta_are_the_final_word() -> None:
     )
     usage = {"input_tokens": 6, "cache_read_input_tokens": 4, "output_tokens": 9}
     *_, last = read_all([start, finish("max_tokens", usage), STOP])
-    assert last == StreamFinished("length", Usage(10, 9), MODEL)
+    assert last == StreamFinished("length", Usage(10, 9, cache_read_tokens=4), MODEL)
 
 
 @pytest.mark.parametrize(
@@ -639,16 +645,20 @@ def test_structured_output_falls_back_to_text_when_the_model_never_calls_the_too
     assert items == [TextDelta("I can't help."), StreamFinished("content_filter", None, MODEL)]
 
 
-def test_a_tool_the_client_did_not_force_is_not_the_answer() -> None:
+def test_a_tool_the_client_declared_is_a_tool_call_not_the_answer() -> None:
     start = sse(
         "content_block_start",
-        {"index": 0, "content_block": {"type": "tool_use", "name": "lookup", "input": {}}},
+        {"index": 0, "content_block": {"type": "tool_use", "id": "t1", "name": "lookup"}},
     )
     call = delta("input_json_delta", partial_json='{"q":1}')
     items = read_all(
         [START, start, call, finish("tool_use"), STOP], OutputTool.for_schema(OBJECT_SCHEMA)
     )
-    assert items == [StreamFinished("tool_calls", None, MODEL)]
+    assert items == [
+        ToolCallDelta(0, id="t1", name="lookup"),
+        ToolCallDelta(0, arguments_delta='{"q":1}'),
+        StreamFinished("tool_calls", None, MODEL, (ToolCall("t1", "lookup", '{"q":1}'),)),
+    ]
 
 
 def test_wrapping_a_schema_keeps_its_definitions_at_the_root() -> None:
@@ -676,7 +686,9 @@ def test_parse_message_reads_text_blocks_and_cache_counts() -> None:
         },
     }
     parsed = parse_message("anthropic", payload, model=MODEL, output_tool=None)
-    assert parsed == Completion("Hello, world", MODEL, "stop", Usage(33, 2))
+    usage = Usage(33, 2, cache_read_tokens=20, cache_write_tokens=10)
+    thinking = (Thinking("…", "s", provider="anthropic"),)
+    assert parsed == Completion("Hello, world", MODEL, "stop", usage, thinking=thinking)
 
 
 @pytest.mark.parametrize(

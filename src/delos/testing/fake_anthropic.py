@@ -79,6 +79,10 @@ _DISPLAY_NAMES: Final = {
     "claude-3-5-sonnet-20241022": "Claude Sonnet 3.5 (New)",
     "claude-3-5-haiku-20241022": "Claude Haiku 3.5",
     "claude-3-opus-20240229": "Claude Opus 3",
+    "claude-opus-4-5-20251101": "Claude Opus 4.5",
+    "claude-sonnet-4-5-20250929": "Claude Sonnet 4.5",
+    "claude-haiku-4-5-20251001": "Claude Haiku 4.5",
+    "claude-opus-4-1-20250805": "Claude Opus 4.1",
 }
 ANTHROPIC_MODELS: Final = tuple(_DISPLAY_NAMES)
 VERTEX_CLAUDE_MODELS: Final = (
@@ -87,6 +91,10 @@ VERTEX_CLAUDE_MODELS: Final = (
     "claude-3-5-sonnet-v2@20241022",
     "claude-3-5-haiku@20241022",
     "claude-3-opus@20240229",
+    "claude-opus-4-5@20251101",
+    "claude-sonnet-4-5@20250929",
+    "claude-haiku-4-5@20251001",
+    "claude-opus-4-1@20250805",
 )
 _VERTEX_VERSION: Final = "vertex-2023-10-16"
 # Recent official SDKs send their own dated API version in the body instead of the documented

@@ -824,7 +824,7 @@ def _check_conversation(body: dict[str, Any], call: _Call) -> None:
             if responses:
                 _check_responses(previous_calls, responses)
         elif calls:
-            before = contents[index - 1] if index else {}
+            before = contents[index - 1] if index else {"role": "model"}
             if before.get("role", "user") != "user":
                 raise _Rejection(
                     400,

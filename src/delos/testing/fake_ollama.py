@@ -209,10 +209,10 @@ class _FakeOllama:
             return _error(404, f"model '{model}' not found")
         if "embed" in model.lower():
             return _error(400, f'"{model}" does not support chat')
-        think = body.get("think")
-        thinks = _thinking_model(model) and think is not False
-        if not _thinking_model(model) and think not in (None, False):
+        think, thinking_model = body.get("think"), _thinking_model(model)
+        if not thinking_model and think not in (None, False):
             return _error(400, f'"{model}" does not support thinking')
+        thinks = thinking_model and think is not False  # a thinking model thinks by default
         problem = _options_problem(body.get("options"))
         if problem is not None:
             return _error(500, problem)

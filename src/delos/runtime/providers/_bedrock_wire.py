@@ -99,6 +99,7 @@ _TOOL_USE_ID = re.compile(r"[a-zA-Z0-9_.:-]{1,64}")
 #: hyphens, parentheses and square brackets.
 _NAME_FORBIDDEN = re.compile(r"[^A-Za-z0-9\s()\[\]-]+")
 _MAX_DOCUMENT_NAME: Final = 200
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
 #: Claude generations with extended thinking: 3.7, and the 4 family on (named claude-<kind>-4…).
 _THINKING_CLAUDE = re.compile(r"anthropic\.claude-(3-7-|(sonnet|opus|haiku)-[4-9])")
 
@@ -175,10 +176,12 @@ def converse_body(provider: str, request: ChatRequest) -> dict[str, Any]:
 
 
 def document_name(part: DocumentPart) -> str:
-    """The name Bedrock is told for ``part``: its own, with every run of characters Bedrock
-    refuses (and of white space) made one space; when nothing is left, one derived from the
-    bytes, so the same document always gets the same name."""
-    name = " ".join(_NAME_FORBIDDEN.sub(" ", part.name).split())[:_MAX_DOCUMENT_NAME].strip()
+    """The name Bedrock is told for ``part``: its own without a file extension (the format says
+    it), every run of characters Bedrock refuses (and of white space) made one space; when
+    nothing is left, one derived from the bytes, so the same document always gets the same name.
+    """
+    name = _EXTENSION.sub("", part.name)
+    name = " ".join(_NAME_FORBIDDEN.sub(" ", name).split())[:_MAX_DOCUMENT_NAME].strip()
     return name or f"document-{hashlib.sha256(part.data).hexdigest()[:12]}"
 
 
