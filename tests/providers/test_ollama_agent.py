@@ -525,8 +525,9 @@ async def test_calls_without_ids_get_deterministic_ids_and_several_per_line_spli
         *(ToolCallDelta(i, c.id, c.name, c.arguments_json) for i, c in enumerate(calls)),
         StreamFinished("tool_calls", Usage(0, 9), "llama3.2", tool_calls=calls),
     ]
-    again = await stream_of(ndjson(first, second, final(eval_count=9)))
-    assert again == events
+    whole = first + second + final(eval_count=9)
+    byte_by_byte = await stream_of(ndjson(*(whole[i : i + 1] for i in range(len(whole)))))
+    assert byte_by_byte == events  # the same ids too: they depend on the answer alone
 
 
 async def test_a_unary_answer_without_ids_and_with_escaped_text() -> None:

@@ -135,6 +135,7 @@ _MEDIA_TOKENS: Final = 85
 #: The shortest prefix a provider caches (tokens); cached counts grow in blocks of 128 beyond it.
 _CACHE_MINIMUM: Final = 1024
 _CACHE_BLOCK: Final = 128
+_CACHE_ENTRIES: Final = 4096
 #: OpenAI: reasoning tokens per word of the fake's thought, by effort (the text is never sent).
 _EFFORT_FACTOR: Final = {"none": 0, "minimal": 1, "low": 2, "medium": 4, "high": 8, "xhigh": 16}
 _OPENAI_EFFORTS: Final = ("none", "minimal", "low", "medium", "high", "xhigh")
@@ -429,6 +430,8 @@ class _FakeOpenAI:
                 (totals[i] for i in reversed(marks) if (model, *keys[: i + 1]) in self._written),
                 0,
             )
+            if len(self._written) >= _CACHE_ENTRIES:
+                self._written.clear()  # a bounded cache: the fake may serve a long benchmark
             self._written.add((model, *keys[: marks[-1] + 1]))
             return read, totals[marks[-1]] - read
         seen = self._seen.setdefault(model, deque(maxlen=64))
@@ -729,7 +732,7 @@ class _Validator:
             raise _Invalid(
                 "Invalid 'messages': empty array. Expected an array with minimum length 1."
             )
-        names = self._tools(body)
+        self._tools(body)
         self._reasoning(body)
         model = str(body.get("model"))
         marks = 0
@@ -755,10 +758,11 @@ class _Validator:
         if pending:
             raise _Invalid(_unanswered(pending))
         if marks > 4:
-            raise _Invalid("A maximum of 4 blocks with cache_control may be provided. Found 5.")
-        del names
+            raise _Invalid(
+                f"A maximum of 4 blocks with cache_control may be provided. Found {marks}."
+            )
 
-    def _tools(self, body: dict[str, Any]) -> list[str]:
+    def _tools(self, body: dict[str, Any]) -> None:
         tools = body.get("tools")
         names: list[str] = []
         for index, tool in enumerate(tools or ()):
@@ -782,10 +786,10 @@ class _Validator:
                 )
         choice = body.get("tool_choice")
         if choice is None or choice in ("auto", "none", "required"):
-            return names
+            return
         if isinstance(choice, dict) and choice.get("type") == "function":
             if (choice.get("function") or {}).get("name") in names:
-                return names
+                return
             raise _Invalid("Invalid 'tool_choice': the function named is not among the tools.")
         raise _Invalid(
             "Invalid value for 'tool_choice': expected 'auto', 'none', 'required' or a function."
@@ -840,7 +844,7 @@ class _Validator:
                 f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', "
                 "'tool', 'function', and 'developer'."
             )
-        allowed = {"role", "content", "name", "tool_calls", "tool_call_id", "refusal"}
+        allowed = {"role", "content", "name", "tool_calls", "tool_call_id", "refusal", "audio"}
         if self.flavour is OpenAIFlavour.OPENROUTER:
             allowed |= {"reasoning", "reasoning_details", "cache_control"}
         if self.flavour is not OpenAIFlavour.TOGETHER:

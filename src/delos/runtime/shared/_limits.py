@@ -1,0 +1,365 @@
+"""A provider's RPM and TPM limits shared by every replica: GCRA in one Lua script on Redis.
+
+`SharedProviderLimiter` has the shape of `delos.resilience.ProviderLimiter` (both satisfy
+`ProviderRateLimiter`), so Guards can hold either. One script per request checks and reserves
+one request and its estimated tokens together, all or nothing, on the server's clock (``TIME``):
+replicas' clocks never meet. A reservation that would wait is taken for a future slot when the
+wait fits the caller's bound; the caller then sleeps it off locally, so waiting costs no further
+round trip. Settling (`reconcile`, `release_unused`) and pauses are synchronous for the caller
+and sent in the background by the store; a settlement that matches the estimate sends nothing.
+
+GCRA state is a theoretical arrival time (TAT) per dimension, in server microseconds, stored with
+a time to live that ends when the TAT passes: an absent key is a full burst. The burst is a
+minute's worth, as locally. While the store is degraded, a local `ProviderLimiter` takes over at
+the configured limits divided by the last known number of live replicas; it starts empty, so
+the minute in which Redis went away cannot be admitted twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol, cast
+
+import anyio
+from coredis.commands import Script
+
+from delos.resilience import (
+    Clock,
+    ProviderLimiter,
+    RateLimitHints,
+    RateLimitWouldWait,
+    Sleep,
+)
+
+from ._store import Client, SharedStateUnavailable, SharedStore
+
+__all__ = [
+    "ProviderRateLimiter",
+    "RateReservation",
+    "SharedProviderLimiter",
+    "SharedReservation",
+]
+
+_MICROS: Final = 1_000_000
+
+# Every script reads the server's clock, in microseconds, and stores a time with a time to live
+# that ends when that time passes (an absent TAT is a full burst; an absent pause, none).
+_PRELUDE: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local function keep_until(key, at)
+  if at > now then
+    redis.call('SET', key, string.format('%.17g', at), 'PX', math.ceil((at - now) / 1000) + 1)
+  else
+    redis.call('DEL', key)
+  end
+end
+local function read(key) return tonumber(redis.call('GET', key) or '0') end
+"""
+
+# KEYS: rpm TAT, tpm TAT, pause. ARGV: rpm interval, rpm tolerance, tpm interval, tpm tolerance
+# (microseconds; interval 0 = unlimited), tokens, max wait (microseconds, -1 = unbounded).
+# Returns {admitted (1/0), wait in µs, pause left in µs}. Admitted: both TATs moved as if the
+# units were taken after the wait, exactly what the local limiter does after sleeping it.
+_RESERVE: Final = Script[bytes](
+    script=_PRELUDE
+    + """
+local paused = read(KEYS[3])
+local amounts = {1, tonumber(ARGV[5])}
+local wait, tats = math.max(paused - now, 0), {}
+for i = 1, 2 do
+  local interval, tolerance = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  if interval > 0 then
+    tats[i] = read(KEYS[i])
+    local start = math.max(tats[i], now, paused) + amounts[i] * interval - tolerance
+    wait = math.max(wait, start - now)
+  end
+end
+local bound = tonumber(ARGV[6])
+local pause_left = math.ceil(math.max(paused - now, 0))
+if bound >= 0 and wait > bound then
+  return {0, math.ceil(wait), pause_left}
+end
+for i = 1, 2 do
+  if tats[i] then
+    keep_until(KEYS[i], math.max(tats[i], now + wait) + amounts[i] * tonumber(ARGV[2 * i - 1]))
+  end
+end
+return {1, math.ceil(wait), pause_left}
+"""
+)
+
+# KEYS: rpm TAT, tpm TAT. ARGV: rpm interval, tpm interval (µs), request delta, token delta.
+# A negative delta refunds (the TAT never goes below now: capacity is capped at a full burst),
+# a positive one charges (the TAT may run ahead: later callers wait for the debt).
+_ADJUST: Final = Script[bytes](
+    script=_PRELUDE
+    + """
+for i = 1, 2 do
+  local interval, delta = tonumber(ARGV[i]), tonumber(ARGV[i + 2])
+  if interval > 0 and delta < 0 then
+    keep_until(KEYS[i], math.max(read(KEYS[i]) + delta * interval, now))
+  elseif interval > 0 and delta > 0 then
+    keep_until(KEYS[i], math.max(read(KEYS[i]), now) + delta * interval)
+  end
+end
+return 1
+"""
+)
+
+# KEYS: pause. ARGV: pause length (µs). A shorter pause never cuts a longer one.
+_PAUSE: Final = Script[bytes](
+    script=_PRELUDE
+    + """
+local until_at = now + tonumber(ARGV[1])
+if until_at > read(KEYS[1]) then keep_until(KEYS[1], until_at) end
+return 1
+"""
+)
+
+
+class RateReservation(Protocol):
+    """What `reserve()` hands back: settle it once, synchronously, with the real usage."""
+
+    estimated_tokens: int
+
+    @property
+    def settled(self) -> bool: ...
+
+    def reconcile(self, actual_tokens: int) -> None: ...
+
+    def release_unused(self) -> None: ...
+
+
+class ProviderRateLimiter(Protocol):
+    """A provider's RPM/TPM limits as Guards uses them: local or shared, the same calls."""
+
+    @property
+    def paused_until(self) -> float | None: ...
+
+    async def reserve(
+        self, estimated_tokens: int, *, max_wait: float = math.inf
+    ) -> RateReservation: ...
+
+    def pause_until(self, until: float) -> None: ...
+
+    def apply_hints(self, hints: RateLimitHints) -> None: ...
+
+
+class SharedReservation:
+    """One request and `estimated_tokens` tokens reserved on Redis. Settle it exactly once;
+    settling is synchronous (safe in a ``finally`` block or a cancelled scope) and sent in the
+    background: nothing at all when the estimate was exact."""
+
+    __slots__ = ("_limiter", "_settled", "estimated_tokens")
+
+    def __init__(self, limiter: SharedProviderLimiter, estimated_tokens: int) -> None:
+        self._limiter = limiter
+        self._settled = False
+        self.estimated_tokens = estimated_tokens
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def reconcile(self, actual_tokens: int) -> None:
+        """The call used `actual_tokens`: refund an over-estimate, charge an under-estimate.
+
+        Raises `ValueError` for a negative count.
+        """
+        if actual_tokens < 0:
+            raise ValueError(f"actual_tokens must be >= 0, got {actual_tokens!r}")
+        if self._settled:
+            return
+        self._settled = True
+        if actual_tokens != self.estimated_tokens:
+            self._limiter._adjust(0, actual_tokens - self.estimated_tokens)
+
+    def release_unused(self) -> None:
+        """The call never reached the provider: give back the request and all its tokens."""
+        if self._settled:
+            return
+        self._settled = True
+        self._limiter._adjust(-1, -self.estimated_tokens)
+
+
+class SharedProviderLimiter:
+    """`requests_per_minute` and `tokens_per_minute` (None = unlimited) of `provider`, global.
+
+    `live_replicas` returns the last known number of live replicas (see `ReplicaRegistry`); it
+    sets the local fallback's share. `clock` and `sleep` time waits and pauses on this replica
+    only; admission itself runs on Redis's clock.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        requests_per_minute: float | None,
+        tokens_per_minute: float | None,
+        store: SharedStore,
+        *,
+        live_replicas: Callable[[], int] = lambda: 1,
+        clock: Clock = anyio.current_time,
+        sleep: Sleep = anyio.sleep,
+    ) -> None:
+        for name, rate in (("requests", requests_per_minute), ("tokens", tokens_per_minute)):
+            if rate is not None and not 0 < rate < math.inf:
+                raise ValueError(f"{name}_per_minute must be finite and > 0, got {rate!r}")
+        self.provider = provider
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self._store = store
+        self._keys = list(store.keys.limiter(provider))
+        self._live_replicas = live_replicas
+        self._clock = clock
+        self._sleep = sleep
+        # The same bursts as the local limiter: a minute's worth, at least one whole request.
+        rpm_interval = 60 * _MICROS / requests_per_minute if requests_per_minute else 0.0
+        tpm_interval = 60 * _MICROS / tokens_per_minute if tokens_per_minute else 0.0
+        self.token_burst = tokens_per_minute if tokens_per_minute else math.inf
+        self._static_args = (
+            repr(rpm_interval),
+            repr(rpm_interval * max(requests_per_minute or 0.0, 1.0)),
+            repr(tpm_interval),
+            repr(tpm_interval * (tokens_per_minute or 0.0)),
+        )
+        self._intervals = (repr(rpm_interval), repr(tpm_interval))
+        self._paused_until = -math.inf
+        self._fallback: ProviderLimiter | None = None
+        self._fallback_replicas = 0
+
+    @property
+    def paused_until(self) -> float | None:
+        """The local clock time admission is paused until, as far as this replica knows."""
+        return self._paused_until if self._paused_until > self._clock() else None
+
+    async def reserve(
+        self, estimated_tokens: int, *, max_wait: float = math.inf
+    ) -> RateReservation:
+        """Reserve one request and `estimated_tokens` tokens, waiting at most `max_wait` seconds.
+
+        All or nothing: raises `RateLimitWouldWait` (reserving nothing) when the wait would be
+        longer than `max_wait` or than the time left before the cancel-scope deadline. Raises
+        `ValueError` when `estimated_tokens` is negative or above the token burst. One round trip
+        to Redis; when the store is degraded, the local fallback decides.
+        """
+        if not 0 <= estimated_tokens <= self.token_burst:
+            raise ValueError(
+                f"estimated_tokens must be in [0, {self.token_burst}], got {estimated_tokens!r}"
+            )
+        start = self._clock()
+        bound = max_wait
+        if self._clock is anyio.current_time:
+            bound = min(bound, anyio.current_effective_deadline() - start)
+        bound_micros = "-1" if bound == math.inf else str(max(math.floor(bound * _MICROS), 0))
+        keys = self._keys
+        args = [*self._static_args, str(estimated_tokens), bound_micros]
+
+        async def command(client: Client) -> list[int]:
+            return cast(list[int], await _RESERVE(keys, args, client=client))
+
+        try:
+            admitted, wait_micros, pause_micros = await self._store.run("limiter", command)
+        except SharedStateUnavailable:
+            return await self._reserve_locally(estimated_tokens, max_wait, start)
+        self._fallback = None  # the next degraded episode starts a fresh, empty share
+        now = self._clock()
+        if pause_micros:
+            self._paused_until = max(self._paused_until, now + pause_micros / _MICROS)
+        wait = wait_micros / _MICROS
+        if not admitted:
+            raise RateLimitWouldWait(wait)
+        reservation = SharedReservation(self, estimated_tokens)
+        if wait > 0:
+            try:
+                await self._sleep(wait - (now - start))
+            except BaseException:
+                reservation.release_unused()
+                raise
+        return reservation
+
+    def pause_until(self, until: float) -> None:
+        """Admit nothing, on any replica, before local clock time `until` (seconds)."""
+        seconds = until - self._clock()
+        if seconds <= 0:
+            return
+        self._paused_until = max(self._paused_until, until)
+        if self._fallback is not None:
+            self._fallback.pause_until(until)
+        keys, args = self._keys[2:], [str(math.ceil(seconds * _MICROS))]
+
+        async def command(client: Client) -> object:
+            return await _PAUSE(keys, args, client=client)
+
+        self._store.submit_nowait("limiter_pause", command)
+
+    def apply_hints(self, hints: RateLimitHints) -> None:
+        """Pause every replica as the provider's headers ask (the rules of
+        `ProviderLimiter.apply_hints`, with one pause for both dimensions: a reservation
+        always needs both)."""
+        pauses = []
+        if hints.retry_after is not None and hints.retry_after > 0:
+            pauses.append(hints.retry_after)
+        if (
+            hints.remaining_requests is not None
+            and hints.remaining_requests <= 0
+            and hints.requests_reset_after is not None
+        ):
+            pauses.append(hints.requests_reset_after)
+        if (
+            hints.remaining_tokens is not None
+            and hints.remaining_tokens < 1
+            and hints.tokens_reset_after is not None
+        ):
+            pauses.append(hints.tokens_reset_after)
+        if pauses:
+            self.pause_until(self._clock() + max(pauses))
+
+    def _adjust(self, request_delta: int, token_delta: int) -> None:
+        if self._fallback is not None:
+            return  # the reservation came from the shared state; a degraded store drops it
+        keys = self._keys[:2]
+        args = [*self._intervals, str(request_delta), str(token_delta)]
+
+        async def command(client: Client) -> object:
+            return await _ADJUST(keys, args, client=client)
+
+        self._store.submit_nowait("limiter_settle", command)
+
+    async def _reserve_locally(
+        self, estimated_tokens: int, max_wait: float, start: float
+    ) -> RateReservation:
+        replicas = max(self._live_replicas(), 1)
+        fallback = self._fallback
+        if fallback is None or self._fallback_replicas != replicas:
+            fallback = self._fallback = _empty_share(self, replicas)
+            self._fallback_replicas = replicas
+            if self._paused_until > self._clock():
+                fallback.pause_until(self._paused_until)
+        # A request larger than this replica's share is admitted once the share is full,
+        # then charged the rest: Redis being away must not make requests impossible.
+        tokens = min(estimated_tokens, int(fallback.tokens.burst))
+        return await fallback.reserve(tokens, max_wait=max_wait - (self._clock() - start))
+
+
+def _empty_share(limiter: SharedProviderLimiter, replicas: int) -> ProviderLimiter:
+    fallback = ProviderLimiter.for_worker_share(
+        limiter.requests_per_minute,
+        limiter.tokens_per_minute,
+        replicas,
+        clock=limiter._clock,
+        sleep=limiter._sleep,
+    )
+    for dimension in (fallback.requests, fallback.tokens):
+        if dimension.burst < math.inf:
+            dimension.charge(dimension.burst)
+    return fallback
+
+
+if TYPE_CHECKING:
+
+    def _both_fit(
+        local: ProviderLimiter, shared: SharedProviderLimiter
+    ) -> list[ProviderRateLimiter]:
+        return [local, shared]

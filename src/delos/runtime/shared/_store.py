@@ -1,0 +1,411 @@
+"""The Redis client behind all shared state: short deadlines, a breaker around Redis, fail-static.
+
+Every call goes through :meth:`SharedStore.run`: it is refused at once while the breaker around
+Redis is open, bounded by ``deadline`` seconds otherwise, and its outcome feeds the breaker. A
+refused, late or failed call raises :class:`SharedStateUnavailable`; callers catch it and fall
+back to local state (fail-static). Each such decision is counted by (purpose, reason); the switch
+between shared and local state is logged once each way, never per request. The breaker lets one
+trial call through after its wait, so the store recovers by itself once Redis answers again.
+
+Work that must not wait on Redis (settling a reservation, publishing a pause or a breaker
+opening) is handed over synchronously with :meth:`SharedStore.submit_nowait`, safe in a
+``finally`` block or a cancelled scope, and sent by a background task.
+
+Key layout (:class:`KeySpace`), one version prefix for everything so a layout change never reads
+old keys::
+
+    delos:v1:limit:{openai}:rpm|tpm|pause          GCRA state and pause of one provider
+    delos:v1:breaker:{openai/gpt-4o}:open|half|trial   shared breaker state
+    delos:v1:replicas                              live replicas (sorted set, expiry as score)
+    delos:v1:cache:{<request key>}:value|lock|flight   the response cache's level 2
+
+The ``{...}`` hash tags put the keys one Lua script touches in one Redis Cluster slot. Eviction
+is instance-wide: ``maxmemory-policy`` samples keys from every logical database, so a separate
+DB does not protect limiter keys from ``allkeys-lru``. Give the cache its own instance
+(``maxmemory`` + ``allkeys-lru``) and keep limits and breakers on one with ``noeviction``, where
+memory pressure makes writes fail, which degrades the store instead of silently resetting limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import coredis
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from coredis.pool import ConnectionPool
+from coredis.retry import NoRetryPolicy
+
+from delos.resilience import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpenError,
+    Clock,
+)
+
+__all__ = [
+    "KEY_VERSION",
+    "REDIS_BREAKER",
+    "KeySpace",
+    "SharedStateUnavailable",
+    "SharedStore",
+    "SharedStoreConfig",
+    "SharedStoreStats",
+    "open_shared_store",
+]
+
+logger = logging.getLogger("delos.runtime.shared")
+
+T = TypeVar("T")
+
+#: Bumped whenever a key's layout or a stored value's format changes.
+KEY_VERSION: Final = 1
+
+#: The breaker around Redis: three failures among the last six calls open it; it retries after
+#: half a second, backing off to five; one trial call decides.
+REDIS_BREAKER: Final = BreakerConfig(
+    failure_rate_threshold=0.5,
+    slow_call_rate_threshold=1.0,
+    slow_call_duration=math.inf,  # a late call is cut at the deadline and counts as a failure
+    window_size=6,
+    minimum_calls=3,
+    wait_in_open=0.5,
+    open_backoff_multiplier=2.0,
+    max_wait_in_open=5.0,
+    half_open_trial_calls=1,
+)
+
+Client = coredis.Redis[bytes]
+Command = Callable[[Client], Awaitable[T]]
+
+
+class SharedStateUnavailable(Exception):
+    """Shared state could not be used for `purpose`; the caller falls back to local state.
+
+    `reason` is ``"degraded"`` (the breaker around Redis is open), ``"timeout"`` (no answer
+    within the deadline), ``"error"`` (connection or Redis error) or ``"queue_full"``.
+    """
+
+    def __init__(self, purpose: str, reason: str) -> None:
+        super().__init__(purpose, reason)
+        self.purpose = purpose
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"shared state unavailable for {self.purpose} ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedStoreConfig:
+    """How the store talks to Redis. Durations are seconds.
+
+    `deadline` bounds every call; opening a new connection is bounded by `connect_timeout` for
+    TCP plus `deadline` for the handshake (both small: see `_ShieldedPool`). `pending_limit` is
+    how many background commands may wait to be sent before new ones are dropped and counted.
+    Raises `ValueError` naming the field when a value is out of range.
+    """
+
+    deadline: float = 0.05
+    connect_timeout: float = 0.05
+    namespace: str = "delos"
+    breaker: BreakerConfig = field(default=REDIS_BREAKER)
+    pending_limit: int = 10_000
+    max_connections: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("deadline", "connect_timeout"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise ValueError(f"SharedStoreConfig.{name} must be finite and > 0, got {value!r}")
+        if not self.namespace or any(c in self.namespace for c in "{}: "):
+            raise ValueError(
+                f"SharedStoreConfig.namespace must be a plain word: {self.namespace!r}"
+            )
+        for name in ("pending_limit", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SharedStoreConfig.{name} must be >= 1")
+
+
+class KeySpace:
+    """Every Redis key the gateway uses, under ``<namespace>:v<KEY_VERSION>:``."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, namespace: str = "delos") -> None:
+        self.prefix = f"{namespace}:v{KEY_VERSION}:"
+
+    def limiter(self, provider: str) -> tuple[str, str, str]:
+        """The requests TAT, tokens TAT and pause keys of `provider`, in one cluster slot."""
+        base = f"{self.prefix}limit:{_tag(provider)}:"
+        return base + "rpm", base + "tpm", base + "pause"
+
+    def breaker(self, name: str) -> tuple[str, str, str]:
+        """The open, half-open and trial keys of breaker `name`, in one cluster slot."""
+        base = f"{self.prefix}breaker:{_tag(name)}:"
+        return base + "open", base + "half", base + "trial"
+
+    @property
+    def replicas(self) -> str:
+        """The sorted set of live replicas."""
+        return f"{self.prefix}replicas"
+
+    def cache(self, key: str) -> tuple[str, str, str]:
+        """The value, lock and hand-off keys of response-cache entry `key`, in one slot."""
+        base = f"{self.prefix}cache:{_tag(key)}:"
+        return base + "value", base + "lock", base + "flight"
+
+
+def _tag(name: str) -> str:
+    if "{" in name or "}" in name:
+        raise ValueError(f"a shared-state name cannot contain braces: {name!r}")
+    return "{" + name + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedStoreStats:
+    """Counters since the store was opened, for metrics.
+
+    `fallbacks` counts decisions to use local state, by (purpose, reason); `degraded_episodes`
+    counts switches from shared to local state; `pending` is the background commands waiting.
+    """
+
+    degraded: bool
+    calls: int
+    failures: int
+    fallbacks: Mapping[tuple[str, str], int]
+    degraded_episodes: int
+    pending: int
+
+
+class _ShieldedPool(ConnectionPool[Any]):
+    """coredis's pool, with connection set-up shielded from the caller's cancellation.
+
+    coredis 6.9 takes a pool slot before opening a connection and returns it only if opening
+    fails by itself: a caller cancelled meanwhile (our deadline, on asyncio) loses the slot, and
+    after `max_connections` such losses every call waits forever. Shielded, set-up instead runs
+    to its own end, bounded by `connect_timeout` and the handshake's `stream_timeout`.
+    """
+
+    async def get_connection(self, **kwargs: Any) -> Any:
+        with anyio.CancelScope(shield=True):
+            return await super().get_connection(**kwargs)
+
+
+class SharedStore:
+    """A coredis client used under a deadline and a breaker. Open it with `open_shared_store`.
+
+    `clock` (seconds) times the breaker's waits; the deadline is a cancel scope on anyio's clock.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        config: SharedStoreConfig,
+        *,
+        clock: Clock,
+        where: str,
+        send: MemoryObjectSendStream[tuple[str, Command[object]]],
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.keys = KeySpace(config.namespace)
+        self.where = where
+        self._clock = clock
+        self._send = send
+        self._breaker = CircuitBreaker(
+            f"redis {where}", config.breaker, clock=clock, listeners=[self._on_transition]
+        )
+        self._fallbacks: Counter[tuple[str, str]] = Counter()
+        self._calls = 0
+        self._failures = 0
+        self._episodes = 0
+        self._degraded_at: float | None = None
+        self._last_error = ""
+        self._pending = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._listeners: list[Callable[[bool], None]] = []
+
+    @property
+    def degraded(self) -> bool:
+        """True while shared state is not in use (the breaker around Redis is not closed)."""
+        return self._breaker.state is not BreakerState.CLOSED
+
+    def add_listener(self, listener: Callable[[bool], None]) -> None:
+        """Call `listener(degraded)` on every switch between shared and local state."""
+        self._listeners.append(listener)
+
+    def stats(self) -> SharedStoreStats:
+        return SharedStoreStats(
+            degraded=self.degraded,
+            calls=self._calls,
+            failures=self._failures,
+            fallbacks=dict(self._fallbacks),
+            degraded_episodes=self._episodes,
+            pending=self._pending,
+        )
+
+    def fall_back(self, purpose: str, reason: str) -> SharedStateUnavailable:
+        """Count one decision to use local state, and return the error that says so."""
+        self._fallbacks[purpose, reason] += 1
+        return SharedStateUnavailable(purpose, reason)
+
+    async def run(self, purpose: str, command: Command[T]) -> T:
+        """Run `command(client)` within the deadline, through the breaker around Redis.
+
+        Raises `SharedStateUnavailable` (counted under `purpose`) when the breaker refuses, the
+        deadline passes or the command fails. A call cancelled from outside counts for nothing.
+        """
+        try:
+            permit = self._breaker.try_acquire()
+        except CircuitOpenError:
+            raise self.fall_back(purpose, "degraded") from None
+        self._calls += 1
+        started = self._clock()
+        try:
+            with anyio.move_on_after(self.config.deadline):
+                result = await command(self.client)
+                permit.record_success(self._clock() - started)
+                return result
+        except Exception as error:
+            # The one place lower-layer errors become ours: connection refused or reset, a
+            # Redis error reply (OOM under noeviction, a script error), a coredis timeout.
+            self._failures += 1
+            self._last_error = f"{type(error).__name__}: {error}"
+            permit.record_failure(self._clock() - started)
+            raise self.fall_back(purpose, "error") from None
+        except BaseException:
+            permit.record_ignored()  # cancelled by the caller: says nothing about Redis
+            raise
+        self._failures += 1
+        self._last_error = f"no answer within {self.config.deadline * 1000:.0f} ms"
+        permit.record_failure(self._clock() - started)
+        raise self.fall_back(purpose, "timeout")
+
+    def submit_nowait(self, purpose: str, command: Command[object]) -> None:
+        """Have `command` run in the background (as by `run`). Never blocks, never raises.
+
+        While degraded, or with `pending_limit` commands already waiting, it is dropped and
+        counted: what it would have written is local state's business until Redis is back.
+        """
+        if self.degraded:
+            self.fall_back(purpose, "degraded")
+            return
+        try:
+            self._send.send_nowait((purpose, command))
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.fall_back(purpose, "queue_full")
+            return
+        self._pending += 1
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+
+    async def wait_idle(self) -> None:
+        """Wait until every command handed to `submit_nowait` so far has been run or dropped."""
+        while self._pending:
+            await self._idle.wait()
+
+    async def _run_submitted(
+        self, receive: MemoryObjectReceiveStream[tuple[str, Command[object]]]
+    ) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < 64:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                # coredis multiplexes concurrent commands on one connection: the batch goes out
+                # as one pipelined write.
+                async with anyio.create_task_group() as group:
+                    for purpose, command in batch:
+                        group.start_soon(self._run_quietly, purpose, command)
+                self._pending -= len(batch)
+                if not self._pending:
+                    self._idle.set()
+
+    async def _run_quietly(self, purpose: str, command: Command[object]) -> None:
+        try:
+            await self.run(purpose, command)
+        except SharedStateUnavailable:
+            pass  # counted by run()
+
+    def _on_transition(self, _name: str, old: BreakerState, new: BreakerState) -> None:
+        if old is BreakerState.CLOSED:
+            self._episodes += 1
+            self._degraded_at = self._clock()
+            logger.warning(
+                "shared state on Redis %s unavailable (%s): using local limits, breakers and "
+                "cache until it answers again",
+                self.where,
+                self._last_error,
+            )
+        elif new is BreakerState.CLOSED:
+            down = self._clock() - (self._degraded_at or self._clock())
+            logger.warning(
+                "shared state on Redis %s restored after %.1f s; %d fallback decisions so far",
+                self.where,
+                down,
+                sum(self._fallbacks.values()),
+            )
+        else:
+            return  # OPEN <-> HALF_OPEN: still degraded, nothing new to say
+        for listener in list(self._listeners):
+            try:
+                listener(new is not BreakerState.CLOSED)
+            except Exception:
+                logger.exception("shared store listener %r failed", listener)
+
+
+def _where(url: str) -> str:
+    """host:port/db of a Redis URL, never its credentials."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+@asynccontextmanager
+async def open_shared_store(
+    url: str,
+    config: SharedStoreConfig | None = None,
+    *,
+    clock: Clock = anyio.current_time,
+) -> AsyncIterator[SharedStore]:
+    """A `SharedStore` on the Redis at `url` (``redis://``, ``rediss://`` or ``unix://``).
+
+    Nothing is sent on entry: an unreachable Redis only makes the first calls fall back, so the
+    gateway starts whether or not Redis is up. On exit, background commands get up to ten
+    deadlines to go out before they are abandoned.
+    """
+    config = config or SharedStoreConfig()
+    pool = _ShieldedPool.from_url(
+        url,
+        connect_timeout=config.connect_timeout,
+        stream_timeout=config.deadline,
+        max_connections=config.max_connections,
+        decode_responses=False,
+    )
+    client: Client = coredis.Redis(connection_pool=pool, retry_policy=NoRetryPolicy())
+    send, receive = anyio.create_memory_object_stream[tuple[str, Command[object]]](
+        config.pending_limit
+    )
+    store = SharedStore(client, config, clock=clock, where=_where(url), send=send)
+    async with client, anyio.create_task_group() as group:
+        group.start_soon(store._run_submitted, receive)
+        try:
+            yield store
+        finally:
+            send.close()
+            with anyio.move_on_after(config.deadline * 10, shield=True):
+                await store.wait_idle()
+            group.cancel_scope.cancel()
