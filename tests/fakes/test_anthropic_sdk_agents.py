@@ -9,7 +9,7 @@ from typing import Any
 
 import anthropic
 import pytest
-from anthropic.types import MessageParam, ToolParam
+from anthropic.types import MessageParam, ThinkingBlock, ToolParam, ToolUseBlock
 
 from delos.testing import FakeControl, FakeServer, serve_in_thread
 from delos.testing._agent import sign
@@ -350,8 +350,8 @@ def test_vertex_caches_calls_tools_and_thinks_like_the_direct_api(
     assert (first.usage.cache_creation_input_tokens, second.usage.cache_read_input_tokens) == (3, 3)
     for message in (first, second):
         thinking, call = message.content
-        assert thinking.type == "thinking" and thinking.signature == sign(THOUGHT)
-        assert call.type == "tool_use" and call.id.startswith("toolu_vrtx_01")
+        assert isinstance(thinking, ThinkingBlock) and thinking.signature == sign(THOUGHT)
+        assert isinstance(call, ToolUseBlock) and call.id.startswith("toolu_vrtx_01")
 
 
 def test_vertex_refuses_image_urls(vertex: anthropic.AnthropicVertex) -> None:

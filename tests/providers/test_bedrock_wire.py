@@ -11,6 +11,7 @@ import pytest
 
 from delos.runtime.errors import UnsupportedByProvider, UpstreamProtocolError
 from delos.runtime.providers._bedrock_wire import (
+    ConverseStreamReader,
     converse_body,
     document_name,
     parse_converse,
@@ -23,11 +24,17 @@ from delos.runtime.values import (
     DocumentPart,
     ImagePart,
     Reasoning,
+    StreamEvent,
+    StreamFinished,
+    TextDelta,
     Thinking,
+    ThinkingDelta,
     Tool,
     ToolCall,
+    ToolCallDelta,
     Usage,
 )
+from delos.runtime.wire import EventStreamDecoder, encode_event
 
 CLAUDE = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 LLAMA = "meta.llama3-1-70b-instruct-v1:0"
@@ -408,3 +415,78 @@ def test_structured_output_reads_the_output_tool_and_reports_no_calls() -> None:
     answer = parse_converse("bedrock", payload, request(user(), output_schema={"type": "object"}))
     assert (answer.content, answer.finish_reason, answer.tool_calls) == ('{"a":1}', "stop", ())
     assert json.loads(answer.content) == {"a": 1}
+
+
+# -- the stream reader, fed three ways ---------------------------------------------------------
+
+
+def frame(event_type: str, payload: dict[str, Any]) -> bytes:
+    return encode_event(event_type, json.dumps(payload, ensure_ascii=False).encode())
+
+
+def delta(index: int, value: dict[str, Any]) -> bytes:
+    return frame("contentBlockDelta", {"contentBlockIndex": index, "delta": value, "p": "abc"})
+
+
+STREAM = b"".join(
+    [
+        frame("messageStart", {"role": "assistant"}),
+        delta(0, {"reasoningContent": {"text": "über\u2028"}}),
+        delta(0, {"reasoningContent": {"signature": "c2ln"}}),
+        frame("contentBlockStop", {"contentBlockIndex": 0}),
+        frame(
+            "contentBlockStart",
+            {"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}},
+        ),
+        delta(1, {"toolUse": {"input": '{"q":"é'}}),
+        delta(1, {"toolUse": {"input": '\u2028"}'}}),
+        frame("contentBlockStop", {"contentBlockIndex": 1}),
+        frame("messageStop", {"stopReason": "tool_use"}),
+        frame("metadata", {"usage": {"inputTokens": 2, "outputTokens": 3}, "metrics": {}}),
+    ]
+)
+EXPECTED: list[StreamEvent] = [
+    ThinkingDelta("über\u2028"),
+    ToolCallDelta(0, id="t1", name="f"),
+    ToolCallDelta(0, arguments_delta='{"q":"é'),
+    ToolCallDelta(0, arguments_delta='\u2028"}'),
+    StreamFinished(
+        "tool_calls",
+        Usage(2, 3),
+        CLAUDE,
+        (ToolCall("t1", "f", '{"q":"é\u2028"}'),),
+        (Thinking("über\u2028", "c2ln", provider="bedrock"),),
+    ),
+]
+
+
+def read(chunks: list[bytes]) -> list[StreamEvent]:
+    decoder = EventStreamDecoder()
+    reader = ConverseStreamReader("bedrock", CLAUDE, structured=False)
+    events: list[StreamEvent] = []
+    for chunk in chunks:
+        for message in decoder.feed(chunk):
+            events += reader.feed(message)
+    decoder.close()
+    return events + reader.end()
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [STREAM],
+        [STREAM[i : i + 1] for i in range(len(STREAM))],
+        [STREAM + frame("messageStart", {"role": "assistant"})],
+    ],
+    ids=["whole", "byte-by-byte", "trailing-data"],
+)
+def test_the_reader_gives_the_same_events_however_the_bytes_arrive(chunks: list[bytes]) -> None:
+    assert read(chunks) == EXPECTED
+
+
+def test_text_deltas_still_stream_beside_tool_blocks() -> None:
+    stream = STREAM.replace(
+        frame("contentBlockStop", {"contentBlockIndex": 1}),
+        frame("contentBlockStop", {"contentBlockIndex": 1}) + delta(2, {"text": "done"}),
+    )
+    assert read([stream])[4] == TextDelta("done")

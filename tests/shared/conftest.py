@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from delos.runtime.shared import SharedStoreConfig
+
 REDIS_SERVER = shutil.which("redis-server")
 
 
@@ -36,9 +38,10 @@ def _free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process: no persistence, foreground, loopback only."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
         assert REDIS_SERVER is not None
         self._directory = directory
+        self._extra = extra
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
@@ -63,6 +66,7 @@ class RedisServer:
                 "--daemonize", "no",
                 "--dir", str(self._directory),
                 "--loglevel", "warning",
+                *self._extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -79,6 +83,12 @@ class RedisServer:
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.005)  # readiness polling, not a wait for behaviour
+
+    def command(self, *words: str) -> bytes:
+        """One command over a raw socket (inline protocol): set-up and checks, out of band."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(" ".join(words).encode() + b"\r\n")
+            return sock.recv(65536)
 
     def kill(self) -> None:
         """SIGKILL, as a crash: no goodbye to clients."""
@@ -107,12 +117,36 @@ class RedisServer:
         self._process = None
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def _serve(directory: Path, *extra: str) -> Iterator[RedisServer]:
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(tmp_path)
+    server = RedisServer(directory, *extra)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from _serve(tmp_path)
+
+
+@pytest.fixture
+def cluster_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A one-node Redis Cluster owning every slot: scripts touching two slots fail (CROSSSLOT)."""
+    for server in _serve(tmp_path, "--cluster-enabled", "yes"):
+        assert server.command("CLUSTER", "ADDSLOTSRANGE", "0", "16383").startswith(b"+OK")
+        deadline = time.monotonic() + 10
+        while b"cluster_state:ok" not in server.command("CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, "the one-node cluster never became ready"
+            time.sleep(0.01)
+        yield server
+
+
+def store_config(**changes: object) -> SharedStoreConfig:
+    """Generous deadlines for tests that are not about deadlines: a loaded CI machine must not
+    turn a slow call into a fallback the test did not ask for."""
+    settings: dict[str, object] = {"deadline": 1.0, "connect_timeout": 1.0}
+    settings.update(changes)
+    return SharedStoreConfig(**settings)  # type: ignore[arg-type]

@@ -490,7 +490,7 @@ class _FakeAnthropic:
             "content": [block.whole() for block in plan.blocks],
             "stop_reason": plan.stop_reason,
             "stop_sequence": plan.stop_sequence,
-            "usage": plan.usage.start(plan.usage.output),
+            "usage": plan.usage.start(),
         }
         if behaviour.fault is Fault.NO_FINAL_USAGE:
             del payload["usage"]
@@ -634,8 +634,9 @@ class _Usage:
     output: int
     thinking: int
 
-    def start(self, output: int) -> dict[str, Any]:
-        """The usage of a Message (``message_start`` carries a placeholder output count)."""
+    def start(self, output: int | None = None) -> dict[str, Any]:
+        """The usage of a Message; ``message_start`` carries a placeholder ``output`` count."""
+        final = output is None
         usage: dict[str, Any] = {
             "input_tokens": self.input,
             "cache_creation_input_tokens": self.cache_written,
@@ -644,10 +645,10 @@ class _Usage:
                 "ephemeral_5m_input_tokens": self.cache_written,
                 "ephemeral_1h_input_tokens": 0,
             },
-            "output_tokens": output,
+            "output_tokens": self.output if output is None else output,
             "service_tier": "standard",
         }
-        if self.thinking and output == self.output:
+        if self.thinking and final:
             usage["output_tokens_details"] = {"thinking_tokens": self.thinking}
         return usage
 

@@ -24,7 +24,12 @@ history needs the tools declared); a history with tool calls and no tools declar
 an image or document in an assistant turn; a document in a message without text; reasoning on a
 model other than Claude 3.7 and later, below Claude's 1,024-token minimum, not below
 ``max_tokens``, with a forced tool, a temperature other than 1 or a top_p below 0.95; a cache
-breakpoint on a model without Bedrock prompt caching (only Claude and Nova have it).
+breakpoint on a model without Bedrock prompt caching (only Claude and Nova have it); an image
+not png, jpeg, gif or webp; a document not PDF or plain text; a non-text system part; a tool call
+whose id breaks Bedrock's pattern or whose arguments are not a JSON object.
+
+A reasoning effort becomes a budget (:data:`EFFORT_BUDGETS`); ``include_thoughts`` needs no
+setting, as Claude on Bedrock returns its thinking (needed back with its signature) either way.
 """
 
 from __future__ import annotations
@@ -85,7 +90,6 @@ OUTPUT_TOOL: Final = "output"
 EFFORT_BUDGETS: Final = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "": 8192}
 #: Claude's smallest thinking budget (tokens).
 _MIN_THINKING_BUDGET: Final = 1024
-_CACHE_POINT: Final = {"cachePoint": {"type": "default"}}
 _IMAGE_FORMATS: Final = {
     "image/png": "png",
     "image/jpeg": "jpeg",
@@ -128,19 +132,12 @@ def converse_body(provider: str, request: ChatRequest) -> dict[str, Any]:
         UnsupportedByProvider: the request asks for something Converse cannot express exactly
             (the module docstring lists what).
     """
-    caching = "anthropic.claude" in request.model or "amazon.nova" in request.model
     messages: list[dict[str, Any]] = []
     for message in request.conversation:
         role = "user" if message.role == "tool" else message.role
         blocks = _message_blocks(provider, message)
         if message.cache_breakpoint:
-            if not caching:
-                raise UnsupportedByProvider(
-                    provider,
-                    "cache_breakpoint",
-                    f"{request.model} has no prompt caching on Bedrock (Claude and Nova have)",
-                )
-            blocks.append(dict(_CACHE_POINT))
+            blocks.append(_cache_point(provider, request.model))
         if messages and messages[-1]["role"] == role:
             messages[-1]["content"].extend(blocks)
         else:
@@ -152,7 +149,7 @@ def converse_body(provider: str, request: ChatRequest) -> dict[str, Any]:
                 provider, "documents", "Converse needs a text block in a message with a document"
             )
     body: dict[str, Any] = {"messages": messages}
-    system = _system_blocks(provider, request, caching=caching)
+    system = _system_blocks(provider, request)
     if system:
         body["system"] = system
     config: dict[str, Any] = {}
@@ -185,7 +182,17 @@ def document_name(part: DocumentPart) -> str:
     return name or f"document-{hashlib.sha256(part.data).hexdigest()[:12]}"
 
 
-def _system_blocks(provider: str, request: ChatRequest, *, caching: bool) -> list[dict[str, Any]]:
+def _cache_point(provider: str, model: str) -> dict[str, Any]:
+    """A ``cachePoint`` block. Raises :class:`UnsupportedByProvider` for a model that has no
+    prompt caching on Bedrock: it would refuse the block, and dropping it would be silent."""
+    if "anthropic.claude" not in model and "amazon.nova" not in model:
+        raise UnsupportedByProvider(
+            provider, "cache_breakpoint", f"{model} has no prompt caching on Bedrock"
+        )
+    return {"cachePoint": {"type": "default"}}
+
+
+def _system_blocks(provider: str, request: ChatRequest) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for message in request.messages:
         if message.role != "system":
@@ -198,13 +205,7 @@ def _system_blocks(provider: str, request: ChatRequest, *, caching: bool) -> lis
         if message.text:
             blocks.append({"text": message.text})
         if message.cache_breakpoint and blocks:
-            if not caching:
-                raise UnsupportedByProvider(
-                    provider,
-                    "cache_breakpoint",
-                    f"{request.model} has no prompt caching on Bedrock (Claude and Nova have)",
-                )
-            blocks.append(dict(_CACHE_POINT))
+            blocks.append(_cache_point(provider, request.model))
     return blocks
 
 

@@ -31,7 +31,9 @@ Native forms (Chat Completions):
   assistant turn. Together's input has no reasoning field: its thinking is not sent back;
 - caching: OpenAI, Together and OpenRouter's non-Anthropic models cache prompt prefixes
   automatically, so ``cache_breakpoint`` has no native form there and is ignored by design (their
-  behaviour already is "cache this prefix"). OpenRouter's Anthropic models take Anthropic's
+  behaviour already is "cache this prefix"). (OpenAI's gpt-5.6 and later also take an explicit
+  ``prompt_cache_breakpoint`` on content parts, per openai-python 3.57; no catalog model is one,
+  so none is sent.) OpenRouter's Anthropic models take Anthropic's
   ``cache_control: {"type": "ephemeral"}`` on the message's last content part. Reads and writes
   come back as ``usage.prompt_tokens_details.cached_tokens`` / ``cache_write_tokens``, inside
   ``prompt_tokens``; reasoning as ``completion_tokens_details.reasoning_tokens``, inside

@@ -16,9 +16,12 @@ Refused before anything is sent (:class:`~delos.runtime.errors.UnsupportedByProv
 - on OpenRouter's Anthropic models, a ``cache_breakpoint`` on a message with no text part to
   carry ``cache_control`` (an assistant turn that only calls tools).
 
-Ignored by design, because the provider's native behaviour already does it: ``cache_breakpoint``
-where caching is automatic (OpenAI, Together, OpenRouter's other models); ``include_thoughts`` on
-OpenAI, whose Chat Completions never returns thinking text (the answer simply has none).
+Left out by design, each the provider's own behaviour: ``cache_breakpoint`` where caching is
+automatic (OpenAI, Together, OpenRouter's other models: prompts of 1024 tokens and more are cached
+without a marker); ``include_thoughts`` on OpenAI, whose Chat Completions never returns thinking
+text (the answer simply has none); Together's own thinking in history (its input has no reasoning
+field). A reasoning setting with both an effort and a budget goes to OpenRouter as the budget (its
+exact form), to the others as the effort.
 """
 
 from __future__ import annotations

@@ -339,7 +339,8 @@ class SharedProviderLimiter:
                 fallback.pause_until(self._paused_until)
         # A request larger than this replica's share is admitted once the share is full,
         # then charged the rest: Redis being away must not make requests impossible.
-        tokens = min(estimated_tokens, int(fallback.tokens.burst))
+        burst = fallback.tokens.burst
+        tokens = estimated_tokens if burst == math.inf else min(estimated_tokens, int(burst))
         return await fallback.reserve(tokens, max_wait=max_wait - (self._clock() - start))
 
 

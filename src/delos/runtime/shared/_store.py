@@ -40,6 +40,8 @@ from urllib.parse import urlsplit
 import anyio
 import coredis
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.abc import TaskStatus
+from coredis.connection import BaseConnection, TCPConnection, UnixDomainSocketConnection
 from coredis.pool import ConnectionPool
 from coredis.retry import NoRetryPolicy
 
@@ -199,6 +201,37 @@ class _ShieldedPool(ConnectionPool[Any]):
             return await super().get_connection(**kwargs)
 
 
+class _ClosingConnection(BaseConnection):
+    """A coredis connection that closes its buffers when it cannot be opened.
+
+    coredis 6.9 creates a connection's memory streams in ``__init__`` and closes them only once
+    the socket is open; a refused or timed-out connection leaves them to the garbage collector,
+    which warns about each (and warnings are errors here). Closing twice is harmless.
+    """
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await super().run(task_status=task_status)
+        finally:
+            for stream in (
+                self._write_buffer_in,
+                self._write_buffer_out,
+                self._push_message_buffer_in,
+                self._push_message_buffer_out,
+                self._streamed_message_buffer_in,
+                self._streamed_message_buffer_out,
+            ):
+                stream.close()
+
+
+class _ClosingTCPConnection(_ClosingConnection, TCPConnection):
+    pass
+
+
+class _ClosingUnixConnection(_ClosingConnection, UnixDomainSocketConnection):
+    pass
+
+
 class SharedStore:
     """A coredis client used under a deadline and a breaker. Open it with `open_shared_store`.
 
@@ -322,7 +355,7 @@ class SharedStore:
                 while len(batch) < 64:
                     try:
                         batch.append(receive.receive_nowait())
-                    except anyio.WouldBlock:
+                    except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 # coredis multiplexes concurrent commands on one connection: the batch goes out
                 # as one pipelined write.
@@ -383,8 +416,8 @@ async def open_shared_store(
 ) -> AsyncIterator[SharedStore]:
     """A `SharedStore` on the Redis at `url` (``redis://``, ``rediss://`` or ``unix://``).
 
-    Nothing is sent on entry: an unreachable Redis only makes the first calls fall back, so the
-    gateway starts whether or not Redis is up. On exit, background commands get up to ten
+    On entry it connects, waiting at most `connect_timeout` plus ten deadlines; an unreachable
+    Redis only makes the first calls fall back, so the gateway starts whether or not Redis is up. On exit, background commands get up to ten
     deadlines to go out before they are abandoned.
     """
     config = config or SharedStoreConfig()
@@ -395,6 +428,8 @@ async def open_shared_store(
         max_connections=config.max_connections,
         decode_responses=False,
     )
+    tcp = pool.connection_class is TCPConnection
+    pool.connection_class = _ClosingTCPConnection if tcp else _ClosingUnixConnection
     client: Client = coredis.Redis(connection_pool=pool, retry_policy=NoRetryPolicy())
     send, receive = anyio.create_memory_object_stream[tuple[str, Command[object]]](
         config.pending_limit
@@ -402,6 +437,13 @@ async def open_shared_store(
     store = SharedStore(client, config, clock=clock, where=_where(url), send=send)
     async with client, anyio.create_task_group() as group:
         group.start_soon(store._run_submitted, receive)
+        # Connect now, with room for a cold start, so the first request's call is not also
+        # the connection's set-up; a Redis that is away costs nothing more than this bound.
+        with anyio.move_on_after(config.connect_timeout + 10 * config.deadline):
+            try:
+                await client.ping()
+            except Exception:
+                pass  # the first calls will fall back, and say why
         try:
             yield store
         finally:
