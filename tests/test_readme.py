@@ -121,8 +121,13 @@ def check_grpc_health(argv: list[str], answers: list[Any]) -> None:
 def check_complete(argv: list[str], answers: list[Any]) -> None:
     [answer] = answers
     params = _request(argv)["params"]
-    assert answer["content"].strip()
     assert answer["provider"] == params.get("provider", answer["provider"])
+    if params.get("tools"):  # the demo's fakes call the first tool they are given
+        assert answer["finish_reason"] == "tool_calls"
+        [call] = answer["tool_calls"]
+        assert call["name"] == params["tools"][0]["name"] and json.loads(call["arguments_json"])
+        return
+    assert answer["content"].strip()
     assert answer["model"] and answer["finish_reason"] == "stop"
     # JSON leaves out zero values: a cost of 0 (the demo's local Ollama) is no cost_usd.
     assert answer["usage"]["completion_tokens"] > 0 and answer.get("cost_usd", 0.0) >= 0
@@ -224,6 +229,10 @@ def _wait_until_listening(port: int, process: subprocess.Popen[bytes], log: Path
 # -- the tests --------------------------------------------------------------------------------
 
 
+def _example_id(source: str) -> str:
+    return "agent" if "run_tools" in source else "basic"
+
+
 def test_the_readme_has_examples_to_run() -> None:
     assert GRPCURL_COMMANDS, "no grpcurl command found in README.md's ```bash blocks"
     assert PYTHON_EXAMPLES, "no ```python block found in README.md"
@@ -251,7 +260,7 @@ def test_a_readme_grpcurl_command_works_as_written(argv: list[str], gateway: str
     CHECKS[method](argv, json_documents(result.stdout))
 
 
-@pytest.mark.parametrize("source", PYTHON_EXAMPLES, ids=lambda _: "python")
+@pytest.mark.parametrize("source", PYTHON_EXAMPLES, ids=lambda s: "python-" + _example_id(s))
 def test_a_readme_python_example_works_as_written(
     source: str, gateway: str, tmp_path: Path
 ) -> None:
@@ -269,6 +278,13 @@ def test_a_readme_python_example_works_as_written(
     )
     assert result.returncode == 0, f"the example exited {result.returncode}:\n{result.stderr}"
     assert not result.stderr, result.stderr
+    if "run_tools" in source:
+        # The agent example prints the answer built from the tools' results, then the size of
+        # the conversation (user, assistant calling tools, a result per call, final answer).
+        answer, sizes = result.stdout.splitlines()
+        assert answer.startswith("Tool said: "), result.stdout
+        assert int(sizes.split()[0]) >= 4, result.stdout
+        return
     # The SDK example prints a completion and its cost, then a streamed story.
     completion, *streamed = result.stdout.splitlines()
     *content, cost = completion.split()

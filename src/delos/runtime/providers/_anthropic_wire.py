@@ -43,10 +43,10 @@ conversation with thinking [reasoning]; a tool choice naming no declared tool, o
 when none are declared [tool_choice]; a tool named like the structured-output tool, or whose
 schema is not an object [tools]; tool-call arguments that are not a JSON object [tool_calls]; a
 tool message without ``tool_call_id`` [tool_call_id]; an image type Anthropic does not read
-[images]; an image only a URL names on Vertex [image url]; images or documents in an assistant
-turn, a document type other than PDF and text [documents]; parts other than text in a system
-message [system]; thinking in a user or tool message [thinking]; more than four cache
-breakpoints [cache_breakpoint].
+[images]; an image only a URL names on Vertex [image url]; an image [images] or a document
+[documents] in an assistant turn; a document type other than PDF and text [documents]; parts
+other than text in a system message [system]; thinking in a user or tool message [thinking];
+more than four cache breakpoints [cache_breakpoint].
 """
 
 from __future__ import annotations

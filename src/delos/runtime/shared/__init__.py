@@ -13,12 +13,15 @@ Nothing here is required: without ``DELOS_RUNTIME_REDIS_URL`` the gateway keeps 
 state. With it, every piece falls back to local state while Redis is slow or down.
 """
 
+from delos.runtime.shared._breakers import SharedBreakers
+from delos.runtime.shared._cache import SharedCache, SharedCacheStats
 from delos.runtime.shared._limits import (
     ProviderRateLimiter,
     RateReservation,
     SharedProviderLimiter,
     SharedReservation,
 )
+from delos.runtime.shared._replicas import ReplicaRegistry
 from delos.runtime.shared._store import (
     KEY_VERSION,
     REDIS_BREAKER,
@@ -36,6 +39,10 @@ __all__ = [
     "KeySpace",
     "ProviderRateLimiter",
     "RateReservation",
+    "ReplicaRegistry",
+    "SharedBreakers",
+    "SharedCache",
+    "SharedCacheStats",
     "SharedProviderLimiter",
     "SharedReservation",
     "SharedStateUnavailable",
