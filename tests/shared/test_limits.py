@@ -17,7 +17,6 @@ from delos.runtime.shared import (
     SharedStoreConfig,
     open_shared_store,
 )
-
 from tests.shared.conftest import RedisServer, store_config
 
 pytestmark = pytest.mark.anyio

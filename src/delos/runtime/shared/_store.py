@@ -39,8 +39,8 @@ from urllib.parse import urlsplit
 
 import anyio
 import coredis
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from coredis.connection import BaseConnection, TCPConnection, UnixDomainSocketConnection
 from coredis.pool import ConnectionPool
 from coredis.retry import NoRetryPolicy
@@ -417,8 +417,8 @@ async def open_shared_store(
     """A `SharedStore` on the Redis at `url` (``redis://``, ``rediss://`` or ``unix://``).
 
     On entry it connects, waiting at most `connect_timeout` plus ten deadlines; an unreachable
-    Redis only makes the first calls fall back, so the gateway starts whether or not Redis is up. On exit, background commands get up to ten
-    deadlines to go out before they are abandoned.
+    Redis only makes the first calls fall back, so the gateway starts whether or not Redis is
+    up. On exit, background commands get up to ten deadlines to go out before being abandoned.
     """
     config = config or SharedStoreConfig()
     pool = _ShieldedPool.from_url(
