@@ -24,11 +24,8 @@ from delos.runtime.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from delos.runtime.providers._anthropic_wire import (
-    MessageStreamReader,
-    OutputTool,
-    parse_message,
-)
+from delos.runtime.providers._anthropic_answer import MessageStreamReader, parse_message
+from delos.runtime.providers._anthropic_request import OutputTool
 from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.anthropic import (
     AnthropicEndpoint,

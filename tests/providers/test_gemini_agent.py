@@ -423,6 +423,27 @@ async def test_a_signature_without_text_to_ride_on_gets_its_own_empty_part() -> 
     }
 
 
+def test_thinking_of_no_endpoint_goes_only_as_plain_text() -> None:
+    parts = (
+        Thinking("plain notes"),
+        Thinking("signed elsewhere", "c2ln"),
+        Thinking("", "c2ln", provider="vertex"),
+    )
+    request = ChatRequest(
+        "m",
+        (
+            ChatMessage("user", "hi"),
+            ChatMessage("assistant", "ok", parts),
+            ChatMessage("user", "again"),
+        ),
+    )
+    body = wire.generate_body("gemini", request)
+    assert body["contents"][1]["parts"] == [
+        {"text": "plain notes", "thought": True},
+        {"text": "ok"},
+    ]
+
+
 def test_streamed_thought_fragments_are_one_thinking() -> None:
     builder = wire.AnswerBuilder("vertex", "m")
     events = []

@@ -12,12 +12,8 @@ from typing import Any
 import pytest
 
 from delos.runtime.errors import UpstreamProtocolError
-from delos.runtime.providers._openai_wire import (
-    ChatStreamReader,
-    chat_body,
-    effort_for_budget,
-    parse_completion,
-)
+from delos.runtime.providers._openai_answer import ChatStreamReader, parse_completion
+from delos.runtime.providers._openai_request import chat_body, effort_for_budget
 from delos.runtime.providers._parts import deterministic_call_id
 from delos.runtime.providers.openai_compatible import OPENAI, OPENROUTER, TOGETHER
 from delos.runtime.values import (

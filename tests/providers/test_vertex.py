@@ -11,6 +11,7 @@ import pytest
 
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import Settings
+from delos.runtime.errors import DelosError
 from delos.runtime.providers.vertex import VertexProvider, build_vertex
 from delos.runtime.values import (
     ChatMessage,
@@ -23,7 +24,7 @@ from delos.runtime.values import (
     Tool,
     ToolCallDelta,
 )
-from delos.testing import FakeServer
+from delos.testing import FakeRequest, FakeResponse, FakeServer, open_fake_server
 from delos.testing._agent import sign, thought_about
 from delos.testing.fakes import open_fakes
 
@@ -100,8 +101,26 @@ async def test_a_streamed_gemini_call_on_vertex() -> None:
 
 
 async def test_claude_models_go_to_publishers_anthropic() -> None:
-    async with open_vertex() as (vertex, server):
+    """Only the dispatch: what Claude answers is the Anthropic adapter's subject."""
+    paths: list[str] = []
+
+    async def handler(request: FakeRequest) -> FakeResponse:
+        paths.append(request.path)
+        return FakeResponse.json({"error": {"code": 404, "status": "NOT_FOUND"}}, 404)
+
+    async with open_fake_server(handler) as server, httpx.AsyncClient() as client:
+        vertex = VertexProvider(
+            project="p",
+            location="us-central1",
+            access_token="token",
+            client=client,
+            catalog=CATALOG,
+            base_url=server.url,
+        )
         model = next(m for m in vertex.models() if m.startswith("claude"))
-        await vertex.complete(ChatRequest(model, (ChatMessage("user", "hi"),)))
-        path = server.stats.requests[-1].path
-    assert path.endswith(f"/publishers/anthropic/models/{model}:rawPredict")
+        with pytest.raises(DelosError):
+            await vertex.complete(ChatRequest(model, (ChatMessage("user", "hi"),)))
+        with pytest.raises(DelosError):
+            await vertex.complete(ChatRequest("gemini-2.5-flash", (ChatMessage("user", "hi"),)))
+    assert paths[0].endswith(f"/publishers/anthropic/models/{model}:rawPredict")
+    assert paths[1].endswith("/publishers/google/models/gemini-2.5-flash:generateContent")

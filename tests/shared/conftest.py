@@ -29,10 +29,13 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A free loopback port whose cluster-bus twin (port + 10000) is a valid port too."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port + 10000 <= 65535:
+            return port
 
 
 class RedisServer:

@@ -52,7 +52,7 @@ class Upstream:
 
 @asynccontextmanager
 async def caches(
-    server: RedisServer, count: int, **options: float
+    server: RedisServer, count: int, polls: Polls | None = None, **options: float
 ) -> AsyncIterator[list[SharedCache]]:
     async with AsyncExitStack() as stack:
         stores = [

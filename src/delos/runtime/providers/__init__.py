@@ -11,7 +11,11 @@ Layout:
     bedrock.py            AWS Bedrock Converse / ConverseStream / InvokeModel, SigV4
     vertex.py             Vertex AI: dispatches Claude and Gemini models to the adapters above
     ollama.py             Ollama's native API, with model discovery
-    _*_wire.py            each format's sans-IO bodies, parsers and stream readers
+    _openai_request.py, _anthropic_request.py, _anthropic_blocks.py
+                          sans-IO request bodies (Anthropic's turns and content blocks apart)
+    _openai_answer.py, _anthropic_answer.py
+                          sans-IO answer parsers and stream readers
+    _*_wire.py            the other formats' sans-IO bodies, parsers and stream readers
     _parts.py             content parts and tool calls: stream assembly, ids, data URLs
     registry.py           builds the enabled providers, following the provider table
                           (delos.runtime.config.PROVIDERS)

@@ -273,7 +273,7 @@ def _model_parts(provider: str, message: ChatMessage) -> list[dict[str, Any]]:
         if not isinstance(part, Thinking):
             parts.extend(_user_parts(provider, (part,)))
             continue
-        if part.provider != provider:
+        if not _made_here(part, provider):
             continue  # made by another endpoint: its signature means nothing here
         if part.redacted_data:
             raise UnsupportedByProvider(provider, "thinking", "Gemini has no redacted thinking")
@@ -297,6 +297,13 @@ def _model_parts(provider: str, message: ChatMessage) -> list[dict[str, Any]]:
         parts.append(function_call)
     # A message that is only a (dropped) foreign thought still needs a part.
     return [*thoughts, *parts] or [{"text": ""}]
+
+
+def _made_here(thinking: Thinking, provider: str) -> bool:
+    """Thinking this endpoint made, or plain thought text of no endpoint (the router's rule)."""
+    if thinking.provider:
+        return thinking.provider == provider
+    return not (thinking.signature or thinking.redacted_data)
 
 
 def _arguments(provider: str, call: ToolCall) -> dict[str, Any]:

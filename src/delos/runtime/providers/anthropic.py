@@ -4,10 +4,10 @@ The two differ only in transport (:class:`AnthropicEndpoint`): the direct API po
 ``/v1/messages`` with ``x-api-key`` and ``anthropic-version`` headers; Vertex AI posts to the
 model's ``:rawPredict`` / ``:streamRawPredict`` URL with an OAuth bearer token, names the model in
 the URL rather than the body and puts ``anthropic_version`` in the body. Bodies, answers and
-streams are the same and live in :mod:`._anthropic_wire`, whose docstring lists how each
-setting is written (tools, tool choice, tool calls and results, images, documents, thinking,
-cache breakpoints) and what is refused with
-:class:`~delos.runtime.errors.UnsupportedByProvider`. One difference is Vertex's: it takes no
+streams are the same: :mod:`._anthropic_request` builds the bodies (its docstring lists how each
+setting is written: tools, tool choice, tool calls and results, images, documents, thinking,
+cache breakpoints; and what is refused with :class:`~delos.runtime.errors.UnsupportedByProvider`)
+and :mod:`._anthropic_answer` reads answers and streams. One difference is Vertex's: it takes no
 image URL (``source.type: "url"``), so an image only a URL names is refused there ("image url")
 and the router fetches it where allowed. ``cache_control`` markers go to Vertex as to the direct
 API: Vertex serves Anthropic's prompt cache.
@@ -35,13 +35,12 @@ from delos.runtime.errors import (
     UpstreamProtocolError,
     UpstreamUnavailable,
 )
-from delos.runtime.providers._anthropic_wire import (
+from delos.runtime.providers._anthropic_answer import (
     MessageStreamReader,
-    OutputTool,
     error_message,
-    messages_body,
     parse_message,
 )
+from delos.runtime.providers._anthropic_request import OutputTool, messages_body
 from delos.runtime.providers._http import feed_decoder, upstream_errors
 from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener

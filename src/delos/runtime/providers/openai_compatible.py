@@ -4,8 +4,9 @@ The differences are data (one :class:`OpenAIDialect` row each), not copies: the 
 of the max-tokens field, whether streams need ``stream_options.include_usage``, attribution
 headers, and which agent features have a native form (documents, ``parallel_tool_calls``, how
 reasoning is asked for, Anthropic cache markers). Whether a dialect has embeddings is its row of the
-provider table. Bodies, answers and streams live in :mod:`._openai_wire`, whose docstring maps
-every setting to its native form; this module does the I/O.
+provider table. Bodies are built in :mod:`._openai_request`, whose docstring maps every setting
+to its native form, and answers and streams read in :mod:`._openai_answer`; this module does the
+I/O.
 
 Refused before anything is sent (:class:`~delos.runtime.errors.UnsupportedByProvider`):
 
@@ -36,15 +37,13 @@ from pydantic import SecretStr
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import Settings, secret_value
 from delos.runtime.providers._http import feed_decoder, upstream_errors
-from delos.runtime.providers._openai_wire import (
+from delos.runtime.providers._openai_answer import (
     ChatStreamReader,
-    OpenAIDialect,
-    chat_body,
-    embeddings_body,
     error_message,
     parse_completion,
     parse_embeddings,
 )
+from delos.runtime.providers._openai_request import OpenAIDialect, chat_body, embeddings_body
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
 from delos.runtime.values import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
 from delos.runtime.wire import SseDecoder, SseEvent

@@ -3,6 +3,10 @@
 One provider named ``vertex`` to the router; it hands each request to the adapter that speaks the
 publisher's format (the Gemini adapter, or the Anthropic Messages adapter in its Vertex variant).
 Both share the provider's pooled HTTP client. Embeddings go through Gemini's ``:predict``.
+
+Both adapters name what they return ``vertex``: ``Thinking.provider`` (a signature is valid only
+on the endpoint that made it) and the errors they raise. Gemini's agent features (tools,
+thinking, signatures, implicit caching) are those of :mod:`delos.runtime.providers.gemini`.
 """
 
 from __future__ import annotations
