@@ -166,3 +166,23 @@ def _unavailable(provider: str) -> Exception:
     from delos.runtime.errors import UpstreamUnavailable
 
     return UpstreamUnavailable(provider, "503", http_status=503)
+
+
+async def test_vertex_claude_and_vertex_gemini_are_two_endpoints_for_thinking() -> None:
+    from delos.runtime.routing._conversation import endpoint_of, messages_for_endpoint
+
+    claude = Thinking("plan", "sig", provider="vertex/anthropic")
+    history = (
+        ChatMessage("user", "hi"),
+        ChatMessage("assistant", "ok", parts=(claude,)),
+        ChatMessage("user", "more"),
+    )
+    to_gemini, dropped = messages_for_endpoint(
+        history, endpoint_of("vertex", "gemini-2.5-pro"), "vertex"
+    )
+    to_claude, kept = messages_for_endpoint(
+        history, endpoint_of("vertex", "claude-sonnet-4-5@20250929"), "vertex"
+    )
+    assert (to_gemini[1].parts, dropped) == ((), 1)
+    # The adapter sees its own provider name on the thinking it may send back.
+    assert (to_claude[1].parts, kept) == ((Thinking("plan", "sig", provider="vertex"),), 0)

@@ -11,6 +11,12 @@ Layout:
     fake_anthropic.py, fake_gemini.py, fake_bedrock.py, fake_ollama.py
                     the other native wire formats (Vertex AI is served by the Anthropic and
                     Gemini fakes' publisher paths)
+    _openai_flavour.py, _openai_checks.py, _openai_answer.py
+                    the OpenAI fake's flavours; its request checks and prompt cache; its answers
+    _anthropic_checks.py, _anthropic_answer.py
+                    the Anthropic fake's request checks and prompt cache; its answers
+    _ollama_checks.py
+                    the Ollama fake's request checks
     fakes.py        every fake behind one table: how to start it and configure the gateway
     demo.py         every fake started together for demo mode
 """

@@ -51,7 +51,7 @@ from delos.runtime.routing._attempts import (
     with_retries,
 )
 from delos.runtime.routing._candidates import Candidate, CandidatePlan, candidates_for
-from delos.runtime.routing._conversation import messages_for_endpoint
+from delos.runtime.routing._conversation import endpoint_of, messages_for_endpoint, stamped
 from delos.runtime.routing._guards import Guards
 from delos.runtime.routing._outcome import AttemptKind, AttemptOutcome, AttemptRecord, RoutedAnswer
 from delos.runtime.schema import validation_error
@@ -329,7 +329,7 @@ class Router:
             time_to_first_token_s=first_token_at - run.started,
             attempts=run.attempts,
             tool_calls=won.tool_calls,
-            thinking=won.thinking,
+            thinking=stamped(won.thinking, endpoint_of(*won.scope.candidate.key)),
             thinking_dropped=run.thinking_dropped,
         )
 
@@ -494,7 +494,9 @@ def _chat_request(run: CompletionRun, candidate: Candidate) -> ChatRequest:
     source = request.messages
     if run.fetched_messages is not None and not _takes_image_urls(candidate):
         source = run.fetched_messages
-    messages, dropped = messages_for_endpoint(source, candidate.provider.name)
+    name = candidate.provider.name
+    endpoint = endpoint_of(name, candidate.model.id)
+    messages, dropped = messages_for_endpoint(source, endpoint, name)
     run.thinking_dropped = dropped
     return ChatRequest(
         model=candidate.model.id,
