@@ -85,12 +85,16 @@ def assembled(deltas: list[pb.StreamChunk]) -> list[tuple[str, str, str]]:
     return [tuple(calls[i]) for i in sorted(calls)]  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+#: Each provider on its default model, and Vertex's Claude models besides its Gemini ones.
+TARGETS = [(provider, "") for provider in PROVIDERS] + [("vertex", "claude-sonnet-4-5@20250929")]
+
+
+@pytest.mark.parametrize(("provider", "model"), TARGETS)
 @pytest.mark.parametrize("question", ["Weather in Paris?", "Weather in Paris, parallel please"])
-async def test_a_unary_agent_loop(provider: str, question: str) -> None:
+async def test_a_unary_agent_loop(provider: str, model: str, question: str) -> None:
     async with open_harness((provider,)) as harness:
         user = pb.Message(role="user", content=question)
-        first = await complete(harness, params([user], provider))
+        first = await complete(harness, params([user], provider, model=model))
         expected = 2 if "parallel" in question.split(", ")[-1].split() else 1
         assert first.finish_reason == "tool_calls", first
         assert len(first.tool_calls) == expected
@@ -111,18 +115,19 @@ async def test_a_unary_agent_loop(provider: str, question: str) -> None:
         assert not final.tool_calls
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-async def test_a_streamed_agent_loop_with_parallel_calls(provider: str) -> None:
+@pytest.mark.parametrize(("provider", "model"), TARGETS)
+async def test_a_streamed_agent_loop_with_parallel_calls(provider: str, model: str) -> None:
     async with open_harness((provider,)) as harness:
         user = pb.Message(role="user", content="Weather in Paris, parallel please")
-        deltas, final_chunk = await stream(harness, params([user], provider))
+        deltas, final_chunk = await stream(harness, params([user], provider, model=model))
         assert final_chunk.finish_reason == "tool_calls"
         calls = list(final_chunk.tool_calls)
         assert len(calls) == 2
         assert assembled(deltas) == [(c.id, c.name, c.arguments_json) for c in calls]
 
         turn = pb.Message(role="assistant", tool_calls=calls)
-        deltas, end = await stream(harness, params([user, turn, *results_for(calls)], provider))
+        history = [user, turn, *results_for(calls)]
+        deltas, end = await stream(harness, params(history, provider, model=model))
         text = "".join(c.delta for c in deltas)
         assert end.finish_reason == "stop"
         assert text.startswith("Tool said: sunny in ")
@@ -154,3 +159,48 @@ async def test_a_conversation_falls_back_to_another_provider_between_turns() -> 
         sent = harness.fakes["openai"].stats.requests[-1].json()
         assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool"]
         assert sent["messages"][1]["tool_calls"][0]["id"] == first.tool_calls[0].id
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
+async def test_cache_reads_and_writes_are_counted_and_priced_exactly(streamed: bool) -> None:
+    from decimal import Decimal
+
+    from delos.runtime.catalog import Catalog, usage_cost_usd
+    from delos.runtime.values import Usage
+
+    model_id = "claude-sonnet-4-5-20250929"
+    model = Catalog.load(None).model("anthropic", model_id)
+    assert model is not None and model.cached_input_per_1k and model.cache_write_per_1k
+    rules = pb.Message(role="system", content="Rules. " * 600, cache_breakpoint=True)
+    async with open_harness(("anthropic",)) as harness:
+        answers = []
+        for _ in range(2):
+            request = pb.CompletionParams(
+                messages=[rules, pb.Message(role="user", content="hello")],
+                provider="anthropic",
+                model=model_id,
+            )
+            if streamed:
+                _, answer = await stream(harness, request)
+            else:
+                answer = await complete(harness, request)
+            answers.append(answer)
+    write, read = answers[0].usage, answers[1].usage
+    assert write.cache_write_tokens > 0 and write.cache_read_tokens == 0
+    assert read.cache_read_tokens == write.cache_write_tokens and read.cache_write_tokens == 0
+    for answer in answers:
+        usage = answer.usage
+        expected = usage_cost_usd(
+            model,
+            Usage(
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+            ),
+        )
+        assert Decimal(str(answer.cost_usd)) == pytest.approx(expected, rel=1e-9)
+        assert usage.prompt_tokens >= usage.cache_read_tokens + usage.cache_write_tokens
+        assert not answer.cost_estimated
+    # A cache read costs less than the write of the same prompt.
+    assert answers[1].cost_usd < answers[0].cost_usd

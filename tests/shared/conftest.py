@@ -136,6 +136,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def lru_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis that evicts any key, least recently used first, past 4 MB."""
+    yield from _serve(tmp_path, "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
+
+
+@pytest.fixture
 def cluster_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A one-node Redis Cluster owning every slot: scripts touching two slots fail (CROSSSLOT)."""
     for server in _serve(tmp_path, "--cluster-enabled", "yes"):

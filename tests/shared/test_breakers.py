@@ -36,7 +36,12 @@ async def test_an_opening_reaches_another_replica_within_a_second(
         publisher, watcher = SharedBreakers(store_a), SharedBreakers(store_b, poll_interval=0.25)
         watcher.watch(NAME)
         seen = anyio.Event()
-        watcher.add_listener(lambda name, state: state is BreakerState.OPEN and seen.set())
+
+        def on_change(name: str, state: BreakerState) -> None:
+            if state is BreakerState.OPEN:
+                seen.set()
+
+        watcher.add_listener(on_change)
         async with anyio.create_task_group() as group:
             await group.start(watcher.run)
             started = time.perf_counter()

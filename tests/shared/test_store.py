@@ -51,7 +51,7 @@ async def test_a_paused_redis_degrades_within_the_deadline_and_recovers(
     clock = FakeClock(0.0)
     config = store_config(deadline=DEADLINE, connect_timeout=DEADLINE)
     async with open_shared_store(redis_server.url, config, clock=clock) as store:
-        assert await _timed_ping(store) == ("ok", pytest.approx(0, abs=DEADLINE))
+        assert (await _timed_ping(store))[0] == "ok"
         redis_server.pause()
         try:
             outcomes = [await _timed_ping(store) for _ in range(10)]
@@ -97,14 +97,41 @@ async def test_a_killed_redis_degrades_and_recovers_once_restarted(
     assert len(_messages(caplog)) == 2
 
 
+async def test_connecting_to_a_hung_redis_loses_no_pool_slot(redis_server: RedisServer) -> None:
+    """A restarted Redis that accepts connections but never answers them: every call must stay
+    bounded, and once it answers the pool must still have its connections (coredis alone loses
+    a slot per cancelled connection attempt: see `_ShieldedPool`)."""
+    clock = FakeClock(0.0)
+    config = store_config(deadline=DEADLINE, connect_timeout=DEADLINE, max_connections=2)
+    async with open_shared_store(redis_server.url, config, clock=clock) as store:
+        redis_server.kill()
+        redis_server.start()
+        redis_server.pause()
+        try:
+            for _ in range(4):
+                for _ in range(3):
+                    reason, seconds = await _timed_ping(store)
+                    assert reason != "ok"
+                    # A new connection: TCP connect, then a handshake bounded by the deadline.
+                    assert seconds < 2 * DEADLINE + SLACK
+                clock.advance(config.breaker.max_wait_in_open)
+        finally:
+            redis_server.resume()
+        clock.advance(config.breaker.max_wait_in_open)
+        assert (await _timed_ping(store))[0] == "ok"
+
+
 async def test_a_redis_that_was_never_there_only_makes_calls_fall_back(
     redis_server: RedisServer,
 ) -> None:
     url = redis_server.url
     redis_server.kill()
     config = store_config(deadline=DEADLINE, connect_timeout=DEADLINE)
+    clock = FakeClock()
     async with open_shared_store(url, config) as store:
-        limiter = SharedProviderLimiter("openai", 60, None, store)
+        limiter = SharedProviderLimiter(
+            "openai", 60, None, store, clock=clock, sleep=clock.sleep_advancing
+        )
         reservation = await limiter.reserve(0, max_wait=2)  # the empty share refills in 1 s
         reservation.release_unused()
     assert store.stats().fallbacks[("limiter", "error")] == 1
@@ -190,3 +217,25 @@ async def test_every_script_runs_on_a_redis_cluster(cluster_server: RedisServer)
         await store.wait_idle()
         stats = store.stats()
         assert stats.fallbacks == {} and stats.failures == 0 and stats.calls >= 10
+
+
+async def test_eviction_reaches_limiter_keys_in_another_logical_database(
+    lru_server: RedisServer,
+) -> None:
+    """Why the cache needs its own instance, not just its own DB: ``allkeys-lru`` samples every
+    database, so filling the cache's DB evicts the limiter's state in DB 0."""
+    limits_url, cache_url = lru_server.url, lru_server.url.rsplit("/", 1)[0] + "/1"
+    async with (
+        open_shared_store(limits_url, store_config()) as limits,
+        open_shared_store(cache_url, store_config()) as cache,
+    ):
+        limiter = SharedProviderLimiter("openai", 10, None, limits)
+        await limiter.reserve(0, max_wait=0)
+        tat_key = limits.keys.limiter("openai")[0]
+        assert await limits.client.exists([tat_key])
+        filler = b"x" * 10_000
+        for start in range(0, 1000, 100):
+            async with cache.client.pipeline(transaction=False) as pipe:
+                for index in range(start, start + 100):
+                    pipe.set(f"cache-{index}", filler)
+        assert not await limits.client.exists([tat_key])

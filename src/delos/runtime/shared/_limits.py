@@ -226,6 +226,7 @@ class SharedProviderLimiter:
         )
         self._intervals = (repr(rpm_interval), repr(tpm_interval))
         self._paused_until = -math.inf
+        self._last_reserved_tokens = 0
         self._fallback: ProviderLimiter | None = None
         self._fallback_replicas = 0
 
@@ -248,6 +249,7 @@ class SharedProviderLimiter:
             raise ValueError(
                 f"estimated_tokens must be in [0, {self.token_burst}], got {estimated_tokens!r}"
             )
+        self._last_reserved_tokens = estimated_tokens
         start = self._clock()
         bound = max_wait
         if self._clock is anyio.current_time:
@@ -295,9 +297,9 @@ class SharedProviderLimiter:
         self._store.submit_nowait("limiter_pause", command)
 
     def apply_hints(self, hints: RateLimitHints) -> None:
-        """Pause every replica as the provider's headers ask (the rules of
-        `ProviderLimiter.apply_hints`, with one pause for both dimensions: a reservation
-        always needs both)."""
+        """Pause every replica as the provider's headers ask: the rules of
+        `ProviderLimiter.apply_hints` (remaining tokens are compared with this replica's last
+        reservation), with one pause for both dimensions, since a reservation needs both."""
         pauses = []
         if hints.retry_after is not None and hints.retry_after > 0:
             pauses.append(hints.retry_after)
@@ -309,7 +311,7 @@ class SharedProviderLimiter:
             pauses.append(hints.requests_reset_after)
         if (
             hints.remaining_tokens is not None
-            and hints.remaining_tokens < 1
+            and hints.remaining_tokens < max(self._last_reserved_tokens, 1)
             and hints.tokens_reset_after is not None
         ):
             pauses.append(hints.tokens_reset_after)
@@ -317,8 +319,7 @@ class SharedProviderLimiter:
             self.pause_until(self._clock() + max(pauses))
 
     def _adjust(self, request_delta: int, token_delta: int) -> None:
-        if self._fallback is not None:
-            return  # the reservation came from the shared state; a degraded store drops it
+        # While the store is degraded this is dropped (and counted): the local share rules.
         keys = self._keys[:2]
         args = [*self._intervals, str(request_delta), str(token_delta)]
 
