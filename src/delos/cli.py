@@ -77,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"delos-runtime: {error}", file=sys.stderr)
         return 2
     if workers > 1:
-        return _serve_workers(settings, arguments.demo, workers)
+        try:
+            return _serve_workers(settings, arguments.demo, workers)
+        except ConfigError as error:  # the metrics port, taken since the check
+            print(f"delos-runtime: {error}", file=sys.stderr)
+            return 2
     backend_options = {"use_uvloop": True} if _has_uvloop() else {}
     try:
         anyio.run(
@@ -111,17 +115,15 @@ def _check_startup(settings: Settings, workers: int) -> None:
         except PromptFileError as error:
             raise ConfigError(f"DELOS_RUNTIME_PROMPTS_DIR: {error}") from None
     bind_grpc_port(settings, reuse_port=workers > 1).close()
-    if settings.metrics_port:
-        for index in range(workers):  # each worker serves its own metrics port
-            port = settings.metrics_port + index
-            try:
-                listening_socket(settings.host, port).close()
-            except OSError as error:
-                raise ConfigError(
-                    f"DELOS_RUNTIME_METRICS_PORT: cannot listen on {settings.host}:{port} "
-                    f"({error.strerror or error}); stop what holds it, choose another port, "
-                    "or set 0 to turn metrics off"
-                ) from None
+    if settings.metrics_port:  # one endpoint, whatever the number of workers
+        try:
+            listening_socket(settings.host, settings.metrics_port).close()
+        except OSError as error:
+            raise ConfigError(
+                f"DELOS_RUNTIME_METRICS_PORT: cannot listen on {settings.host}:"
+                f"{settings.metrics_port} ({error.strerror or error}); stop what holds it, "
+                "choose another port, or set 0 to turn metrics off"
+            ) from None
 
 
 def _config_error_in(error: BaseException) -> ConfigError | None:

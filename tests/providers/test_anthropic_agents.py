@@ -411,9 +411,9 @@ async def test_vertex_takes_image_bytes_and_refuses_image_urls_before_sending() 
     ("reasoning", "max_tokens", "thinking", "sent_max_tokens"),
     [
         (Reasoning(effort="minimal"), None, 1024, 5120),
-        (Reasoning(effort="low"), None, 4096, 8192),
+        (Reasoning(effort="low"), None, 2048, 6144),
         (Reasoning(effort="medium"), None, 8192, 12288),
-        (Reasoning(effort="high"), None, 16384, 20480),
+        (Reasoning(effort="high"), None, 24576, 28672),
         (Reasoning(include_thoughts=True), None, 8192, 12288),
         (Reasoning(effort="high", budget_tokens=2000), 3000, 2000, 3000),
     ],

@@ -351,8 +351,8 @@ async def test_a_call_sent_back_without_its_signature_is_refused(surface: str) -
 @pytest.mark.parametrize(
     ("reasoning", "config"),
     [
-        (Reasoning(effort="minimal"), {"thinkingBudget": 512}),
-        (Reasoning(effort="low"), {"thinkingBudget": 1024}),
+        (Reasoning(effort="minimal"), {"thinkingBudget": 1024}),
+        (Reasoning(effort="low"), {"thinkingBudget": 2048}),
         (Reasoning(effort="medium"), {"thinkingBudget": 8192}),
         (
             Reasoning(effort="high", include_thoughts=True),

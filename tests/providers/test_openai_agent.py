@@ -370,8 +370,8 @@ async def test_what_a_dialect_cannot_express_is_refused_before_any_request(
     [
         (OpenAIFlavour.OPENAI, Reasoning("high"), {"reasoning_effort": "high"}),
         (OpenAIFlavour.OPENAI, Reasoning(budget_tokens=100), {"reasoning_effort": "minimal"}),
-        (OpenAIFlavour.OPENAI, Reasoning(budget_tokens=1000), {"reasoning_effort": "low"}),
-        (OpenAIFlavour.OPENAI, Reasoning(budget_tokens=2500), {"reasoning_effort": "medium"}),
+        (OpenAIFlavour.OPENAI, Reasoning(budget_tokens=2000), {"reasoning_effort": "low"}),
+        (OpenAIFlavour.OPENAI, Reasoning(budget_tokens=8000), {"reasoning_effort": "medium"}),
         (OpenAIFlavour.OPENAI, Reasoning(budget_tokens=32000), {"reasoning_effort": "high"}),
         (OpenAIFlavour.OPENAI, Reasoning(include_thoughts=True), {}),
         (OpenAIFlavour.TOGETHER, Reasoning(budget_tokens=100), {"reasoning_effort": "low"}),

@@ -255,11 +255,11 @@ def test_thinking_goes_back_only_to_openrouter_and_only_its_own() -> None:
     [
         (1, "minimal", "low"),
         (700, "minimal", "low"),
-        (800, "low", "low"),
-        (1024, "low", "low"),
-        (1500, "medium", "medium"),  # log-nearer 2048 than 1024
-        (2048, "medium", "medium"),
-        (2897, "high", "high"),
+        (1024, "minimal", "low"),
+        (1500, "low", "low"),  # log-nearer 2048 than 1024
+        (2048, "low", "low"),
+        (4096, "medium", "medium"),  # as near 2048 as 8192: the larger wins
+        (16384, "high", "high"),  # log-nearer 24576 than 8192
         (100_000, "high", "high"),
     ],
 )

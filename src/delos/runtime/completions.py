@@ -5,12 +5,15 @@ router. A cache hit costs nothing and reports what it saved; a stream hit is rep
 A streamed miss fills the cache only once the stream completed well. Concurrent identical
 *streams* are not coalesced: each streams its own answer, since a follower would otherwise
 wait for a whole answer before its first token.
+
+With a shared store the in-process cache is level 1 over Redis's level 2: a level-1 miss asks
+Redis before the router, and identical requests on different replicas reach the provider once.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 
@@ -22,6 +25,9 @@ from delos.runtime.observability import Metrics
 from delos.runtime.prompts import Prompt, PromptStore, resolve_prompt
 from delos.runtime.routing import RoutedAnswer, Router, Sink
 from delos.runtime.values import TextDelta, Usage
+
+if TYPE_CHECKING:
+    from delos.runtime.shared import SharedCache
 
 __all__ = ["Completions", "NoPromptStore"]
 
@@ -39,7 +45,10 @@ class NoPromptStore:
 
 
 class Completions:
-    """``clock`` (seconds) times answers served from the cache; the router times the others."""
+    """``clock`` (seconds) times answers served from the cache; the router times the others.
+
+    ``shared_cache``, when given, is the cache's level 2 (on Redis) under ``cache``.
+    """
 
     def __init__(
         self,
@@ -49,10 +58,12 @@ class Completions:
         metrics: Metrics | None = None,
         *,
         clock: Clock = anyio.current_time,
+        shared_cache: SharedCache | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
         self.router = router
         self.cache = cache
+        self.shared_cache = shared_cache
         self.prompts = prompts
         self._clock = clock
 
@@ -79,9 +90,15 @@ class Completions:
             produced.append(answer)
             return CachedAnswer.from_routed(answer), answer.finish_reason in _CACHEABLE
 
+        key, ttl = self._key(request), request.cache_ttl_seconds
+        level_two = self.shared_cache
         cached, outcome = await self.cache.get_or_compute(
-            self._key(request), compute, ttl_seconds=request.cache_ttl_seconds
+            key,
+            compute if level_two is None else level_two.for_level_one(key, compute, ttl_seconds=ttl),
+            ttl_seconds=ttl,
         )
+        if outcome == "miss" and not produced:
+            outcome = "hit"  # a miss here, answered by level 2: another replica's answer
         self._count(outcome)
         if outcome == "miss":
             return produced[0]
@@ -99,8 +116,13 @@ class Completions:
         if not request.use_cache:
             return await self.router.stream(request, sink)
         started = self._clock()
-        key = self._key(request)
+        key, ttl = self._key(request), request.cache_ttl_seconds
         cached = self.cache.get(key)
+        level_two = self.shared_cache
+        if cached is None and level_two is not None:
+            cached = await level_two.get(key)
+            if cached is not None:
+                self.cache.put(key, cached, ttl)
         self._count("hit" if cached is not None else "miss")
         if cached is not None:
             first_token: float | None = None
@@ -111,7 +133,10 @@ class Completions:
             return _from_cache(cached, self._clock() - started, first_token)
         answer = await self.router.stream(request, sink)
         if answer.finish_reason in _CACHEABLE:
-            self.cache.put(key, CachedAnswer.from_routed(answer), request.cache_ttl_seconds)
+            stored = CachedAnswer.from_routed(answer)
+            self.cache.put(key, stored, ttl)
+            if level_two is not None:
+                await level_two.put(key, stored, ttl)
         return answer
 
 

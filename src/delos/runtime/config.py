@@ -62,6 +62,18 @@ def _http_url(value: str | None) -> str | None:
 HttpUrl = Annotated[str | None, AfterValidator(_http_url)]
 
 
+def _redis_url(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and not value.get_secret_value().startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+#: A Redis URL: a secret, since it may carry a password.
+RedisUrl = Annotated[SecretStr | None, AfterValidator(_redis_url)]
+
+
 #: Concurrent requests one worker holds towards a provider unless
 #: ``DELOS_RUNTIME_<PROVIDER>_MAX_CONNECTIONS`` says otherwise: each is one upstream connection,
 #: and long streams hold theirs for minutes.
@@ -149,6 +161,15 @@ class Settings(BaseModel):
     cache_default_ttl_seconds: int = Field(default=3600, ge=1)
     prompts_dir: str | None = None
 
+    #: Redis holding what replicas share: rate limits, breaker openings, the live replicas and
+    #: the response cache's level 2. Unset: every piece of state stays in the process.
+    redis_url: RedisUrl = None
+    #: A Redis of its own for the response cache's level 2 (``maxmemory`` + ``allkeys-lru``),
+    #: so eviction never touches the limits on ``redis_url`` (``noeviction``).
+    redis_cache_url: RedisUrl = None
+    #: Longest one call to Redis may take before this replica uses local state, seconds.
+    redis_deadline_seconds: float = Field(default=0.05, gt=0, le=5)
+
     #: Prometheus endpoint port; 0 turns the endpoint off.
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     #: Client keys, ``name:key`` pairs separated by commas.
@@ -194,6 +215,11 @@ class Settings(BaseModel):
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise ConfigError(
                 "DELOS_RUNTIME_TLS_CERT and DELOS_RUNTIME_TLS_KEY: set both, or neither"
+            )
+        if settings.redis_cache_url is not None and settings.redis_url is None:
+            raise ConfigError(
+                "DELOS_RUNTIME_REDIS_CACHE_URL: set DELOS_RUNTIME_REDIS_URL as well (the limits "
+                "and breakers it shares), or neither"
             )
         unknown = [p for p in settings.quality_order if p not in PROVIDER_NAMES]
         if unknown:
@@ -285,6 +311,9 @@ ENVIRONMENT: Final[Mapping[str, str]] = {
     "DELOS_RUNTIME_CACHE_MAX_BYTES": "cache_max_bytes",
     "DELOS_RUNTIME_CACHE_TTL_SECONDS": "cache_default_ttl_seconds",
     "DELOS_RUNTIME_PROMPTS_DIR": "prompts_dir",
+    "DELOS_RUNTIME_REDIS_URL": "redis_url",
+    "DELOS_RUNTIME_REDIS_CACHE_URL": "redis_cache_url",
+    "DELOS_RUNTIME_REDIS_DEADLINE_SECONDS": "redis_deadline_seconds",
     "DELOS_RUNTIME_METRICS_PORT": "metrics_port",
     "DELOS_RUNTIME_API_KEYS": "api_keys",
     "DELOS_RUNTIME_API_KEYS_FILE": "api_keys_file",

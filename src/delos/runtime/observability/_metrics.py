@@ -5,6 +5,10 @@ process keep separate counts. Label values are provider, model, client and statu
 each distinct label tuple is resolved once and its child kept, so recording a request costs a
 few dict lookups and increments. :func:`serve_metrics` answers Prometheus scrapes over HTTP/1.1
 (h11 on anyio streams), inside the gateway's task group.
+
+Under ``--workers N`` each worker's values live in prometheus_client's multiprocess files and the
+supervisor serves their sum; so every gauge says how to combine workers (``multiprocess_mode``:
+live gauges, dropped when their worker exits), and a custom collector would not be seen there.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
 from typing import Final, Generic, Protocol, SupportsFloat, TypeVar
@@ -32,7 +36,15 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from delos.runtime.redaction import Redactor
 
-__all__ = ["ANONYMOUS", "AttemptLike", "Metrics", "serve_metrics", "serve_metrics_on"]
+__all__ = [
+    "ANONYMOUS",
+    "AttemptLike",
+    "Metrics",
+    "SharedCacheStatsLike",
+    "SharedStoreStatsLike",
+    "serve_metrics",
+    "serve_metrics_on",
+]
 
 #: The client name of requests served without client keys (a metric label, a log field).
 ANONYMOUS: Final = "anonymous"
@@ -57,6 +69,12 @@ _REDACTED_LABEL: Final = "redacted"
 _NO_LABEL: Final = "none"
 
 _M = TypeVar("_M", bound=MetricWrapperBase)
+
+
+class _Exposition(Protocol):
+    """What a scrape endpoint serves: a :class:`Metrics`, or the sum of several workers'."""
+
+    def render(self) -> bytes: ...
 
 
 class _Named(Protocol):
@@ -105,6 +123,9 @@ class Metrics:
     ``redact`` (default: mask anything shaped like a provider key) vets label values once each;
     pass the gateway's redactor so configured secrets are caught as well.
     """
+
+    #: The shared-state metrics, made on the first `record_shared_state` (only with Redis).
+    _shared_state: _SharedStateMetrics | None = None
 
     def __init__(self, *, redact: Callable[[str], str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -162,6 +183,7 @@ class Metrics:
                 "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
                 ("provider", "model"),
                 registry=registry,
+                multiprocess_mode="livemax",  # the worst state among the workers
             )
         )
         self._thinking_dropped = family(
@@ -189,6 +211,7 @@ class Metrics:
                 "Requests waiting right now for a free connection to a provider.",
                 ("provider",),
                 registry=registry,
+                multiprocess_mode="livesum",
             )
         )
         self._connections_busy = family(
@@ -242,7 +265,10 @@ class Metrics:
             registry=registry,
         )
         self._in_flight = Gauge(
-            "delos_in_flight_requests", "Requests being served.", registry=registry
+            "delos_in_flight_requests",
+            "Requests being served.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
 
     # -- requests -------------------------------------------------------------------------------
@@ -354,6 +380,26 @@ class Metrics:
     def record_cache_coalesced(self) -> None:
         self._cache_coalesced.inc()
 
+    # -- shared state (Redis) -------------------------------------------------------------------
+
+    def record_shared_state(
+        self,
+        stores: Mapping[str, SharedStoreStatsLike],
+        cache: SharedCacheStatsLike | None,
+        live_replicas: int,
+    ) -> None:
+        """Publish the shared state's counters, cumulative since each store opened, by store
+        role (``limits``, ``cache``): fallback decisions to local state by purpose and reason,
+        degraded episodes, calls, failures, and the level-2 cache's outcomes.
+
+        The gateway calls this every second; counters move by the difference since the last
+        call. Plain counters and gauges rather than a collector read at scrape time: under
+        ``--workers`` only these reach the host's one endpoint, summed across the workers.
+        """
+        if self._shared_state is None:
+            self._shared_state = _SharedStateMetrics(self.registry, self._label_value)
+        self._shared_state.record(stores, cache, live_replicas)
+
     # -- exposition -----------------------------------------------------------------------------
 
     def render(self) -> bytes:
@@ -370,6 +416,138 @@ class Metrics:
         return value
 
 
+class SharedStoreStatsLike(Protocol):
+    """A shared store's counters (``delos.runtime.shared.SharedStoreStats`` fits)."""
+
+    @property
+    def degraded(self) -> bool: ...
+    @property
+    def calls(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def fallbacks(self) -> Mapping[tuple[str, str], int]: ...  # (purpose, reason) -> count
+    @property
+    def degraded_episodes(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+
+
+class SharedCacheStatsLike(Protocol):
+    """The level-2 cache's counters (``delos.runtime.shared.SharedCacheStats`` fits)."""
+
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def coalesced(self) -> int: ...
+    @property
+    def waited_out(self) -> int: ...
+    @property
+    def too_large(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+
+
+_SHARED_CACHE_EVENTS: Final = ("hits", "misses", "coalesced", "waited_out", "too_large")
+
+
+class _SharedStateMetrics:
+    """The metrics of `Metrics.record_shared_state`, and the counts last published."""
+
+    def __init__(self, registry: CollectorRegistry, clean: Callable[[str], str]) -> None:
+        def family(metric: _M) -> _Family[_M]:
+            return _Family(metric, clean)
+
+        def per_store(name: str, documentation: str) -> _Family[Counter]:
+            return family(Counter(name, documentation, ("store",), registry=registry))
+
+        self.degraded = family(
+            Gauge(
+                "delos_shared_state_degraded",
+                "1 while Redis is not used and local state stands in (fail-static), else 0.",
+                ("store",),
+                registry=registry,
+                multiprocess_mode="livemax",
+            )
+        )
+        self.pending = family(
+            Gauge(
+                "delos_shared_state_pending",
+                "Writes to Redis waiting to be sent in the background.",
+                ("store",),
+                registry=registry,
+                multiprocess_mode="livesum",
+            )
+        )
+        self.calls = per_store("delos_shared_state_calls", "Calls made to Redis.")
+        self.failures = per_store(
+            "delos_shared_state_failures", "Calls to Redis that failed or missed the deadline."
+        )
+        self.episodes = per_store(
+            "delos_shared_state_degraded_episodes",
+            "Switches from shared state on Redis to local state.",
+        )
+        self.fallbacks = family(
+            Counter(
+                "delos_shared_state_fallbacks",
+                "Decisions to use local state instead of Redis, by purpose and reason.",
+                ("store", "purpose", "reason"),
+                registry=registry,
+            )
+        )
+        self.cache_events = family(
+            Counter(
+                "delos_shared_cache_events",
+                "Level-2 (Redis) cache lookups by outcome (hits, misses, coalesced), misses "
+                "that gave up waiting for another replica (waited_out), answers too large to "
+                "store (too_large).",
+                ("event",),
+                registry=registry,
+            )
+        )
+        self.live_replicas = Gauge(
+            "delos_live_replicas",
+            "Replicas with a live heartbeat on Redis, as last seen (this one included).",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self._seen: dict[tuple[str, ...], int] = {}
+
+    def record(
+        self,
+        stores: Mapping[str, SharedStoreStatsLike],
+        cache: SharedCacheStatsLike | None,
+        live_replicas: int,
+    ) -> None:
+        for store, stats in stores.items():
+            self.degraded.labels(store).set(1 if stats.degraded else 0)
+            self.pending.labels(store).set(stats.pending)
+            self._advance(self.calls.labels(store), ("calls", store), stats.calls)
+            self._advance(self.failures.labels(store), ("failures", store), stats.failures)
+            self._advance(self.episodes.labels(store), ("episodes", store), stats.degraded_episodes)
+            for (purpose, reason), count in stats.fallbacks.items():
+                self._advance(
+                    self.fallbacks.labels(store, purpose, reason),
+                    ("fallbacks", store, purpose, reason),
+                    count,
+                )
+        if cache is not None:
+            for event in _SHARED_CACHE_EVENTS:
+                self._advance(
+                    self.cache_events.labels(event), ("cache", event), getattr(cache, event)
+                )
+        self.live_replicas.set(live_replicas)
+
+    def _advance(self, counter: Counter, key: tuple[str, ...], total: int) -> None:
+        # Counters only go up: a store opened again (counting from 0) resumes from there.
+        last = self._seen.get(key, 0)
+        if total > last:
+            counter.inc(total - last)
+        self._seen[key] = total
+
+
 # -- the scrape endpoint ------------------------------------------------------------------------
 
 #: A scraper that keeps a connection open longer than this is cut off, seconds.
@@ -382,7 +560,7 @@ _CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4.encode()
 
 
 async def serve_metrics(
-    metrics: Metrics,
+    metrics: _Exposition,
     host: str,
     port: int,
     *,
@@ -401,7 +579,7 @@ async def serve_metrics(
 
 
 async def serve_metrics_on(
-    metrics: Metrics,
+    metrics: _Exposition,
     listener: Listener[SocketStream],
     *,
     task_status: TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
@@ -412,7 +590,7 @@ async def serve_metrics_on(
         await listener.serve(functools.partial(_serve_connection, metrics))
 
 
-async def _serve_connection(metrics: Metrics, stream: SocketStream) -> None:
+async def _serve_connection(metrics: _Exposition, stream: SocketStream) -> None:
     # Errors end this connection only: an exception escaping the handler would tear down the
     # listener's task group, and with it the endpoint.
     async with stream:
@@ -425,7 +603,7 @@ async def _serve_connection(metrics: Metrics, stream: SocketStream) -> None:
                 log.exception("metrics endpoint: connection failed")
 
 
-async def _converse(metrics: Metrics, stream: SocketStream, connection: h11.Connection) -> None:
+async def _converse(metrics: _Exposition, stream: SocketStream, connection: h11.Connection) -> None:
     while True:
         try:
             request = await _next_request(stream, connection)

@@ -21,7 +21,7 @@ SDK's types):
   documents: ``document`` blocks, PDF as a ``base64`` source, text as a ``text`` source, with the
   name as ``title``.
 - reasoning: ``thinking: {"type": "enabled", "budget_tokens": N}``; ``budget_tokens`` as asked,
-  else :data:`EFFORT_BUDGETS` for the effort (minimal 1024, low 4096, medium 8192, high 16384;
+  else :data:`EFFORT_BUDGETS` for the effort (the one table of :mod:`._parts`;
   medium when only ``include_thoughts`` is set). Without ``max_tokens`` the request asks for the
   budget plus :data:`DEFAULT_MAX_TOKENS`. Anthropic returns thinking whenever it thinks, so
   ``include_thoughts`` needs nothing more.
@@ -56,6 +56,7 @@ from typing import Any, Final
 
 from delos.runtime.errors import UnsupportedByProvider
 from delos.runtime.providers._anthropic_blocks import encode_messages, encode_system
+from delos.runtime.providers._parts import EFFORT_BUDGETS
 from delos.runtime.values import ChatRequest, Tool
 
 __all__ = [
@@ -77,7 +78,6 @@ OUTPUT_TOOL_NAME: Final = "output"
 #: The smallest ``thinking.budget_tokens`` the API accepts, tokens.
 MIN_THINKING_BUDGET: Final = 1024
 #: Thinking budgets (tokens) for a reasoning effort given without a budget.
-EFFORT_BUDGETS: Final = {"minimal": 1024, "low": 4096, "medium": 8192, "high": 16384}
 #: Blocks that may carry ``cache_control`` in one request.
 MAX_CACHE_BREAKPOINTS: Final = 4
 #: Smallest ``top_p`` the API accepts with thinking.

@@ -54,7 +54,7 @@ from delos.runtime.errors import (
     UpstreamUnavailable,
 )
 from delos.runtime.providers._http import clip_detail, error_from_status, parse_retry_after
-from delos.runtime.providers._parts import ToolCallAssembler, image_bytes
+from delos.runtime.providers._parts import EFFORT_BUDGETS, ToolCallAssembler, image_bytes
 from delos.runtime.values import (
     ChatMessage,
     ChatRequest,
@@ -87,7 +87,6 @@ __all__ = [
 #: Name of the tool that carries a structured answer.
 OUTPUT_TOOL: Final = "output"
 #: Claude's thinking budget (tokens) for each reasoning effort; "" (unset) thinks as "medium".
-EFFORT_BUDGETS: Final = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "": 8192}
 #: Claude's smallest thinking budget (tokens).
 _MIN_THINKING_BUDGET: Final = 1024
 _IMAGE_FORMATS: Final = {
@@ -377,7 +376,7 @@ def _thinking(provider: str, request: ChatRequest) -> dict[str, Any] | None:
             f"{request.model} takes no reasoning setting through Converse "
             "(Claude 3.7 and later take a thinking budget)",
         )
-    budget = reasoning.budget_tokens or EFFORT_BUDGETS[reasoning.effort]
+    budget = reasoning.budget_tokens or EFFORT_BUDGETS[reasoning.effort or "medium"]
     if budget < _MIN_THINKING_BUDGET:
         raise refuse("reasoning", f"Claude's thinking budget is at least {_MIN_THINKING_BUDGET}")
     if request.max_tokens is not None and budget >= request.max_tokens:

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from delos.runtime.errors import UnsupportedByProvider, UpstreamProtocolError, UpstreamRejected
 from delos.runtime.providers._parts import (
+    EFFORT_BUDGETS,
     ToolCallAssembler,
     deterministic_call_id,
     document_text,
@@ -88,16 +89,6 @@ _FINISH_REASONS: Final[Mapping[str, str]] = {
     "IMAGE_PROHIBITED_CONTENT": "content_filter",
 }
 
-#: ``Reasoning.effort`` as a ``thinkingBudget`` (tokens): Google's own mapping of OpenAI's
-#: ``reasoning_effort`` for Gemini 2.5 (low 1024, medium 8192, high 24576), and 512 for
-#: "minimal": the smallest budget every 2.5 model accepts (Flash-Lite's floor), where 0 would
-#: turn thinking off (or be refused: 2.5 Pro cannot stop thinking).
-EFFORT_BUDGETS: Final[Mapping[str, int]] = {
-    "minimal": 512,
-    "low": 1024,
-    "medium": 8192,
-    "high": 24576,
-}
 #: Image types Gemini reads inline (no GIF).
 IMAGE_TYPES: Final = frozenset(
     {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from delos.runtime.errors import UnsupportedByProvider
-from delos.runtime.providers._parts import data_url, document_text
+from delos.runtime.providers._parts import EFFORT_BUDGETS, data_url, document_text
 from delos.runtime.values import (
     ChatMessage,
     ChatRequest,
@@ -100,7 +100,6 @@ class OpenAIDialect:
 
 #: The thinking budget (tokens) each effort stands for, to map a budget to the nearest effort.
 #: The common gateway convention (LiteLLM's defaults); OpenAI documents no token figure.
-EFFORT_BUDGETS: Final = {"minimal": 512, "low": 1024, "medium": 2048, "high": 4096}
 
 _CACHE_CONTROL: Final = {"type": "ephemeral"}
 

@@ -6,13 +6,14 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from delos.runtime.values import ChatMessage, DocumentPart, ImagePart, ToolCall, ToolCallDelta
 
 __all__ = [
+    "EFFORT_BUDGETS",
     "ToolCallAssembler",
     "data_url",
     "decode_data_url",
@@ -22,6 +23,19 @@ __all__ = [
     "tool_name_for",
     "tool_result_object",
 ]
+
+
+#: One meaning of a reasoning effort in thinking tokens, for every provider that takes a budget
+#: (Anthropic, Bedrock, Gemini) and, the other way, for those that take an effort (OpenAI-style:
+#: a budget maps to the effort nearest on a log scale). The figures follow Google's published
+#: mapping of OpenAI efforts to Gemini budgets (medium 8192, high 24576); low and minimal are the
+#: smallest budgets every provider accepts (Anthropic's and Bedrock's minimum is 1024).
+EFFORT_BUDGETS: Final[Mapping[str, int]] = {
+    "minimal": 1024,
+    "low": 2048,
+    "medium": 8192,
+    "high": 24576,
+}
 
 
 @dataclass

@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
-from delos.resilience import CallPermit, Reservation, retrying
+from delos.resilience import retrying
 from delos.runtime.errors import (
     DelosError,
     ProviderError,
@@ -31,7 +31,7 @@ from delos.runtime.errors import (
     UpstreamUnavailable,
 )
 from delos.runtime.routing._candidates import Candidate
-from delos.runtime.routing._guards import Guards
+from delos.runtime.routing._guards import Guards, Permit
 from delos.runtime.routing._outcome import (
     AttemptKind,
     AttemptOutcome,
@@ -39,6 +39,9 @@ from delos.runtime.routing._outcome import (
     priced_usage,
 )
 from delos.runtime.values import ChatMessage, TextDelta, ThinkingDelta, ToolCallDelta, Usage
+
+if TYPE_CHECKING:
+    from delos.runtime.shared import RateReservation
 
 __all__ = [
     "AttemptScope",
@@ -157,11 +160,14 @@ async def _guarded(
 ) -> AsyncIterator[AttemptScope]:
     clock = guards.clock
     try:
-        permit = guards.acquire_permit(candidate)
-    except ProviderError as error:
-        _fail(run, record, error)
+        permit = await guards.acquire_permit(candidate)
+    except BaseException as error:
+        if isinstance(error, ProviderError):
+            _fail(run, record, error)
+        else:
+            record.outcome = AttemptOutcome.CANCELLED
         raise
-    reservation: Reservation | None = None
+    reservation: RateReservation | None = None
     try:
         reservation = await guards.reserve(candidate, run.reservation_tokens(candidate))
     except BaseException as error:
@@ -223,9 +229,7 @@ async def _guarded(
         connection.release()
 
 
-def _settle_failure(
-    guards: Guards, permit: CallPermit, error: ProviderError, duration: float
-) -> None:
+def _settle_failure(guards: Guards, permit: Permit, error: ProviderError, duration: float) -> None:
     if error.breaker_failure:
         permit.record_failure(duration)
     else:
@@ -243,7 +247,7 @@ def _bill(run: RequestRun[Any], scope: AttemptScope) -> None:
     record.usage, record.cost_usd = usage, cost
 
 
-def _release(reservation: Reservation | None, record: AttemptRecord) -> None:
+def _release(reservation: RateReservation | None, record: AttemptRecord) -> None:
     if reservation is None:
         return
     if record.usage is not None and record.usage.total_tokens:

@@ -2,12 +2,19 @@
 
 One :class:`Guards` per process. Breakers are per (provider, model); limiters per provider;
 the latency table per (provider, model); the retry budget is gateway-wide.
+
+With a shared store (Redis), limiters are :class:`SharedProviderLimiter`: the configured limits
+are global rather than divided among this host's workers, and a provider's pause reaches every
+replica. Breakers still count failures here, but an opening is published, any replica's opening
+cuts the provider off here too, and a half-open trial is claimed by one replica at a time. The
+latency table and the retry budget stay local (a ratio: per-replica budgets add up).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -23,7 +30,6 @@ from delos.resilience import (
     ProviderLimiter,
     RateLimitHints,
     RateLimitWouldWait,
-    Reservation,
     RetryBudget,
     Sleep,
     Slots,
@@ -34,7 +40,26 @@ from delos.runtime.errors import CircuitOpen, ConnectionsBusy, LocalRateLimited
 from delos.runtime.observability import Metrics, Tracing
 from delos.runtime.routing._candidates import Candidate
 
-__all__ = ["Guards", "ResiliencePolicy"]
+if TYPE_CHECKING:
+    # Only for annotations: without Redis, nothing here imports the shared-state package.
+    from delos.runtime.shared import (
+        ProviderRateLimiter,
+        RateReservation,
+        SharedBreakers,
+        SharedStore,
+    )
+
+__all__ = ["Guards", "Permit", "ResiliencePolicy"]
+
+
+class Permit(Protocol):
+    """Admission for one call, settled exactly once (later calls are no-ops)."""
+
+    def record_success(self, duration: float) -> None: ...
+
+    def record_failure(self, duration: float) -> None: ...
+
+    def record_ignored(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +101,10 @@ class Guards:
     ``MockClock``. A replacement must move ``clock()`` on by ``s`` across ``sleep(s)``;
     deadline arithmetic keeps anyio's clock whatever is injected. Neither is called while
     constructing, so guards may be built outside an event loop.
+
+    ``store`` (with ``shared_breakers`` and ``live_replicas``, the last known number of live
+    replicas) shares limits and breakers with the other replicas; without it (the default)
+    configured limits are divided among this host's ``workers``.
     """
 
     def __init__(
@@ -88,6 +117,9 @@ class Guards:
         workers: int = 1,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        store: SharedStore | None = None,
+        shared_breakers: SharedBreakers | None = None,
+        live_replicas: Callable[[], int] = lambda: 1,
     ) -> None:
         self.policy = policy or ResiliencePolicy.from_settings(settings)
         self._settings = settings
@@ -101,48 +133,91 @@ class Guards:
         self.budget = RetryBudget(
             self.policy.budget_ratio, min_per_second=self.policy.budget_min_per_second, clock=clock
         )
-        self.limiters: dict[str, ProviderLimiter] = {}
+        self._workers = workers
+        self._store = store
+        self._live_replicas = live_replicas
+        self.shared_breakers = shared_breakers
+        if shared_breakers is not None:
+            shared_breakers.attach(self.breakers)
+            shared_breakers.add_listener(self._on_shared_breaker_change)
+        self.limiters: dict[str, ProviderRateLimiter] = {}
         #: Provider → its connection slots, made on first use.
         self.connections: dict[str, Slots] = {}
         for provider, limits in settings.limits.items():
-            self.limiters[provider] = ProviderLimiter.for_worker_share(
-                limits.requests_per_minute,
-                limits.tokens_per_minute,
-                workers,
-                clock=clock,
-                sleep=sleep,
+            self.limiters[provider] = self._limiter(
+                provider, limits.requests_per_minute, limits.tokens_per_minute
             )
 
     def _on_breaker_change(self, name: str, old: BreakerState, new: BreakerState) -> None:
         provider, _, model = name.partition("/")
         self.metrics.set_breaker_state(provider, model, new.value)
 
+    def _on_shared_breaker_change(self, name: str, _state: BreakerState) -> None:
+        provider, _, model = name.partition("/")
+        self.metrics.set_breaker_state(provider, model, self.breaker_state(provider, model))
+
     def breaker(self, candidate: Candidate) -> CircuitBreaker:
         provider, model = candidate.key
         return self.breakers.get_breaker(f"{provider}/{model}")
 
     def breaker_state(self, provider: str, model: str) -> BreakerState:
-        return self.breakers.get_breaker(f"{provider}/{model}").state
+        """This replica's breaker state, or the shared one while that is worse."""
+        name = f"{provider}/{model}"
+        local = self.breakers.get_breaker(name).state
+        if local is not BreakerState.CLOSED or self.shared_breakers is None:
+            return local
+        return self.shared_breakers.state(name)
 
     def admitted(self, candidate: Candidate) -> bool:
-        """False while the candidate's breaker is open (half-open candidates stay eligible)."""
-        return self.breaker(candidate).state is not BreakerState.OPEN
+        """False while the candidate's breaker is open, here or (with a shared store) on any
+        replica; half-open candidates stay eligible."""
+        if self.breaker(candidate).state is BreakerState.OPEN:
+            return False
+        shared = self.shared_breakers
+        provider, model = candidate.key
+        return shared is None or shared.state(f"{provider}/{model}") is not BreakerState.OPEN
 
-    def acquire_permit(self, candidate: Candidate) -> CallPermit:
+    async def acquire_permit(self, candidate: Candidate) -> Permit:
+        """Admission for one call on ``candidate``. Raises :class:`CircuitOpen` while its
+        breaker is open here or on another replica, or while another replica makes the
+        half-open trial call. Only that claim awaits (one round trip to Redis, in HALF_OPEN)."""
+        provider, model = candidate.key
         try:
-            return self.breaker(candidate).try_acquire()
+            permit = self.breaker(candidate).try_acquire()
         except CircuitOpenError as error:
-            provider, model = candidate.key
+            raise _circuit_open(candidate, error.retry_after_seconds) from None
+        shared = self.shared_breakers
+        if shared is None:
+            return permit
+        name = f"{provider}/{model}"
+        state = shared.state(name)
+        if state is BreakerState.CLOSED:
+            return permit
+        if state is BreakerState.OPEN:
+            permit.record_ignored()
+            raise _circuit_open(candidate, shared.seconds_until_half_open(name) or 0.0)
+        try:
+            claimed = await shared.try_claim_trial(name)
+        except BaseException:
+            permit.record_ignored()
+            raise
+        if not claimed:
+            permit.record_ignored()
             raise CircuitOpen(
-                provider,
-                f"circuit open for {model} after repeated failures; "
-                f"next trial in {error.retry_after_seconds:.1f} s",
-            ) from None
+                provider, f"circuit half-open for {model}: another replica makes the trial call"
+            )
+        return _SharedTrial(permit, shared, name, self.policy.breaker.wait_in_open)
 
-    async def reserve(self, candidate: Candidate, estimated_tokens: int) -> Reservation | None:
+    async def reserve(self, candidate: Candidate, estimated_tokens: int) -> RateReservation | None:
         limiter = self.limiters.get(candidate.provider.name)
         if limiter is None:
-            return None
+            if self._store is None:
+                return None
+            # Shared, every provider has a limiter, limited or not: it is where this replica
+            # finds a pause another replica's 429 set.
+            limiter = self.limiters[candidate.provider.name] = self._unlimited(
+                candidate.provider.name
+            )
         started = self.clock()
         try:
             reservation = await limiter.reserve(
@@ -193,7 +268,7 @@ class Guards:
                     or hints.remaining_tokens == 0
                 ):
                     return
-                limiter = self.limiters[provider] = self._unlimited()
+                limiter = self.limiters[provider] = self._unlimited(provider)
             limiter.apply_hints(hints)
 
         return listener
@@ -202,9 +277,78 @@ class Guards:
         """A 429's Retry-After: hold this provider's limiter for ``seconds``."""
         limiter = self.limiters.get(provider)
         if limiter is None:
-            limiter = self.limiters[provider] = self._unlimited()
+            limiter = self.limiters[provider] = self._unlimited(provider)
         limiter.pause_until(self.clock() + seconds)
 
-    def _unlimited(self) -> ProviderLimiter:
+    def _unlimited(self, provider: str) -> ProviderRateLimiter:
         """A limiter with no configured limit: it only honours what the provider says."""
-        return ProviderLimiter(None, None, clock=self.clock, sleep=self.sleep)
+        return self._limiter(provider, None, None)
+
+    def _limiter(
+        self, provider: str, requests_per_minute: float | None, tokens_per_minute: float | None
+    ) -> ProviderRateLimiter:
+        """Local: this worker's share of the limits. Shared: the limits themselves, global."""
+        if self._store is None:
+            return ProviderLimiter.for_worker_share(
+                requests_per_minute,
+                tokens_per_minute,
+                self._workers,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+        # Imported here: the shared-state package brings coredis, which only Redis needs.
+        from delos.runtime.shared import SharedProviderLimiter
+
+        return SharedProviderLimiter(
+            provider,
+            requests_per_minute,
+            tokens_per_minute,
+            self._store,
+            live_replicas=self._live_replicas,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+
+
+def _circuit_open(candidate: Candidate, retry_after_seconds: float) -> CircuitOpen:
+    provider, model = candidate.key
+    return CircuitOpen(
+        provider,
+        f"circuit open for {model} after repeated failures; "
+        f"next trial in {retry_after_seconds:.1f} s",
+    )
+
+
+class _SharedTrial:
+    """A call that is every replica's half-open trial of breaker ``name``: settling it settles
+    the local permit and tells the other replicas (a success closes the breaker everywhere, a
+    failure opens it again for ``reopen_seconds``).
+
+    A call that says nothing (cancelled, a 429) leaves the claim to expire after the shared
+    breakers' ``trial_ttl``: `SharedBreakers` has no way to hand a claim back yet.
+    """
+
+    __slots__ = ("_breakers", "_local", "_name", "_reopen_seconds")
+
+    def __init__(
+        self, local: CallPermit, breakers: SharedBreakers, name: str, reopen_seconds: float
+    ) -> None:
+        self._local = local
+        self._breakers = breakers
+        self._name = name
+        self._reopen_seconds = reopen_seconds
+
+    def record_success(self, duration: float) -> None:
+        if not self._local.settled:
+            self._local.record_success(duration)
+            self._breakers.settle_trial(self._name, success=True)
+
+    def record_failure(self, duration: float) -> None:
+        if not self._local.settled:
+            self._local.record_failure(duration)
+            self._breakers.settle_trial(
+                self._name, success=False, reopen_seconds=self._reopen_seconds
+            )
+
+    def record_ignored(self) -> None:
+        self._local.record_ignored()
