@@ -46,6 +46,9 @@ log = logging.getLogger("delos.runtime.grpc.server")
 #: hours. A thousand recent streams is plenty to recognise late frames.
 _MAX_CLOSED_STREAMS = 1024
 
+#: Connections the kernel queues before the server accepts them.
+_BACKLOG = 1024
+
 
 def _bound_h2_memory() -> None:
     import h2.connection
@@ -120,9 +123,10 @@ async def open_server(
         warn_if_exposed(settings.host, keys, log)
         listening = bind_grpc_port(settings, reuse_port=reuse_port)
         port = int(listening.getsockname()[1])
-        await server.start(sock=listening, ssl=ssl_context)
-        # With several workers each serves its own metrics, on consecutive ports.
-        metrics_port = settings.metrics_port + worker_index if settings.metrics_port else 0
+        # asyncio listens again with the backlog given here (its default is 100).
+        await server.start(sock=listening, ssl=ssl_context, backlog=_BACKLOG)
+        # With --workers N the supervising process serves every worker's metrics (workers get 0).
+        metrics_port = settings.metrics_port
         try:
             metrics_bound = await tasks.start(
                 serve_metrics, gateway.metrics, settings.host, metrics_port
@@ -151,7 +155,7 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
     family, _, _, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-    return socket.create_server(address, family=family, backlog=1024, reuse_port=reuse_port)
+    return socket.create_server(address, family=family, backlog=_BACKLOG, reuse_port=reuse_port)
 
 
 def bind_grpc_port(settings: Settings, *, reuse_port: bool = False) -> socket.socket:
