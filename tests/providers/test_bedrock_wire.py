@@ -1,4 +1,4 @@
-"""Bedrock's Converse wire module without I/O: exact request bodies for every agent setting,
+"""Bedrock's Converse wire modules without I/O: exact request bodies for every agent setting,
 answers and usage parsed, and every setting Converse cannot express refused before sending."""
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 
 from delos.runtime.errors import UnsupportedByProvider, UpstreamProtocolError
-from delos.runtime.providers._bedrock_wire import (
+from delos.runtime.providers._bedrock_answer import (
     ConverseStreamReader,
-    converse_body,
-    document_name,
     parse_converse,
     parse_usage,
 )
+from delos.runtime.providers._bedrock_request import converse_body, document_name
 from delos.runtime.values import (
     ChatMessage,
     ChatRequest,

@@ -25,7 +25,8 @@ from delos.runtime.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from delos.runtime.providers import _gemini_wire as wire
+from delos.runtime.providers._gemini_answer import retry_delay
+from delos.runtime.providers._gemini_request import generate_body
 from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.gemini import GeminiProvider, build_gemini
 from delos.runtime.values import (
@@ -559,12 +560,12 @@ async def test_an_unsupported_location_is_about_the_gateways_account_not_the_req
 def test_retry_info_delays_are_protobuf_durations(delay: object, seconds: float | None) -> None:
     detail = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
     payload = {"error": {"code": 429, "details": [{"@type": "other"}, detail]}}
-    assert wire.retry_delay(payload) == seconds
-    assert wire.retry_delay([payload]) == seconds  # as streaming calls send it
+    assert retry_delay(payload) == seconds
+    assert retry_delay([payload]) == seconds  # as streaming calls send it
 
 
 def test_a_request_without_options_sends_no_generation_config() -> None:
-    body = wire.generate_body("gemini", ChatRequest("m", (ChatMessage("user", "hi"),)))
+    body = generate_body("gemini", ChatRequest("m", (ChatMessage("user", "hi"),)))
     assert body == {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
 
 

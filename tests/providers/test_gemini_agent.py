@@ -15,7 +15,8 @@ import pytest
 
 from delos.runtime.catalog import Catalog
 from delos.runtime.errors import UnsupportedByProvider, UpstreamRejected
-from delos.runtime.providers import _gemini_wire as wire
+from delos.runtime.providers._gemini_answer import AnswerBuilder
+from delos.runtime.providers._gemini_request import generate_body
 from delos.runtime.providers._parts import deterministic_call_id
 from delos.runtime.providers.gemini import GeminiProvider
 from delos.runtime.values import (
@@ -299,7 +300,7 @@ async def test_call_ids_are_deterministic_for_the_answer() -> None:
     }
     ids = []
     for _ in range(2):
-        builder = wire.AnswerBuilder("gemini", "m")
+        builder = AnswerBuilder("gemini", "m")
         builder.feed(payload)
         ids.append([call.id for call in builder.tool_calls])
         # Key order kept, compact, non-ASCII as is.
@@ -314,7 +315,7 @@ async def test_call_ids_are_deterministic_for_the_answer() -> None:
 
 @pytest.mark.parametrize(("reason", "expected"), [("STOP", "tool_calls"), ("MAX_TOKENS", "length")])
 def test_a_finish_after_calls(reason: str, expected: str) -> None:
-    builder = wire.AnswerBuilder("gemini", "m")
+    builder = AnswerBuilder("gemini", "m")
     call = {"functionCall": {"name": "f"}}
     builder.feed({"candidates": [{"content": {"parts": [call]}, "finishReason": reason}]})
     assert builder.finish_reason == expected
@@ -416,7 +417,7 @@ async def test_a_signature_without_text_to_ride_on_gets_its_own_empty_part() -> 
             ChatMessage("user", "again"),
         ),
     )
-    body = wire.generate_body("gemini", request)
+    body = generate_body("gemini", request)
     assert body["contents"][1] == {
         "role": "model",
         "parts": [{"text": "", "thoughtSignature": "c2ln"}],
@@ -437,7 +438,7 @@ def test_thinking_of_no_endpoint_goes_only_as_plain_text() -> None:
             ChatMessage("user", "again"),
         ),
     )
-    body = wire.generate_body("gemini", request)
+    body = generate_body("gemini", request)
     assert body["contents"][1]["parts"] == [
         {"text": "plain notes", "thought": True},
         {"text": "ok"},
@@ -445,7 +446,7 @@ def test_thinking_of_no_endpoint_goes_only_as_plain_text() -> None:
 
 
 def test_streamed_thought_fragments_are_one_thinking() -> None:
-    builder = wire.AnswerBuilder("vertex", "m")
+    builder = AnswerBuilder("vertex", "m")
     events = []
     for part in (
         {"text": "Step one. ", "thought": True},
@@ -519,7 +520,7 @@ async def test_a_repeated_long_prefix_is_read_from_the_implicit_cache(surface: s
 
 
 def test_usage_reads_every_count() -> None:
-    builder = wire.AnswerBuilder("gemini", "m")
+    builder = AnswerBuilder("gemini", "m")
     usage = {
         "promptTokenCount": 100,
         "cachedContentTokenCount": 60,
@@ -608,5 +609,5 @@ async def test_no_parallel_calls_is_honoured_where_no_call_can_happen(
 
 def test_the_body_is_json_as_sent() -> None:
     request = ask("x", tools=(WEATHER,), reasoning=Reasoning(effort="low"))
-    body = wire.generate_body("gemini", request)
+    body = generate_body("gemini", request)
     assert json.loads(json.dumps(body)) == body

@@ -15,6 +15,11 @@ Layout:
                     the OpenAI fake's flavours; its request checks and prompt cache; its answers
     _anthropic_checks.py, _anthropic_answer.py
                     the Anthropic fake's request checks and prompt cache; its answers
+    _gemini_checks.py, _gemini_answer.py, _gemini_errors.py
+                    the Gemini fake's request checks; its answers; its error bodies and headers
+    _bedrock_checks.py, _bedrock_answer.py
+                    the Bedrock fake's request checks and prompt cache; its answers and
+                    event-stream frames
     _ollama_checks.py
                     the Ollama fake's request checks
     fakes.py        every fake behind one table: how to start it and configure the gateway

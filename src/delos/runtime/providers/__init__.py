@@ -15,6 +15,9 @@ Layout:
                           sans-IO request bodies (Anthropic's turns and content blocks apart)
     _openai_answer.py, _anthropic_answer.py
                           sans-IO answer parsers and stream readers
+    _gemini_request.py, _gemini_answer.py, _bedrock_request.py, _bedrock_answer.py
+                          the same for Gemini and Bedrock (request bodies; answers, stream
+                          readers and upstream errors)
     _*_wire.py            the other formats' sans-IO bodies, parsers and stream readers
     _parts.py             content parts and tool calls: stream assembly, ids, data URLs
     registry.py           builds the enabled providers, following the provider table

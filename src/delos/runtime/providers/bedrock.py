@@ -2,13 +2,13 @@
 
 Every request is signed with SigV4 (service ``bedrock``) over the exact bytes sent. Streams are
 AWS binary event-streams, decoded with :class:`~delos.runtime.wire.EventStreamDecoder` (both CRCs
-checked) and interpreted by :class:`~delos.runtime.providers._bedrock_wire.ConverseStreamReader`.
+checked) and interpreted by :class:`~delos.runtime.providers._bedrock_answer.ConverseStreamReader`.
 
 Chat speaks Converse natively: tools and tool choice, tool calls and results, images and
 documents as bytes, Claude's thinking (budget, signed and redacted thinking sent back verbatim)
 and ``cachePoint`` blocks for cache breakpoints; cache reads and writes are reported in usage.
 What Converse cannot express exactly is refused before anything is sent
-(:class:`~delos.runtime.errors.UnsupportedByProvider`); ``_bedrock_wire`` lists those cases.
+(:class:`~delos.runtime.errors.UnsupportedByProvider`); ``_bedrock_request`` lists those cases.
 
 Embeddings speak each model vendor's native body:
 
@@ -47,12 +47,12 @@ from delos.runtime.errors import (
     ProviderNotConfigured,
     UpstreamProtocolError,
 )
-from delos.runtime.providers._bedrock_wire import (
+from delos.runtime.providers._bedrock_answer import (
     ConverseStreamReader,
-    converse_body,
     error_from_response,
     parse_converse,
 )
+from delos.runtime.providers._bedrock_request import converse_body
 from delos.runtime.providers._http import feed_decoder, upstream_errors
 from delos.runtime.providers._sigv4 import RequestSigner
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener

@@ -1,8 +1,9 @@
 """Google Gemini, through the Gemini API or through Vertex AI: one adapter, two surfaces.
 
-The two surfaces share the ``generateContent`` bodies (:mod:`._gemini_wire`) and differ in data
-(:class:`_Surface`): the URL of a model, the credentials header, and the embeddings method
-(``batchEmbedContents`` on the Gemini API, ``predict`` on Vertex AI, which alone reports tokens).
+The two surfaces share the ``generateContent`` format (bodies in :mod:`._gemini_request`, answers
+and errors in :mod:`._gemini_answer`) and differ in data (:class:`_Surface`): the URL of a model,
+the credentials header, and the embeddings method (``batchEmbedContents`` on the Gemini API,
+``predict`` on Vertex AI, which alone reports tokens).
 
 Streams use ``streamGenerateContent?alt=sse`` and have no terminator: the server closes the
 connection after the chunk that carries ``finishReason``, so a stream that ends without one was
@@ -15,7 +16,7 @@ Agent features, in Gemini's native forms:
   ``allowedFunctionNames``; calls come whole (also in streams), without ids: ours are made
   deterministically from the answer, and results are sent by function name;
 - thinking: ``thinkingConfig.thinkingBudget`` (``budget_tokens``, or ``effort`` through
-  :data:`~._gemini_wire.EFFORT_BUDGETS`) and ``includeThoughts``; thought parts and
+  :data:`~._gemini_request.EFFORT_BUDGETS`) and ``includeThoughts``; thought parts and
   ``thoughtSignature`` come back as :class:`~delos.runtime.values.Thinking` and
   ``ToolCall.signature`` named after this provider, and go back on the parts they came with;
 - images (PNG, JPEG, WebP, HEIC, HEIF) and PDFs as ``inlineData``; text documents as text;
@@ -50,7 +51,17 @@ from delos.runtime.errors import (
     UpstreamProtocolError,
     UpstreamRateLimited,
 )
-from delos.runtime.providers import _gemini_wire as wire
+from delos.runtime.providers._gemini_answer import (
+    ACCOUNT_STATUS,
+    AUTH_REASONS,
+    AnswerBuilder,
+    error_object,
+    error_reason,
+    error_status,
+    message_of,
+    retry_delay,
+)
+from delos.runtime.providers._gemini_request import generate_body
 from delos.runtime.providers._http import clip_detail, feed_decoder, upstream_errors
 from delos.runtime.providers._vertex_host import vertex_base_url
 from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
@@ -105,7 +116,7 @@ class GeminiProvider(HttpProvider):
             catalog=catalog,
             base_url=base_url or GEMINI_API_BASE_URL,
             headers=surface.headers,
-            message_of=wire.message_of,
+            message_of=message_of,
             on_rate_limits=on_rate_limits,
         )
         self._surface = surface
@@ -156,21 +167,21 @@ class GeminiProvider(HttpProvider):
             payload = json.loads(body)
         except ValueError:
             return error
-        reason = wire.error_reason(payload)
-        detail = clip_detail(wire.message_of(payload) or "")
-        if status == 400 and reason in wire.AUTH_REASONS:
+        reason = error_reason(payload)
+        detail = clip_detail(message_of(payload) or "")
+        if status == 400 and reason in AUTH_REASONS:
             return UpstreamAuthenticationError(
                 self.name,
                 f"rejected the gateway's credentials (HTTP 400 {reason}: {detail})",
                 http_status=400,
             )
-        if status == 400 and wire.error_status(payload) == wire.ACCOUNT_STATUS:
+        if status == 400 and error_status(payload) == ACCOUNT_STATUS:
             # Not the caller's fault, and another provider may well serve the request.
             return UpstreamAuthenticationError(
                 self.name, f"refused the gateway's account (HTTP 400: {detail})", http_status=400
             )
         if isinstance(error, UpstreamRateLimited) and error.retry_after is None:
-            error.retry_after = wire.retry_delay(payload)
+            error.retry_after = retry_delay(payload)
             if error.retry_after is not None and self.on_rate_limits is not None:
                 self.on_rate_limits(RateLimitHints(retry_after=error.retry_after))
         return error
@@ -190,8 +201,8 @@ class GeminiProvider(HttpProvider):
             UpstreamUnavailable: 5xx or a transport failure.
         """
         url = self._url(request.model, "generateContent")
-        payload = await self._post_json(url, wire.generate_body(self.name, request))
-        answer = wire.AnswerBuilder(self.name, request.model)
+        payload = await self._post_json(url, generate_body(self.name, request))
+        answer = AnswerBuilder(self.name, request.model)
         answer.feed(payload)
         if not answer.has_candidate:
             raise UpstreamProtocolError(self.name, "answer has no candidates")
@@ -215,14 +226,14 @@ class GeminiProvider(HttpProvider):
         without a ``finishReason``.
         """
         url = self._url(request.model, "streamGenerateContent") + "?alt=sse"
-        body = wire.generate_body(self.name, request)
+        body = generate_body(self.name, request)
         return self._open_stream(url, body, "text/event-stream", partial(self._events, request))
 
     async def _events(
         self, request: ChatRequest, response: httpx.Response
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
-        answer = wire.AnswerBuilder(self.name, request.model)
+        answer = AnswerBuilder(self.name, request.model)
         with upstream_errors(self.name):
             async for data in response.aiter_bytes():
                 for event in self._decode(decoder, data):
@@ -250,8 +261,8 @@ class GeminiProvider(HttpProvider):
             chunk = json.loads(data)
         except ValueError:
             raise UpstreamProtocolError(self.name, "stream event is not valid JSON") from None
-        if wire.error_object(chunk) is not None:
-            detail = wire.message_of(chunk) or "unknown error"
+        if error_object(chunk) is not None:
+            detail = message_of(chunk) or "unknown error"
             raise UpstreamProtocolError(self.name, f"error in the stream: {detail}")
         return chunk
 
