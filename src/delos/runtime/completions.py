@@ -12,6 +12,7 @@ Redis before the router, and identical requests on different replicas reach the 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
@@ -91,12 +92,10 @@ class Completions:
             return CachedAnswer.from_routed(answer), answer.finish_reason in _CACHEABLE
 
         key, ttl = self._key(request), request.cache_ttl_seconds
-        level_two = self.shared_cache
-        cached, outcome = await self.cache.get_or_compute(
-            key,
-            compute if level_two is None else level_two.for_level_one(key, compute, ttl_seconds=ttl),
-            ttl_seconds=ttl,
-        )
+        miss: Callable[[], Awaitable[tuple[CachedAnswer, bool]]] = compute
+        if self.shared_cache is not None:  # level 2 under level 1: Redis before the router
+            miss = self.shared_cache.for_level_one(key, compute, ttl_seconds=ttl)
+        cached, outcome = await self.cache.get_or_compute(key, miss, ttl_seconds=ttl)
         if outcome == "miss" and not produced:
             outcome = "hit"  # a miss here, answered by level 2: another replica's answer
         self._count(outcome)

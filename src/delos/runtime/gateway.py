@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import httpx
@@ -56,6 +56,10 @@ class SharedState:
     breakers: SharedBreakers
     cache: SharedCache
 
+    def live_replicas(self) -> int:
+        """The last known number of live replicas, this one included."""
+        return self.replicas.live_replicas
+
     def record_metrics(self, metrics: Metrics) -> None:
         """Publish the stores' and the level-2 cache's counters (see `Metrics`)."""
         stores = {"limits": self.store.stats()}
@@ -81,9 +85,9 @@ async def open_shared_state(
     """The shared state on ``settings.redis_url`` (and ``redis_cache_url``), for the block.
 
     Heartbeats and breaker polls run in a task group of their own, cancelled when the block
-    ends; then the stores close. An unreachable
-    Redis delays nothing but the first calls: every piece falls back to local state until it
-    answers. Raises `ValueError` when ``redis_url`` is unset.
+    ends; then the stores close. An unreachable Redis delays nothing but the first calls: every
+    piece falls back to local state until it answers. Raises `ValueError` when ``redis_url`` is
+    unset.
     """
     if settings.redis_url is None:
         raise ValueError("open_shared_state needs settings.redis_url (DELOS_RUNTIME_REDIS_URL)")
@@ -128,8 +132,13 @@ async def open_shared_state(
                 sleep=sleep,
             ),
         )
-        for each in {store, cache_store}:
-            each.add_listener(_fallback_logger(each.where, replicas))
+        if cache_store is store:
+            store.add_listener(
+                _fallback_logger(store.where, "limits, breakers and cache", replicas)
+            )
+        else:
+            store.add_listener(_fallback_logger(store.where, "limits and breakers", replicas))
+            cache_store.add_listener(_fallback_logger(cache_store.where, "cache", None))
         tasks = await stack.enter_async_context(anyio.create_task_group())
         # Exit runs last-in first-out: the tasks are cancelled, the group waits for them (the
         # registry withdraws this replica), then the stores close.
@@ -139,19 +148,25 @@ async def open_shared_state(
         yield shared
 
 
-def _fallback_logger(where: str, replicas: ReplicaRegistry) -> Callable[[bool], None]:
-    """Say, once per switch, what this replica does instead of sharing (the store says why)."""
+def _fallback_logger(
+    where: str, what: str, replicas: ReplicaRegistry | None
+) -> Callable[[bool], None]:
+    """Say, once per switch, what this replica does instead of sharing `what` (the store logs
+    why, and the metrics count each decision)."""
 
     def on_switch(degraded: bool) -> None:
-        if degraded:
+        if not degraded:
+            log.warning("Redis %s back: %s shared again", where, what)
+        elif replicas is None:
+            log.warning("Redis %s away: %s local (level 1 only) until it is back", where, what)
+        else:
             log.warning(
-                "Redis %s away: fail-static, each limit at 1/%d of its configured value here "
-                "(last known live replicas), breakers and cache local",
+                "Redis %s away: %s local until it is back; each rate limit at 1/%d of its "
+                "configured value (the last known number of live replicas)",
                 where,
+                what,
                 replicas.live_replicas,
             )
-        else:
-            log.warning("Redis %s back: limits, breakers and cache shared again", where)
 
     return on_switch
 
@@ -193,7 +208,9 @@ class Gateway:
             sleep=sleep,
             metrics=self.metrics,
             tracing=self.tracing,
-            **_shared_guards(shared),
+            store=shared.store if shared is not None else None,
+            shared_breakers=shared.breakers if shared is not None else None,
+            live_replicas=shared.live_replicas if shared is not None else _alone,
         )
         for name, provider in providers.items():
             provider.set_rate_limit_listener(self.guards.rate_limit_listener(name))
@@ -239,15 +256,8 @@ class Gateway:
         return availability
 
 
-def _shared_guards(shared: SharedState | None) -> dict[str, Any]:
-    if shared is None:
-        return {}
-    replicas = shared.replicas
-    return {
-        "store": shared.store,
-        "shared_breakers": shared.breakers,
-        "live_replicas": lambda: replicas.live_replicas,
-    }
+def _alone() -> int:
+    return 1
 
 
 @asynccontextmanager

@@ -137,6 +137,7 @@ class Guards:
         self._store = store
         self._live_replicas = live_replicas
         self.shared_breakers = shared_breakers
+        self._shared_seen: set[str] = set()
         if shared_breakers is not None:
             shared_breakers.attach(self.breakers)
             shared_breakers.add_listener(self._on_shared_breaker_change)
@@ -190,6 +191,16 @@ class Guards:
         if shared is None:
             return permit
         name = f"{provider}/{model}"
+        if name not in self._shared_seen:
+            # The polls cover the breakers this replica knows: read a new one's shared state
+            # now (one round trip, once), or its first call would miss an opening elsewhere.
+            self._shared_seen.add(name)
+            shared.watch(name)
+            try:
+                await shared.refresh()
+            except BaseException:
+                permit.record_ignored()
+                raise
         state = shared.state(name)
         if state is BreakerState.CLOSED:
             return permit
