@@ -241,8 +241,11 @@ def clean_environment(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(params=["plaintext", "tls"])
 def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A serving ``delos-runtime serve --demo``; yields the variables the container would have."""
-    environment = {"DELOS_RUNTIME_PORT": str(free_port())}
+    """A serving ``delos-runtime serve --demo``; yields the variables the container would have.
+
+    The gateway binds port 0 and the test reads the port it logs: a port picked in advance
+    could be taken by another test before the gateway binds it."""
+    environment = {"DELOS_RUNTIME_PORT": "0"}
     if request.param == "tls":
         pair = write_self_signed(tmp_path)
         environment |= {
@@ -253,13 +256,26 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
         [sys.executable, "-m", "delos.cli", "serve", "--demo", "--workers", "1"],
         env=clean_environment(**environment),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
+        assert process.stderr is not None
+        logged = []
+        for line in process.stderr:  # ends when the process does
+            logged.append(line)
+            found = re.search(r"listening on [^ ]+:(\d+)", line)
+            if found:
+                environment["DELOS_RUNTIME_PORT"] = found.group(1)
+                break
+        else:
+            pytest.fail("the gateway exited before serving:\n" + "".join(logged))
         yield environment
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 def test_the_health_check_passes_once_the_gateway_serves(gateway: dict[str, str]) -> None:

@@ -163,7 +163,6 @@ async def test_a_conversation_falls_back_to_another_provider_between_turns() -> 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["unary", "stream"])
 async def test_cache_reads_and_writes_are_counted_and_priced_exactly(streamed: bool) -> None:
-    from decimal import Decimal
 
     from delos.runtime.catalog import Catalog, usage_cost_usd
     from delos.runtime.values import Usage
@@ -199,7 +198,7 @@ async def test_cache_reads_and_writes_are_counted_and_priced_exactly(streamed: b
                 cache_write_tokens=usage.cache_write_tokens,
             ),
         )
-        assert Decimal(str(answer.cost_usd)) == pytest.approx(expected, rel=1e-9)
+        assert answer.cost_usd == pytest.approx(float(expected), rel=1e-9)
         assert usage.prompt_tokens >= usage.cache_read_tokens + usage.cache_write_tokens
         assert not answer.cost_estimated
     # A cache read costs less than the write of the same prompt.
