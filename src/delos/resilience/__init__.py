@@ -1,7 +1,7 @@
 """Resilience primitives, with no knowledge of providers: backend-neutral anyio code, time injected.
 
 Layout:
-    _clock.py     the Clock and Sleep types, and a FakeClock for tests
+    _clock.py     the Clock and Sleep types, anyio's clock read cheaply, a FakeClock for tests
     _breaker.py   circuit breaker (purgatory's API shape, resilience4j's rules)
     _limiter.py   GCRA rate limiter, provider RPM+TPM limiter, rate-limit hints
     _ewma.py      PeakEWMA latency table (TTFT, throughput, in-flight, errors)
@@ -36,7 +36,14 @@ from delos.resilience._breaker import (
     CircuitOpenError,
 )
 from delos.resilience._budget import RetryBudget
-from delos.resilience._clock import Clock, FakeClock, Sleep
+from delos.resilience._clock import (
+    BackendClock,
+    Clock,
+    FakeClock,
+    Sleep,
+    backend_clock,
+    reads_anyio_time,
+)
 from delos.resilience._ewma import LatencySnapshot, LatencyTable
 from delos.resilience._limiter import (
     ProviderLimiter,
@@ -50,6 +57,7 @@ from delos.resilience._slots import Slots, SlotsExhausted
 
 __all__ = [
     "AllAttemptsFailed",
+    "BackendClock",
     "BreakerConfig",
     "BreakerState",
     "CallPermit",
@@ -69,6 +77,8 @@ __all__ = [
     "Sleep",
     "Slots",
     "SlotsExhausted",
+    "backend_clock",
     "race",
+    "reads_anyio_time",
     "retrying",
 ]

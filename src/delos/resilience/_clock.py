@@ -10,6 +10,7 @@ do, on a real or on trio's virtual clock.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 from collections.abc import Awaitable, Callable
@@ -17,8 +18,9 @@ from typing import Protocol
 
 import anyio
 import anyio.lowlevel
+import sniffio
 
-__all__ = ["Clock", "FakeClock", "Sleep"]
+__all__ = ["BackendClock", "Clock", "FakeClock", "Sleep", "backend_clock", "reads_anyio_time"]
 
 
 class Clock(Protocol):
@@ -29,6 +31,44 @@ class Clock(Protocol):
 
 #: Waits the given number of seconds on the matching clock: `anyio.sleep`, `FakeClock.sleep`.
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class BackendClock:
+    """anyio's clock, the one cancel-scope deadlines run on, read without anyio's per-call
+    lookup of the running backend (which costs more than reading the time): the event loop's
+    own ``time`` on asyncio, ``trio.current_time`` on trio (virtual under ``MockClock``).
+
+    Made by :func:`backend_clock` inside the event loop it reads; it reads that loop only.
+    """
+
+    __slots__ = ("_read",)
+
+    def __init__(self, read: Callable[[], float]) -> None:
+        self._read = read
+
+    def __call__(self) -> float:
+        return self._read()
+
+
+def backend_clock() -> Clock:
+    """The running event loop's clock as a :class:`BackendClock`; `anyio.current_time` itself
+    when no event loop runs (it then resolves the backend at each call)."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return anyio.current_time
+    if library == "asyncio":
+        return BackendClock(asyncio.get_running_loop().time)
+    if library == "trio":
+        import trio
+
+        return BackendClock(trio.current_time)
+    return anyio.current_time
+
+
+def reads_anyio_time(clock: Clock) -> bool:
+    """Whether ``clock`` reads anyio's time, so its readings compare with cancel-scope deadlines."""
+    return clock is anyio.current_time or isinstance(clock, BackendClock)
 
 
 class FakeClock:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from ._clock import Clock
+from ._clock import Clock, reads_anyio_time
 
 __all__ = [
     "GcraLimiter",
@@ -46,7 +46,7 @@ def _allowed_wait(clock: Clock, now: float, start: float, max_wait: float) -> fl
     times, which another clock's readings cannot be compared with.
     """
     allowed = max_wait - (now - start)
-    if clock is anyio.current_time:
+    if reads_anyio_time(clock):
         allowed = min(allowed, anyio.current_effective_deadline() - now)
     return allowed
 

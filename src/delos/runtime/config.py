@@ -146,9 +146,9 @@ class Settings(BaseModel):
     race_width: int = Field(default=2, ge=1, le=8)
     hedging: bool = False
     quality_order: tuple[str, ...] = DEFAULT_QUALITY_ORDER
-    #: HTTP transport towards providers: aiohttp under httpx's API on asyncio when installed
-    #: (``auto``: several times less CPU per request), or httpx's own.
-    http_transport: Literal["auto", "httpx", "aiohttp"] = "auto"
+    #: HTTP client towards providers: ``auto`` (the gateway's own HTTP/1.1 client on asyncio,
+    #: httpx on trio and for signed paths) or ``httpx`` everywhere (slower; docs/benchmarks.md).
+    http_transport: Literal["auto", "httpx"] = "auto"
     #: HTTP connect timeout towards providers, seconds.
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
 

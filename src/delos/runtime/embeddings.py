@@ -20,9 +20,9 @@ from delos.runtime.providers import Provider
 from delos.runtime.routing import (
     AttemptKind,
     AttemptRecord,
+    AttemptTimeLimit,
     Candidate,
     RequestRun,
-    attempt_time_limit,
     guarded_attempt,
     with_retries,
 )
@@ -95,7 +95,7 @@ async def embed(gateway: Gateway, request: EmbedInput) -> EmbedAnswer:
 
     async def attempt(kind: AttemptKind) -> tuple[Embeddings, AttemptRecord]:
         async with guarded_attempt(guards, run, candidate, kind, operation="embeddings") as scope:
-            with attempt_time_limit(candidate, guards.policy.unary_timeout, "embeddings"):
+            with AttemptTimeLimit(guards, candidate, guards.policy.unary_timeout, "embeddings"):
                 result = await provider.embed(EmbedRequest(model.id, request.texts))
             if result.usage is not None:  # else billed on the estimate
                 scope.usage = Usage(result.usage.prompt_tokens, 0, result.usage.estimated)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 import httpx
 
-from delos.resilience import Clock, Sleep
+from delos.resilience import Clock, Sleep, backend_clock
 from delos.runtime.cache import ResponseCache
 from delos.runtime.catalog import Catalog
 from delos.runtime.completions import Completions, NoPromptStore
@@ -190,10 +190,11 @@ class Gateway:
         *,
         policy: ResiliencePolicy | None = None,
         workers: int = 1,
-        clock: Clock = anyio.current_time,
+        clock: Clock | None = None,
         sleep: Sleep = anyio.sleep,
         shared: SharedState | None = None,
     ) -> None:
+        clock = backend_clock() if clock is None else clock
         self.settings = settings
         self.shared = shared
         self.providers = providers
@@ -267,13 +268,14 @@ async def open_gateway(
     transport: httpx.AsyncBaseTransport | None = None,
     policy: ResiliencePolicy | None = None,
     workers: int = 1,
-    clock: Clock = anyio.current_time,
+    clock: Clock | None = None,
     sleep: Sleep = anyio.sleep,
 ) -> AsyncIterator[Gateway]:
     """Build the gateway; leaving the block closes every provider's connection pool and, with
     ``DELOS_RUNTIME_REDIS_URL``, the shared state (see `open_shared_state`).
 
-    ``clock`` and ``sleep``: see :class:`Gateway`."""
+    ``clock`` and ``sleep``: see :class:`Gateway` (None: anyio's, read cheaply)."""
+    clock = backend_clock() if clock is None else clock
     catalog = Catalog.load(settings.catalog_path)
     providers = build_providers(settings, catalog, transport=transport)
     try:

@@ -34,6 +34,8 @@ PROMPT_TOKENS_PER_MESSAGE = 4
 
 _A_MODEL_OF_KIND: dict[ModelKind, str] = {"chat": "a chat model", "embedding": "an embedding model"}
 
+#: Distinct model names whose resolution a catalog remembers at most.
+_MAX_REMEMBERED_NAMES = 4096
 _THOUSAND = Decimal(1000)
 _ZERO = Decimal(0)
 
@@ -54,6 +56,7 @@ class Catalog:
         "_default_models",
         "_models",
         "_quality_ranks",
+        "_resolved",
     )
 
     _models: tuple[ModelInfo, ...]
@@ -63,6 +66,8 @@ class Catalog:
     _default_models: Mapping[str, str]
     _default_embedding_models: Mapping[str, str | None]
     _quality_ranks: Mapping[str, int]
+    #: Names already resolved (the catalog is immutable, so the answers never change).
+    _resolved: dict[tuple[str, ModelKind | None], tuple[ModelInfo, ...]]
 
     def __init__(
         self,
@@ -111,6 +116,7 @@ class Catalog:
             "_default_models": dict(default_models),
             "_default_embedding_models": {p: embedding_defaults.get(p) for p in by_provider},
             "_quality_ranks": dict(quality_ranks or {}),
+            "_resolved": {},
         }
         for name, value in state.items():
             object.__setattr__(self, name, value)
@@ -183,6 +189,17 @@ class Catalog:
         models of the same family on the other providers) or a family name (all its members).
         Matching is exact, case included. Empty when nothing matches.
         """
+        key = (model, kind)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            resolved = self._resolve(model, kind)
+            # Remembered when found: the catalog never changes, and names are asked again and
+            # again; unknown names (a client's typo, or worse) are not kept.
+            if resolved and len(self._resolved) < _MAX_REMEMBERED_NAMES:
+                self._resolved[key] = resolved
+        return resolved
+
+    def _resolve(self, model: str, kind: ModelKind | None) -> tuple[ModelInfo, ...]:
         exact = self._by_id.get(model, ())
         exact_providers = {m.provider for m in exact}
         found: list[ModelInfo] = list(exact)

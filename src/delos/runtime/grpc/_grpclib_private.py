@@ -40,7 +40,6 @@ __all__ = [
     "check_supported",
     "decode_request",
     "dispatch_received",
-    "encode_response",
     "receive_bytes",
     "request_header",
     "send_frame",
@@ -187,18 +186,6 @@ async def send_initial_headers(stream: Stream[Any, Any], extra: list[tuple[str, 
     headers.extend(encode_metadata(metadata))
     await raw.send_headers(headers)
     stream._send_initial_metadata_done = True
-
-
-async def encode_response(stream: Stream[Any, Any], message: Any) -> bytes:
-    """``message`` after grpclib's ``SendMessage`` listeners, serialised by the stream's codec."""
-    try:
-        codec, send_type, dispatch = stream._codec, stream._send_type, stream._dispatch
-    except AttributeError:
-        _require(stream, _SEND_ATTRIBUTES)
-        raise
-    (message,) = await dispatch.send_message(message)
-    body: bytes = codec.encode(message, send_type)
-    return body
 
 
 async def send_frame(stream: Stream[Any, Any], frame: bytes) -> None:

@@ -8,8 +8,9 @@ compressed; smaller ones go as they are (each message's flag says which).
 from __future__ import annotations
 
 import struct
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
+from google.protobuf.message import Message
 from grpclib.server import Stream
 
 from delos.runtime.grpc import _grpclib_private as private
@@ -22,15 +23,22 @@ from delos.runtime.grpc.compression import (
 
 __all__ = ["Responder"]
 
-T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+#: A message's frame prefix: compressed flag, length.
+_PREFIX: Final = struct.Struct(">?I")
 
 
-class Responder(Generic[T]):
-    """Sends the messages of one call's response."""
+class Responder(Generic[M]):
+    """Sends the messages of one call's response.
+
+    Messages are framed here and written straight to the stream: serialising them is all
+    grpclib's ``send_message`` adds (and its ``SendMessage`` event, which the gateway does not
+    listen to), so a streamed answer saves that per chunk.
+    """
 
     __slots__ = ("_encoding", "_started", "_stream")
 
-    def __init__(self, stream: Stream[Any, T]) -> None:
+    def __init__(self, stream: Stream[Any, M]) -> None:
         self._stream = stream
         self._encoding = response_encoding(
             private.request_header(stream, "grpc-encoding"),
@@ -38,7 +46,7 @@ class Responder(Generic[T]):
         )
         self._started = False
 
-    async def send(self, message: T) -> None:
+    async def send(self, message: M) -> None:
         stream = self._stream
         if not self._started:
             headers = [("grpc-accept-encoding", ACCEPT_ENCODING_HEADER)]
@@ -46,12 +54,9 @@ class Responder(Generic[T]):
                 headers.append(("grpc-encoding", self._encoding))
             await private.send_initial_headers(stream, headers)
             self._started = True
-        if self._encoding is None:
-            await stream.send_message(message)
-            return
-        body = await private.encode_response(stream, message)
-        if len(body) >= MIN_COMPRESSED_BYTES:
+        body = message.SerializeToString()
+        compressed = self._encoding is not None and len(body) >= MIN_COMPRESSED_BYTES
+        if compressed:
+            assert self._encoding is not None
             body = compress(self._encoding, body)
-            await private.send_frame(stream, struct.pack(">?I", True, len(body)) + body)
-        else:
-            await private.send_frame(stream, struct.pack(">?I", False, len(body)) + body)
+        await private.send_frame(stream, _PREFIX.pack(compressed, len(body)) + body)

@@ -24,6 +24,7 @@ from delos.resilience import Clock, Sleep
 from delos.runtime.config import NO_PROVIDERS_CONFIGURED, ConfigError, Settings
 from delos.runtime.gateway import Gateway, open_gateway
 from delos.runtime.grpc._grpclib_private import TunedServer, check_supported, stop_accepting
+from delos.runtime.grpc._heap import settle_heap
 from delos.runtime.grpc.auth import ClientKeys, install_auth, warn_if_exposed
 from delos.runtime.grpc.service import RuntimeService
 from delos.runtime.grpc.tls import server_ssl_context
@@ -87,7 +88,7 @@ async def open_server(
     policy: ResiliencePolicy | None = None,
     workers: int = 1,
     worker_index: int = 0,
-    clock: Clock = anyio.current_time,
+    clock: Clock | None = None,
     sleep: Sleep = anyio.sleep,
 ) -> AsyncIterator[RunningServer]:
     """Serve on ``settings.host``/``settings.port`` (0: an ephemeral port) for the block.
@@ -183,6 +184,7 @@ async def serve_until_signalled(
         async with open_server(
             settings, reuse_port=reuse_port, workers=workers, worker_index=worker_index
         ) as running:
+            settle_heap()
             names = ", ".join(running.gateway.providers) or "none"
             log.info(
                 "delos-runtime listening on %s:%d (providers: %s)",

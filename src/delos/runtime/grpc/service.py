@@ -7,13 +7,14 @@ client's deadline becomes a cancel scope, and unexpected errors become INTERNAL 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 from grpclib.const import Status
@@ -38,6 +39,20 @@ __all__ = ["RuntimeService"]
 log = logging.getLogger("delos.runtime.grpc.service")
 
 _DEADLINE_MARGIN_SECONDS = 0.05
+_FULL_NAMES: Final = {
+    name: f"/delos.runtime.v1.RuntimeService/{name}"
+    for name in ("Complete", "CompleteStream", "Embed", "ListProviders", "Health")
+}
+#: Request ids: this process's random prefix, then a counter (unique across replicas without
+#: the cost of a UUID per request).
+_REQUEST_ID_PREFIX: Final = os.urandom(3).hex()
+_request_numbers = itertools.count(1)
+
+
+def next_request_id() -> str:
+    """16 hex digits: 6 of this process's prefix, 10 of a counter."""
+    return f"{_REQUEST_ID_PREFIX}{next(_request_numbers) & 0xFFFFFFFFFF:010x}"
+
 
 T = TypeVar("T")
 
@@ -70,7 +85,7 @@ class RuntimeService(RuntimeServiceBase):
         if self.draining:
             raise GRPCError(Status.UNAVAILABLE, "the gateway is shutting down; retry elsewhere")
         gateway = self.gateway
-        context = RpcContext(uuid.uuid4().hex[:16], current_client() or ANONYMOUS)
+        context = RpcContext(next_request_id(), current_client() or ANONYMOUS)
         self.in_flight += 1
         self._idle = anyio.Event() if self.in_flight == 1 else self._idle
         if stream.deadline is not None:
@@ -82,19 +97,19 @@ class RuntimeService(RuntimeServiceBase):
             remaining = gateway.settings.default_deadline_seconds
         status = Status.OK
         started = time.perf_counter()
-        full_name = f"/delos.runtime.v1.RuntimeService/{name}"
-        with (
-            gateway.metrics.track_in_flight(),
-            gateway.tracing.rpc_span(full_name, dict(stream.metadata or {})) as span,
-        ):
+        metrics = gateway.metrics
+        metrics.in_flight_started()
+        # One cancel scope per request: the client's deadline (or ours) for the whole call.
+        deadline = anyio.CancelScope(deadline=gateway.guards.deadline_clock() + max(remaining, 0))
+        with gateway.tracing.rpc_span(_FULL_NAMES[name], stream.metadata or {}) as span:
             span.set_client(context.client)
             try:
-                with anyio.fail_after(max(remaining, 0.0)):
+                with deadline:
                     yield context
-            except TimeoutError:
-                status = Status.DEADLINE_EXCEEDED
-                span.set_error("deadline exceeded", error_type="DEADLINE_EXCEEDED")
-                raise GRPCError(status, f"deadline exceeded after {remaining:.3f} s") from None
+                if deadline.cancelled_caught:
+                    status = Status.DEADLINE_EXCEEDED
+                    span.set_error("deadline exceeded", error_type="DEADLINE_EXCEEDED")
+                    raise GRPCError(status, f"deadline exceeded after {remaining:.3f} s")
             except DelosError as error:
                 status = convert.status_of(error)
                 message = gateway.redact(error.message)
@@ -113,6 +128,7 @@ class RuntimeService(RuntimeServiceBase):
                 status = Status.CANCELLED  # the client went away (or the server is stopping)
                 raise
             finally:
+                metrics.in_flight_ended()
                 self.in_flight -= 1
                 if self.in_flight == 0:
                     self._idle.set()

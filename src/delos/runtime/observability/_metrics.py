@@ -332,6 +332,13 @@ class Metrics:
         if spent > 0:
             self._cost.labels(provider, attempt.model, client or ANONYMOUS).inc(spent)
 
+    def in_flight_started(self) -> None:
+        """One more request in flight; :meth:`in_flight_ended` when it ends."""
+        self._in_flight.inc()
+
+    def in_flight_ended(self) -> None:
+        self._in_flight.dec()
+
     @contextmanager
     def track_in_flight(self) -> Iterator[None]:
         """Count the block as one request in flight."""

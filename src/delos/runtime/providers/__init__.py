@@ -2,9 +2,10 @@
 
 Layout:
     base.py               the Provider protocol, and the HTTP steps every adapter shares
-    _http.py              httpx errors, upstream statuses and rate-limit headers → ours;
+    _http.py              transport errors, upstream statuses and rate-limit headers → ours;
                           the error-body and detail limits
-    _client.py            one pooled httpx client per provider
+    _client.py            one pooled HTTP client per provider (aiohttp, or httpx on trio)
+    _transport.py         the exchange adapters need, over aiohttp or httpx
     openai_compatible.py  OpenAI, Together AI, OpenRouter (one adapter, three dialects)
     anthropic.py          Anthropic Messages (direct, and Claude on Vertex AI)
     gemini.py             Gemini (API, and Gemini on Vertex AI)

@@ -1,20 +1,20 @@
-"""One pooled HTTP client per provider, with a swappable transport.
+"""One pooled HTTP client per provider.
 
-The transport is the largest single cost of the hot path: httpx's own (httpcore) spends several
-times more CPU per request than aiohttp's (docs/benchmarks.md). On asyncio, where the server runs,
-the adapters use aiohttp under httpx's API (``httpx-aiohttp``) when it is installed; under trio
-(the adapters' tests run on both backends) httpx's own transport, the only one that runs there.
-``DELOS_RUNTIME_HTTP_TRANSPORT`` (``auto``, ``httpx``, ``aiohttp``) overrides the choice.
+The client is the largest single cost of the hot path after the gRPC server itself, and layers
+on top of it multiply that cost (docs/benchmarks.md). On asyncio, where the server runs, the
+adapters use :class:`~._h1.H1Client`; on trio (the adapters' tests run on both backends), and
+for providers whose requests are signed over the exact path, httpx. ``DELOS_RUNTIME_HTTP_TRANSPORT``
+(``auto``, ``httpx``) can pin httpx: the slower fallback, its measured cost in docs/benchmarks.md.
 """
 
 from __future__ import annotations
-
-import importlib.util
 
 import httpx
 import sniffio
 
 from delos.runtime.config import DEFAULT_MAX_CONNECTIONS, Settings
+from delos.runtime.providers._h1 import H1Client
+from delos.runtime.providers._transport import HttpxClient, UpstreamClient
 
 __all__ = ["open_http_client"]
 
@@ -22,30 +22,16 @@ __all__ = ["open_http_client"]
 _PROBE_CONNECTIONS = 8
 #: Idle connections kept open for reuse at most.
 _KEEPALIVE_CONNECTIONS = 128
+#: How long one read of an answer may wait for bytes (seconds). Deadlines come from the
+#: caller's cancel scopes; this only bounds what nothing else would.
+_READ_TIMEOUT = 300.0
 
 
-def _limits(max_connections: int) -> httpx.Limits:
-    return httpx.Limits(
-        max_connections=max_connections + _PROBE_CONNECTIONS,
-        max_keepalive_connections=min(max_connections, _KEEPALIVE_CONNECTIONS),
-        keepalive_expiry=30.0,
-    )
-
-
-def _default_transport(
-    settings: Settings, limits: httpx.Limits, *, exact_paths: bool
-) -> httpx.AsyncBaseTransport | None:
-    if settings.http_transport == "httpx" or exact_paths:
-        return None
+def _on_asyncio() -> bool:
     try:
-        on_asyncio = sniffio.current_async_library() == "asyncio"
+        return sniffio.current_async_library() == "asyncio"
     except sniffio.AsyncLibraryNotFoundError:
-        on_asyncio = False
-    if not on_asyncio or importlib.util.find_spec("httpx_aiohttp") is None:
-        return None  # aiohttp runs only on asyncio, and only when installed
-    from httpx_aiohttp import AiohttpTransport
-
-    return AiohttpTransport(limits=limits, trust_env=False)
+        return False
 
 
 def open_http_client(
@@ -54,25 +40,41 @@ def open_http_client(
     *,
     exact_paths: bool = False,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
-) -> httpx.AsyncClient:
-    """A client with keep-alive pooling. Deadlines come from the caller's cancel scopes; the
-    timeouts here only bound a connect and an idle read that nothing else would bound.
+) -> UpstreamClient:
+    """A client with keep-alive pooling. Call it inside the event loop it will serve.
 
-    ``exact_paths``: the request path must go out byte for byte as built (SigV4 signs it, and
-    aiohttp re-quotes percent-encoded paths), so httpx's own transport is used.
-
+    ``transport``: an httpx transport (tests give a mock) makes it an httpx client.
+    ``exact_paths``: the request path must go out byte for byte as built (SigV4 signs it), so
+    httpx's own transport is used.
     ``max_connections``: the requests the router lets run at once towards this provider (its
     connection slots); the pool holds that many plus a few for probes, so a request that got a
-    slot never queues here, and the pool timeout only bounds a probe.
+    slot never queues here.
     """
+    pool_size = max_connections + _PROBE_CONNECTIONS
+    if (
+        transport is None
+        and not exact_paths
+        and settings.http_transport == "auto"
+        and _on_asyncio()
+    ):
+        return H1Client(
+            connect_timeout=settings.connect_timeout_seconds,
+            max_idle=min(max_connections, _KEEPALIVE_CONNECTIONS),
+        )
     timeout = httpx.Timeout(
-        connect=settings.connect_timeout_seconds, read=300.0, write=60.0, pool=5.0
+        connect=settings.connect_timeout_seconds, read=_READ_TIMEOUT, write=60.0, pool=5.0
     )
-    limits = _limits(max_connections)
-    return httpx.AsyncClient(
-        timeout=timeout,
-        limits=limits,
-        transport=transport or _default_transport(settings, limits, exact_paths=exact_paths),
-        follow_redirects=False,
-        trust_env=False,
+    limits = httpx.Limits(
+        max_connections=pool_size,
+        max_keepalive_connections=min(max_connections, _KEEPALIVE_CONNECTIONS),
+        keepalive_expiry=30.0,
+    )
+    return HttpxClient(
+        httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+        )
     )

@@ -1,4 +1,4 @@
-"""HTTP plumbing every adapter shares: the one place httpx errors and upstream statuses become ours.
+"""HTTP plumbing every adapter shares: where transport errors and upstream statuses become ours.
 
 - :func:`upstream_errors` converts transport failures (connect, read, protocol) raised inside it;
 - :func:`error_from_status` turns a non-2xx answer into the right :class:`ProviderError`;
@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final, Protocol, TypeVar
 
-import httpx
-
 from delos.resilience._limiter import RateLimitHints
 from delos.runtime.errors import (
     ProviderError,
@@ -34,6 +32,14 @@ from delos.runtime.errors import (
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
+)
+from delos.runtime.providers._transport import (
+    AnswerTooLarge,
+    ConnectFailed,
+    ConnectionLost,
+    TransportError,
+    TransportTimeout,
+    UpstreamAnswer,
 )
 from delos.runtime.wire import WireProtocolError
 
@@ -74,8 +80,8 @@ def clip_detail(text: str) -> str:
 
 
 def encode_json(value: Any) -> bytes:
-    """A request body as httpx's ``json=`` would encode it (compact, UTF-8, no NaN), as bytes
-    known before sending: Bedrock signs them."""
+    """A request body as JSON (compact, UTF-8, no NaN), as bytes known before sending:
+    Bedrock signs them."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -107,54 +113,27 @@ def feed_decoder(
 
 @contextlib.contextmanager
 def upstream_errors(provider: str) -> Iterator[None]:
-    """Convert httpx's transport errors raised in the block into our hierarchy."""
+    """Convert the transport's errors raised in the block into our hierarchy."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        if _disconnect_behind(exc):
-            raise UpstreamUnavailable(
-                provider, "connection lost before the answer was complete"
-            ) from exc
-        raise UpstreamTimeout(provider, f"timed out ({type(exc).__name__})") from exc
-    except httpx.ConnectError as exc:
+    except TransportTimeout as exc:
+        raise UpstreamTimeout(provider, f"timed out ({exc})") from exc
+    except ConnectFailed as exc:
         raise UpstreamUnavailable(provider, "connection failed") from exc
-    except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+    except ConnectionLost as exc:
         raise UpstreamUnavailable(
             provider, "connection lost before the answer was complete"
         ) from exc
-    except httpx.TransportError as exc:
-        raise UpstreamUnavailable(provider, f"transport error ({type(exc).__name__})") from exc
+    except TransportError as exc:
+        raise UpstreamUnavailable(provider, f"transport error ({exc})") from exc
 
 
-def _disconnect_behind(error: httpx.TimeoutException) -> bool:
-    """httpx-aiohttp reports every aiohttp connection error (a reset, a server that hung up) as
-    ``ConnectTimeout``; the aiohttp error it chains says what really happened."""
-    cause = error.__cause__
-    if cause is None or not type(cause).__module__.startswith("aiohttp"):
-        return False
-    return "Timeout" not in type(cause).__name__
-
-
-async def read_bounded(
-    provider: str, response: httpx.Response, limit: int = MAX_BODY_BYTES
-) -> bytes:
+async def read_bounded(provider: str, answer: UpstreamAnswer, limit: int = MAX_BODY_BYTES) -> bytes:
     """The whole body, or :class:`UpstreamProtocolError` past ``limit`` bytes."""
-    if response.is_stream_consumed:
-        # A response built from bytes (httpx.MockTransport, respx) was read when it was made.
-        content = response.content
-        if len(content) > limit:
-            raise UpstreamProtocolError(provider, f"answer larger than {limit} bytes")
-        return content
-    body = bytearray()
-    async for chunk in response.aiter_raw():
-        body += chunk
-        if len(body) > limit:
-            raise UpstreamProtocolError(provider, f"answer larger than {limit} bytes")
-    if response.headers.get("content-encoding"):
-        # aiter_raw skips decoding; re-read through httpx's decoder for compressed bodies.
-        decoder = httpx.Response(200, headers=response.headers, content=bytes(body))
-        return decoder.read()
-    return bytes(body)
+    try:
+        return await answer.read(limit)
+    except AnswerTooLarge:
+        raise UpstreamProtocolError(provider, f"answer larger than {limit} bytes") from None
 
 
 def decode_json(provider: str, body: bytes, content_type: str | None = "application/json") -> Any:
@@ -178,10 +157,10 @@ def decode_event_object(provider: str, data: str) -> dict[str, Any]:
     return value
 
 
-def require_media_type(provider: str, response: httpx.Response, media_type: str) -> None:
+def require_media_type(provider: str, answer: UpstreamAnswer, media_type: str) -> None:
     """Raise :class:`UpstreamProtocolError` unless the answer is of ``media_type``
     (a 200 with an HTML error page, say, is not a stream)."""
-    content_type = response.headers.get("content-type", "")
+    content_type = answer.headers.get("content-type", "")
     if media_type not in content_type.lower():
         raise UpstreamProtocolError(provider, f"expected {media_type}, got {content_type!r}")
 
@@ -195,8 +174,8 @@ def error_from_status(
     message_of: Callable[[Any], str | None],
 ) -> ProviderError:
     """The error for a non-2xx answer of ``status``; ``message_of`` extracts the provider's own
-    message from the decoded ``body``. ``headers``: looked up by lower-case name (httpx's
-    headers, or a dict of lower-case names)."""
+    message from the decoded ``body``. ``headers``: looked up by lower-case name
+    (an answer's headers, or a dict of lower-case names)."""
     detail = _upstream_message(body, message_of)
     text = f"HTTP {status}" + (f": {detail}" if detail else "")
     retry_after = parse_retry_after(headers)
@@ -289,8 +268,7 @@ def _int(value: str | None) -> int | None:
 
 
 _RATE_LIMIT_HEADERS: Final = frozenset(
-    name.encode()
-    for name in (
+    (
         "retry-after",
         "retry-after-ms",
         "x-ratelimit-remaining-requests",
@@ -308,7 +286,7 @@ _RATE_LIMIT_HEADERS: Final = frozenset(
 
 
 def rate_limit_hints(
-    response_headers: httpx.Headers, *, now: float | None = None
+    response_headers: Mapping[str, str], *, now: float | None = None
 ) -> RateLimitHints | None:
     """Every provider's rate-limit headers in one shape; None when there are none.
 
@@ -317,13 +295,12 @@ def rate_limit_hints(
     Anthropic: ``anthropic-ratelimit-{requests,tokens}-{remaining,reset}`` (RFC 3339 resets).
     All: ``retry-after`` / ``retry-after-ms``.
     """
-    # One pass over the raw headers (this runs on every answer): httpx's own lookups decode and
-    # scan the whole list once per name.
+    # One pass over the headers (this runs on every answer) rather than a lookup per name.
     headers: dict[str, str] = {}
-    for name, value in response_headers.raw:
+    for name, value in response_headers.items():
         lowered = name.lower()
         if lowered in _RATE_LIMIT_HEADERS:
-            headers[lowered.decode()] = value.decode("latin-1")
+            headers[lowered] = value
     if not headers:
         return None
     current = time.time() if now is None else now

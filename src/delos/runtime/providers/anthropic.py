@@ -25,8 +25,6 @@ from functools import partial
 from typing import Any, Final
 from urllib.parse import quote
 
-import httpx
-
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import Settings, secret_value
 from delos.runtime.errors import (
@@ -42,8 +40,9 @@ from delos.runtime.providers._anthropic_answer import (
 )
 from delos.runtime.providers._anthropic_request import OutputTool, messages_body
 from delos.runtime.providers._http import feed_decoder, upstream_errors
+from delos.runtime.providers._transport import BodyCutShort, UpstreamAnswer
 from delos.runtime.providers._vertex_host import vertex_base_url
-from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
+from delos.runtime.providers.base import HttpClient, HttpProvider, Provider, RateLimitListener
 from delos.runtime.values import (
     ChatRequest,
     Completion,
@@ -131,7 +130,7 @@ class AnthropicProvider(HttpProvider):
         self,
         endpoint: AnthropicEndpoint,
         *,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         catalog: Catalog,
         on_rate_limits: RateLimitListener | None = None,
     ) -> None:
@@ -158,7 +157,7 @@ class AnthropicProvider(HttpProvider):
         project: str,
         location: str,
         access_token: str,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         catalog: Catalog,
         base_url: str | None = None,
         on_rate_limits: RateLimitListener | None = None,
@@ -206,7 +205,7 @@ class AnthropicProvider(HttpProvider):
         )
         return {**self.endpoint.transport_fields(request.model), **body}
 
-    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
+    def _status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         error = super()._status_error(status, headers, body)
         if status == 529 or (status >= 500 and b'"overloaded_error"' in body):
             # 529 is Anthropic's "no capacity right now": say so, not a generic "unavailable".
@@ -235,14 +234,14 @@ class AnthropicProvider(HttpProvider):
         return self._open_stream(url, body, "text/event-stream", partial(self._events, reader))
 
     async def _events(
-        self, reader: MessageStreamReader, response: httpx.Response
+        self, reader: MessageStreamReader, response: UpstreamAnswer
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
         finish: list[StreamEvent] = []
         trailing = 0
         with upstream_errors(self.name):
             try:
-                async for data in response.aiter_bytes():
+                async for data in response.chunks():
                     if reader.finished:
                         # The server ends the body right after message_stop. Reading that end
                         # before the last event lets the connection go back to the pool, where
@@ -256,7 +255,7 @@ class AnthropicProvider(HttpProvider):
                             finish.append(item)
                         else:
                             yield item
-            except httpx.RemoteProtocolError:
+            except BodyCutShort:
                 # The connection closed inside the body (an unfinished chunk): a truncation,
                 # like a clean end before message_stop.
                 if not reader.finished:
@@ -288,7 +287,7 @@ def _output_tool(request: ChatRequest) -> OutputTool | None:
     return OutputTool.for_schema(request.output_schema)
 
 
-def build_anthropic(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+def build_anthropic(settings: Settings, catalog: Catalog, client: HttpClient) -> Provider:
     """The direct-API provider from ``DELOS_RUNTIME_ANTHROPIC_KEY`` (and its base URL)."""
     endpoint = AnthropicEndpoint.direct(
         secret_value(settings.anthropic_key), settings.anthropic_base_url

@@ -34,15 +34,18 @@ from delos.runtime.providers._http import (
     require_media_type,
     upstream_errors,
 )
+from delos.runtime.providers._transport import UpstreamAnswer, UpstreamClient, as_upstream_client
 from delos.runtime.values import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
 
-__all__ = ["HttpProvider", "MessageOf", "Provider", "RateLimitListener", "StreamRead"]
+__all__ = ["HttpClient", "HttpProvider", "MessageOf", "Provider", "RateLimitListener", "StreamRead"]
 
 RateLimitListener = Callable[[RateLimitHints], None]
+#: What an adapter is built with: an upstream client, or an httpx client (wrapped as one).
+HttpClient = UpstreamClient | httpx.AsyncClient
 #: Extracts a provider's own message from a decoded error body; None when it has none.
 MessageOf = Callable[[Any], str | None]
 #: Reads a streamed answer's body into our stream events (an adapter's format loop).
-StreamRead = Callable[[httpx.Response], AsyncGenerator[StreamEvent, None]]
+StreamRead = Callable[[UpstreamAnswer], AsyncGenerator[StreamEvent, None]]
 
 _JSON: Final = "application/json"
 
@@ -109,6 +112,7 @@ class HttpProvider:
     """Shared state and HTTP steps of an adapter: its name, pooled client, catalog view, the
     headers of its requests and its rate-limit listener.
 
+    ``client``: an :class:`UpstreamClient` (an ``httpx.AsyncClient`` is wrapped as one);
     ``headers`` go with every request (credentials included: they are never logged);
     ``message_of`` reads the provider's own message out of an error body.
     """
@@ -117,7 +121,7 @@ class HttpProvider:
         self,
         name: str,
         *,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         catalog: Catalog,
         base_url: str,
         headers: Mapping[str, str] | None = None,
@@ -125,7 +129,7 @@ class HttpProvider:
         on_rate_limits: RateLimitListener | None = None,
     ) -> None:
         self._name = name
-        self._client = client
+        self._client = as_upstream_client(client)
         self._catalog = catalog
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers or {})
@@ -183,13 +187,14 @@ class HttpProvider:
 
     async def _fetch_json(
         self, url: str, body: Any = None, *, limit: int = MAX_BODY_BYTES
-    ) -> tuple[Any, httpx.Headers]:
+    ) -> tuple[Any, Mapping[str, str]]:
         """:meth:`_post_json` (a GET when ``body`` is None), with the answer's headers and a
         body limit of ``limit`` bytes."""
         with upstream_errors(self.name):
-            async with self._exchange(url, body, accept=_JSON) as response:
-                raw = await self._read_answer(response, limit)
-        return decode_json(self.name, raw, response.headers.get("content-type")), response.headers
+            async with self._exchange(url, body, accept=_JSON) as answer:
+                raw = await self._read_answer(answer, limit)
+        headers = answer.headers
+        return decode_json(self.name, raw, headers.get("content-type")), headers
 
     @asynccontextmanager
     async def _open_stream(
@@ -202,31 +207,31 @@ class HttpProvider:
         of another media type (an HTML error page is not a stream).
         """
         with upstream_errors(self.name):
-            async with self._exchange(url, body, accept=media_type) as response:
-                require_media_type(self.name, response, media_type)
-                async with aclosing(read(response)) as events:
+            async with self._exchange(url, body, accept=media_type) as answer:
+                require_media_type(self.name, answer, media_type)
+                async with aclosing(read(answer)) as events:
                     yield events
 
     @asynccontextmanager
-    async def _exchange(self, url: str, body: Any, *, accept: str) -> AsyncIterator[httpx.Response]:
+    async def _exchange(self, url: str, body: Any, *, accept: str) -> AsyncIterator[UpstreamAnswer]:
         """Send the request and yield its answer, known to be a 2xx. Call inside
         :func:`upstream_errors`."""
         if body is None:
-            request = self._client.stream("GET", url, headers=self._headers)
+            exchange = self._client.exchange("GET", url, self._headers, None)
         else:
             content = encode_json(body)
             headers = self._headers_for(url, content, accept)
-            request = self._client.stream("POST", url, content=content, headers=headers)
-        async with request as response:
-            self._observe_headers(response.headers)
-            await self._raise_for_status(response)
-            yield response
+            exchange = self._client.exchange("POST", url, headers, content)
+        async with exchange as answer:
+            self._observe_headers(answer.headers)
+            await self._raise_for_status(answer)
+            yield answer
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.status_code < 300:
+    async def _raise_for_status(self, answer: UpstreamAnswer) -> None:
+        if answer.status < 300:
             return
-        body = await read_bounded(self.name, response, limit=MAX_ERROR_BODY_BYTES)
-        raise self._status_error(response.status_code, response.headers, body)
+        body = await read_bounded(self.name, answer, limit=MAX_ERROR_BODY_BYTES)
+        raise self._status_error(answer.status, answer.headers, body)
 
     # -- hooks ------------------------------------------------------------------------------------
 
@@ -235,17 +240,17 @@ class HttpProvider:
         them over the exact bytes; the others send their fixed headers."""
         return self._json_headers
 
-    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
+    def _status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         """The error for a non-2xx answer (``body``: at most
         :data:`~delos.runtime.providers._http.MAX_ERROR_BODY_BYTES`). Adapters extend it with
         their provider's own error shapes."""
         return error_from_status(self.name, status, headers, body, message_of=self._message_of)
 
-    async def _read_answer(self, response: httpx.Response, limit: int) -> bytes:
+    async def _read_answer(self, answer: UpstreamAnswer, limit: int) -> bytes:
         """A 2xx answer's whole body, at most ``limit`` bytes."""
-        return await read_bounded(self.name, response, limit)
+        return await read_bounded(self.name, answer, limit)
 
-    def _observe_headers(self, headers: httpx.Headers) -> None:
+    def _observe_headers(self, headers: Mapping[str, str]) -> None:
         if self.on_rate_limits is None:
             return
         hints = rate_limit_hints(headers)

@@ -37,7 +37,6 @@ from typing import Any, Final, TypeVar, cast
 from urllib.parse import quote
 
 import anyio
-import httpx
 
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import Settings, secret_value
@@ -55,7 +54,8 @@ from delos.runtime.providers._bedrock_answer import (
 from delos.runtime.providers._bedrock_request import converse_body
 from delos.runtime.providers._http import feed_decoder, upstream_errors
 from delos.runtime.providers._sigv4 import RequestSigner
-from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
+from delos.runtime.providers._transport import UpstreamAnswer
+from delos.runtime.providers.base import HttpClient, HttpProvider, Provider, RateLimitListener
 from delos.runtime.values import (
     ChatRequest,
     Completion,
@@ -85,7 +85,7 @@ class BedrockProvider(HttpProvider):
         self,
         *,
         signer: RequestSigner,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         catalog: Catalog,
         base_url: str | None = None,
         on_rate_limits: RateLimitListener | None = None,
@@ -113,7 +113,7 @@ class BedrockProvider(HttpProvider):
         # SigV4 covers the exact bytes sent, and every header given here.
         return self._signer.sign("POST", url, {"content-type": _JSON, "accept": accept}, content)
 
-    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
+    def _status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         return error_from_response(self.name, status, headers, body)
 
     # -- chat ---------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ class BedrockProvider(HttpProvider):
         return self._open_stream(url, body, _EVENT_STREAM, partial(self._events, request))
 
     async def _events(
-        self, request: ChatRequest, response: httpx.Response
+        self, request: ChatRequest, response: UpstreamAnswer
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = EventStreamDecoder()
         reader = ConverseStreamReader(
@@ -139,7 +139,7 @@ class BedrockProvider(HttpProvider):
         )
         # Close the body iterator when leaving early (on an error, or when the consumer stops)
         # rather than when the garbage collector finds it: trio warns about that.
-        body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+        body = cast("AsyncGenerator[bytes, None]", response.chunks())
         with upstream_errors(self.name):
             async with aclosing(body) as chunks:
                 async for data in chunks:
@@ -226,7 +226,7 @@ class BedrockProvider(HttpProvider):
 
         return job
 
-    async def _invoke(self, model: str, body: dict[str, Any]) -> tuple[Any, httpx.Headers]:
+    async def _invoke(self, model: str, body: dict[str, Any]) -> tuple[Any, Mapping[str, str]]:
         payload, headers = await self._fetch_json(self._url(model, "invoke"), body)
         if not isinstance(payload, dict):
             raise UpstreamProtocolError(self.name, "embeddings answer is not a JSON object")
@@ -274,7 +274,7 @@ def _token_header(headers: Mapping[str, str]) -> int | None:
         return None
 
 
-def build_bedrock(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+def build_bedrock(settings: Settings, catalog: Catalog, client: HttpClient) -> Provider:
     """The Bedrock adapter from ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
     ``AWS_SESSION_TOKEN``, ``AWS_REGION`` and ``DELOS_RUNTIME_BEDROCK_BASE_URL``.
 

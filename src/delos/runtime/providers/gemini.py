@@ -40,8 +40,6 @@ from functools import partial
 from typing import Any, Final
 from urllib.parse import quote
 
-import httpx
-
 from delos.resilience import RateLimitHints
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import Settings, secret_value
@@ -63,8 +61,9 @@ from delos.runtime.providers._gemini_answer import (
 )
 from delos.runtime.providers._gemini_request import generate_body
 from delos.runtime.providers._http import clip_detail, feed_decoder, upstream_errors
+from delos.runtime.providers._transport import UpstreamAnswer
 from delos.runtime.providers._vertex_host import vertex_base_url
-from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
+from delos.runtime.providers.base import HttpClient, HttpProvider, Provider, RateLimitListener
 from delos.runtime.values import (
     ChatRequest,
     Completion,
@@ -100,7 +99,7 @@ class GeminiProvider(HttpProvider):
         self,
         *,
         api_key: str,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         catalog: Catalog,
         base_url: str | None = None,
         on_rate_limits: RateLimitListener | None = None,
@@ -127,7 +126,7 @@ class GeminiProvider(HttpProvider):
         project: str,
         location: str,
         access_token: str,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         catalog: Catalog,
         base_url: str | None = None,
         *,
@@ -161,7 +160,7 @@ class GeminiProvider(HttpProvider):
 
     # -- errors ---------------------------------------------------------------------------------
 
-    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> ProviderError:
+    def _status_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         error = super()._status_error(status, headers, body)
         try:
             payload = json.loads(body)
@@ -230,12 +229,12 @@ class GeminiProvider(HttpProvider):
         return self._open_stream(url, body, "text/event-stream", partial(self._events, request))
 
     async def _events(
-        self, request: ChatRequest, response: httpx.Response
+        self, request: ChatRequest, response: UpstreamAnswer
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
         answer = AnswerBuilder(self.name, request.model)
         with upstream_errors(self.name):
-            async for data in response.aiter_bytes():
+            async for data in response.chunks():
                 for event in self._decode(decoder, data):
                     for item in answer.feed(self._chunk(event.data)):
                         yield item
@@ -328,7 +327,7 @@ def _floats(values: Any) -> list[float]:
     return [float(v) for v in values]
 
 
-def build_gemini(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+def build_gemini(settings: Settings, catalog: Catalog, client: HttpClient) -> Provider:
     """The Gemini API provider from ``DELOS_RUNTIME_GEMINI_KEY`` (and its base-URL override)."""
     return GeminiProvider(
         api_key=secret_value(settings.gemini_key),

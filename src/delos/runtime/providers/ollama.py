@@ -49,7 +49,6 @@ from functools import partial
 from typing import Final
 
 import anyio
-import httpx
 
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import Settings
@@ -64,7 +63,8 @@ from delos.runtime.providers._ollama_wire import (
     parse_embeddings,
     parse_tags,
 )
-from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
+from delos.runtime.providers._transport import BodyCutShort, UpstreamAnswer
+from delos.runtime.providers.base import HttpClient, HttpProvider, Provider, RateLimitListener
 from delos.runtime.values import (
     ChatRequest,
     Completion,
@@ -122,7 +122,7 @@ class OllamaProvider(HttpProvider):
     def __init__(
         self,
         *,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         catalog: Catalog,
         base_url: str = DEFAULT_BASE_URL,
         clock: Callable[[], float] = time.monotonic,
@@ -227,11 +227,11 @@ class OllamaProvider(HttpProvider):
         payload, _ = await self._fetch_json(f"{self.base_url}/api/tags", limit=_MAX_TAGS_BYTES)
         return parse_tags(self.name, payload)
 
-    async def _read_answer(self, response: httpx.Response, limit: int) -> bytes:
+    async def _read_answer(self, response: UpstreamAnswer, limit: int) -> bytes:
         # Ollama's answers are chunked: a connection closed inside one cut the answer short.
         try:
             return await super()._read_answer(response, limit)
-        except httpx.RemoteProtocolError:
+        except BodyCutShort:
             raise UpstreamProtocolError(
                 self.name, "connection closed inside the answer: it is truncated"
             ) from None
@@ -253,13 +253,13 @@ class OllamaProvider(HttpProvider):
         return self._open_stream(url, body, "application/x-ndjson", partial(self._events, reader))
 
     async def _events(
-        self, reader: ChatStreamReader, response: httpx.Response
+        self, reader: ChatStreamReader, response: UpstreamAnswer
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = NdjsonDecoder()
         finished: list[StreamEvent] = []
         with upstream_errors(self.name):
             try:
-                async for data in response.aiter_bytes():
+                async for data in response.chunks():
                     # After the done line the body is read to its end, which Ollama sends right
                     # away: httpx's iterators left unexhausted are only finalised by the garbage
                     # collector, which trio reports as a ResourceWarning.
@@ -271,7 +271,7 @@ class OllamaProvider(HttpProvider):
                                 finished.append(item)
                             else:
                                 yield item
-            except httpx.RemoteProtocolError:
+            except BodyCutShort:
                 # The server closed the connection inside the chunked body.
                 raise UpstreamProtocolError(
                     self.name, "connection closed inside the stream: the answer is truncated"
@@ -289,7 +289,7 @@ class OllamaProvider(HttpProvider):
         return parse_embeddings(self.name, payload, request)
 
 
-def build_ollama(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+def build_ollama(settings: Settings, catalog: Catalog, client: HttpClient) -> Provider:
     """The Ollama provider at ``settings.ollama_url`` (``DELOS_RUNTIME_OLLAMA_URL``)."""
     return OllamaProvider(
         client=client, catalog=catalog, base_url=settings.ollama_url or DEFAULT_BASE_URL

@@ -31,7 +31,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 
-import httpx
 from pydantic import SecretStr
 
 from delos.runtime.catalog import Catalog
@@ -44,7 +43,8 @@ from delos.runtime.providers._openai_answer import (
     parse_embeddings,
 )
 from delos.runtime.providers._openai_request import OpenAIDialect, chat_body, embeddings_body
-from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
+from delos.runtime.providers._transport import UpstreamAnswer
+from delos.runtime.providers.base import HttpClient, HttpProvider, Provider, RateLimitListener
 from delos.runtime.values import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
 from delos.runtime.wire import SseDecoder, SseEvent
 
@@ -90,7 +90,7 @@ class OpenAICompatibleProvider(HttpProvider):
         dialect: OpenAIDialect,
         *,
         api_key: str,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         catalog: Catalog,
         base_url: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
@@ -128,11 +128,11 @@ class OpenAICompatibleProvider(HttpProvider):
         return self._open_stream(url, body, "text/event-stream", partial(self._events, reader))
 
     async def _events(
-        self, reader: ChatStreamReader, response: httpx.Response
+        self, reader: ChatStreamReader, response: UpstreamAnswer
     ) -> AsyncGenerator[StreamEvent, None]:
         decoder = SseDecoder()
         with upstream_errors(self.name):
-            async for data in response.aiter_bytes():
+            async for data in response.chunks():
                 for event in feed_decoder(self.name, decoder, data):
                     if not isinstance(event, SseEvent):
                         continue  # keep-alive comments
@@ -154,7 +154,7 @@ def _build(
     key: SecretStr | None,
     base_url: str | None,
     catalog: Catalog,
-    client: httpx.AsyncClient,
+    client: HttpClient,
     extra_headers: Mapping[str, str] | None = None,
 ) -> Provider:
     return OpenAICompatibleProvider(
@@ -167,17 +167,17 @@ def _build(
     )
 
 
-def build_openai(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+def build_openai(settings: Settings, catalog: Catalog, client: HttpClient) -> Provider:
     """OpenAI from ``DELOS_RUNTIME_OPENAI_KEY`` (and its base-URL override)."""
     return _build(OPENAI, settings.openai_key, settings.openai_base_url, catalog, client)
 
 
-def build_together(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+def build_together(settings: Settings, catalog: Catalog, client: HttpClient) -> Provider:
     """Together AI from ``DELOS_RUNTIME_TOGETHER_KEY`` (and its base-URL override)."""
     return _build(TOGETHER, settings.together_key, settings.together_base_url, catalog, client)
 
 
-def build_openrouter(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+def build_openrouter(settings: Settings, catalog: Catalog, client: HttpClient) -> Provider:
     """OpenRouter from ``DELOS_RUNTIME_OPENROUTER_KEY``, with the attribution headers
     ``HTTP-Referer`` and ``X-Title`` from ``DELOS_RUNTIME_OPENROUTER_SITE_URL`` and
     ``DELOS_RUNTIME_OPENROUTER_SITE_NAME``."""

@@ -19,14 +19,14 @@ from delos.runtime.catalog import Catalog
 from delos.runtime.config import PROVIDERS, ProviderFacts, Settings
 from delos.runtime.errors import ProviderError
 from delos.runtime.providers._client import open_http_client
-from delos.runtime.providers.base import Provider
+from delos.runtime.providers.base import HttpClient, Provider
 
 __all__ = ["Builder", "build_providers", "builder_of", "effective_catalog", "start_providers"]
 
 log = logging.getLogger("delos.runtime.providers")
 
 #: Builds one adapter from the settings, the catalog and its own pooled HTTP client.
-Builder = Callable[[Settings, Catalog, httpx.AsyncClient], Provider]
+Builder = Callable[[Settings, Catalog, HttpClient], Provider]
 
 #: Seconds one provider's warm-up may hold up start-up.
 _START_BOUND_SECONDS: Final = 2.0

@@ -14,12 +14,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 
-import httpx
-
 from delos.runtime.catalog import Catalog
 from delos.runtime.config import Settings, secret_value
 from delos.runtime.providers.anthropic import AnthropicProvider
-from delos.runtime.providers.base import HttpProvider, Provider, RateLimitListener
+from delos.runtime.providers.base import HttpClient, HttpProvider, Provider, RateLimitListener
 from delos.runtime.providers.gemini import GeminiProvider
 from delos.runtime.values import ChatRequest, Completion, Embeddings, EmbedRequest, StreamEvent
 
@@ -33,7 +31,7 @@ class VertexProvider(HttpProvider):
         project: str,
         location: str,
         access_token: str,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         catalog: Catalog,
         base_url: str | None = None,
     ) -> None:
@@ -73,7 +71,7 @@ class VertexProvider(HttpProvider):
         return await self.gemini.embed(request)
 
 
-def build_vertex(settings: Settings, catalog: Catalog, client: httpx.AsyncClient) -> Provider:
+def build_vertex(settings: Settings, catalog: Catalog, client: HttpClient) -> Provider:
     """Vertex AI from ``GOOGLE_CLOUD_PROJECT``, ``GOOGLE_CLOUD_LOCATION`` and
     ``GOOGLE_CLOUD_ACCESS_TOKEN`` (and ``DELOS_RUNTIME_VERTEX_BASE_URL``)."""
     return VertexProvider(

@@ -12,10 +12,10 @@ Layout:
 """
 
 from delos.runtime.routing._attempts import (
+    AttemptTimeLimit,
     RequestRun,
     Sink,
     StreamPiece,
-    attempt_time_limit,
     guarded_attempt,
     with_retries,
 )
@@ -34,6 +34,7 @@ __all__ = [
     "AttemptKind",
     "AttemptOutcome",
     "AttemptRecord",
+    "AttemptTimeLimit",
     "Candidate",
     "Guards",
     "RequestRun",
@@ -42,7 +43,6 @@ __all__ = [
     "Router",
     "Sink",
     "StreamPiece",
-    "attempt_time_limit",
     "candidates_for",
     "estimated_cost",
     "guarded_attempt",

@@ -13,9 +13,10 @@ cancellation unwinds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
@@ -45,10 +46,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AttemptScope",
+    "AttemptTimeLimit",
     "RequestRun",
     "Sink",
     "StreamPiece",
-    "attempt_time_limit",
     "guarded_attempt",
     "with_retries",
 ]
@@ -264,19 +265,48 @@ def _fail(run: RequestRun[Any], record: AttemptRecord, error: ProviderError) -> 
     run.errors.append(error)
 
 
-@contextmanager
-def attempt_time_limit(candidate: Candidate, seconds: float, waiting_for: str) -> Iterator[None]:
+class AttemptTimeLimit:
     """Bound the block to ``seconds``; running over is the provider's :class:`UpstreamTimeout`.
 
-    Only this limit becomes an upstream timeout: an enclosing deadline cancels as usual.
+    Only this limit becomes an upstream timeout: an enclosing deadline cancels as usual. A limit
+    that ends no sooner than the enclosing deadline could never fire first, so it sets no cancel
+    scope at all (by default the attempt limit and the RPC deadline are the same 120 s).
     """
-    try:
-        with anyio.fail_after(seconds):
-            yield
-    except TimeoutError:
-        raise UpstreamTimeout(
-            candidate.provider.name, f"no {waiting_for} within {seconds:.1f} s"
-        ) from None
+
+    __slots__ = ("_provider", "_scope", "_seconds", "_waiting_for")
+
+    def __init__(
+        self, guards: Guards, candidate: Candidate, seconds: float, waiting_for: str
+    ) -> None:
+        deadline = guards.deadline_clock() + seconds
+        self._scope = (
+            anyio.CancelScope(deadline=deadline)
+            if deadline < anyio.current_effective_deadline()
+            else None
+        )
+        self._provider = candidate.provider.name
+        self._seconds = seconds
+        self._waiting_for = waiting_for
+
+    def __enter__(self) -> None:
+        if self._scope is not None:
+            self._scope.__enter__()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        scope = self._scope
+        if scope is None:
+            return False
+        swallowed = scope.__exit__(kind, error, traceback)
+        if scope.cancelled_caught:
+            raise UpstreamTimeout(
+                self._provider, f"no {self._waiting_for} within {self._seconds:.1f} s"
+            ) from None
+        return bool(swallowed)
 
 
 async def with_retries(

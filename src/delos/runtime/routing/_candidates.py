@@ -15,7 +15,13 @@ from delos.runtime.errors import (
 )
 from delos.runtime.inputs import CompletionInput, Routing
 from delos.runtime.providers.base import Provider
-from delos.runtime.routing._fitness import Unable, models_with, none_able, unable
+from delos.runtime.routing._fitness import (
+    Unable,
+    models_with,
+    none_able,
+    required_capabilities,
+    unable,
+)
 
 __all__ = ["Candidate", "CandidatePlan", "candidates_for", "estimated_cost"]
 
@@ -95,8 +101,9 @@ def candidates_for(
             )
     able: list[Candidate] = []
     skipped: list[tuple[Candidate, Unable]] = []
+    needed = required_capabilities(request)
     for candidate in found:
-        why = unable(candidate.model, request)
+        why = unable(candidate.model, request, needed)
         if why is None:
             able.append(candidate)
         else:
@@ -118,6 +125,9 @@ def _order(
     quality_order: Sequence[str],
     latency_of: Callable[[Candidate], float | None],
 ) -> list[Candidate]:
+    if len(found) < 2:
+        return found
+
     def latency(candidate: Candidate) -> float:
         value = latency_of(candidate)
         return value if value is not None else 0.0  # unexplored: try it, never assume slow

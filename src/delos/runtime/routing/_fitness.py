@@ -44,9 +44,13 @@ def required_capabilities(request: CompletionInput) -> tuple[str, ...]:
     return tuple(needed)
 
 
-def unable(model: ModelInfo, request: CompletionInput) -> Unable | None:
-    """Why ``model`` cannot serve ``request`` as asked; None when it can."""
-    for capability in required_capabilities(request):
+def unable(
+    model: ModelInfo, request: CompletionInput, needed: Sequence[str] | None = None
+) -> Unable | None:
+    """Why ``model`` cannot serve ``request`` as asked; None when it can. ``needed``: the
+    request's :func:`required_capabilities`, when the caller computed them once for every
+    candidate."""
+    for capability in required_capabilities(request) if needed is None else needed:
         if capability not in model.capabilities:
             return Unable(capability, f"{model.id} has no {capability} capability")
     rules = model.rules

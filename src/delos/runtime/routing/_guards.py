@@ -34,6 +34,7 @@ from delos.resilience import (
     Sleep,
     Slots,
     SlotsExhausted,
+    reads_anyio_time,
 )
 from delos.runtime.config import Settings
 from delos.runtime.errors import CircuitOpen, ConnectionsBusy, LocalRateLimited
@@ -124,6 +125,8 @@ class Guards:
         self.policy = policy or ResiliencePolicy.from_settings(settings)
         self._settings = settings
         self.clock = clock
+        #: The clock cancel-scope deadlines are set on: ``clock`` when it reads anyio's time.
+        self.deadline_clock: Clock = clock if reads_anyio_time(clock) else anyio.current_time
         self.sleep = sleep
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing.from_settings(None)

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -43,10 +42,10 @@ from delos.runtime.providers.base import Provider
 from delos.runtime.providers.registry import effective_catalog
 from delos.runtime.routing._attempts import (
     AttemptScope,
+    AttemptTimeLimit,
     RequestRun,
     Sink,
     StreamPiece,
-    attempt_time_limit,
     guarded_attempt,
     with_retries,
 )
@@ -54,11 +53,11 @@ from delos.runtime.routing._candidates import Candidate, CandidatePlan, candidat
 from delos.runtime.routing._conversation import endpoint_of, messages_for_endpoint, stamped
 from delos.runtime.routing._guards import Guards
 from delos.runtime.routing._outcome import AttemptKind, AttemptOutcome, AttemptRecord, RoutedAnswer
+from delos.runtime.routing._silence import watch_silence
 from delos.runtime.schema import validation_error
 from delos.runtime.values import (
     ChatRequest,
     ImagePart,
-    StreamEvent,
     StreamFinished,
     TextDelta,
     Thinking,
@@ -340,7 +339,7 @@ class Router:
     ) -> _Won:
         async with guarded_attempt(self.guards, run, candidate, kind) as scope:
             limit = self._time_limit(run, self.guards.policy.unary_timeout)
-            with attempt_time_limit(candidate, limit, "answer"):
+            with AttemptTimeLimit(self.guards, candidate, limit, "answer"):
                 completion = await candidate.provider.complete(_chat_request(run, candidate))
             scope.first_token()
             scope.text.append(completion.content)
@@ -372,29 +371,30 @@ class Router:
             finished: StreamFinished | None = None
             policy = self.guards.policy
             first_limit = self._time_limit(run, policy.first_token_timeout)
-            async with (
-                _first_token_deadline(candidate, first_limit) as first_token_scope,
-                candidate.provider.open_stream(_chat_request(run, candidate)) as events,
-            ):
-                while True:
-                    limit = first_limit if scope.first_token_at is None else policy.idle_timeout
-                    event = await _next_event(candidate, events, limit)
-                    if event is None:
-                        break
-                    if isinstance(event, StreamFinished):
-                        finished = event
-                        break
-                    if scope.first_token_at is None:
-                        scope.first_token()
-                        first_token_scope.deadline = math.inf
-                        if not buffering:
-                            await self._commit(run, scope, ticket)
-                    if isinstance(event, TextDelta):
-                        scope.text.append(event.text)
-                    if buffering:
-                        held.append(event)
-                    else:
-                        await sink(event)
+            async with watch_silence(self._clock, self.guards.sleep) as silence:
+                silence.waiting(first_limit)
+                async with candidate.provider.open_stream(_chat_request(run, candidate)) as events:
+                    async for event in events:
+                        silence.done_waiting()
+                        if isinstance(event, StreamFinished):
+                            finished = event
+                            break
+                        if scope.first_token_at is None:
+                            scope.first_token()
+                            if not buffering:
+                                await self._commit(run, scope, ticket)
+                        if isinstance(event, TextDelta):
+                            scope.text.append(event.text)
+                        if buffering:
+                            held.append(event)
+                        else:
+                            await sink(event)
+                        silence.waiting(policy.idle_timeout)
+            if silence.fired:
+                name = candidate.provider.name
+                if scope.first_token_at is None:
+                    raise UpstreamTimeout(name, f"no first token within {silence.limit_hit:.1f} s")
+                raise UpstreamTimeout(name, f"stream silent for {silence.limit_hit:.1f} s")
             if finished is None:
                 raise UpstreamProtocolError(
                     candidate.provider.name, "stream ended without a finish"
@@ -444,30 +444,6 @@ class Router:
             raise OutputSchemaViolation(
                 candidate.provider.name, f"answer does not conform to output_schema: {problem}"
             )
-
-
-@asynccontextmanager
-async def _first_token_deadline(
-    candidate: Candidate, seconds: float
-) -> AsyncIterator[anyio.CancelScope]:
-    """Bound opening a stream and waiting for its first token (the caller lifts it after)."""
-    with anyio.move_on_after(seconds) as scope:
-        yield scope
-    if scope.cancelled_caught:
-        raise UpstreamTimeout(candidate.provider.name, f"no first token within {seconds:.1f} s")
-
-
-async def _next_event(
-    candidate: Candidate, events: AsyncIterator[StreamEvent], seconds: float
-) -> StreamEvent | None:
-    """The next event, None at the end; a silence longer than ``seconds`` is a timeout."""
-    with anyio.move_on_after(seconds) as scope:
-        try:
-            return await anext(events)
-        except StopAsyncIteration:
-            return None
-    assert scope.cancelled_caught
-    raise UpstreamTimeout(candidate.provider.name, f"stream silent for {seconds:.1f} s")
 
 
 async def _as_race_attempt(

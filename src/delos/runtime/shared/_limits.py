@@ -30,6 +30,7 @@ from delos.resilience import (
     RateLimitHints,
     RateLimitWouldWait,
     Sleep,
+    reads_anyio_time,
 )
 
 from ._store import Client, SharedStateUnavailable, SharedStore
@@ -252,7 +253,7 @@ class SharedProviderLimiter:
         self._last_reserved_tokens = estimated_tokens
         start = self._clock()
         bound = max_wait
-        if self._clock is anyio.current_time:
+        if reads_anyio_time(self._clock):
             bound = min(bound, anyio.current_effective_deadline() - start)
         bound_micros = "-1" if bound == math.inf else str(max(math.floor(bound * _MICROS), 0))
         keys = self._keys
