@@ -60,6 +60,12 @@ def configure_logging(
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # Fields no formatter here prints, which the logging module would gather for every record
+    # (the "Optimization" knobs of its documentation): a stack walk, thread and process names.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     return handler
@@ -78,8 +84,17 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES}
 
 
+#: Types passed through as they are (looked up by exact type first: this runs per field).
+_PLAIN: Final = frozenset({int, float, bool, type(None)})
+
+
 def _redacted(value: Any, redact: Redact) -> Any:
     """``value`` made JSON-ready, with every string in it (keys too) redacted."""
+    kind = type(value)
+    if kind is str:
+        return redact(value)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, str):
         return redact(value)
     if value is None or isinstance(value, bool | int | float):
