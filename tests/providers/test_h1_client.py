@@ -330,3 +330,16 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent() -
                 pass
         await client.aclose()
     assert server.connections == 0
+
+
+async def test_a_percent_encoded_path_goes_out_byte_for_byte_as_signed() -> None:
+    client = H1Client(connect_timeout=5)
+    async with raw_server(keep_answering) as server:
+        base = server.url.removesuffix("/v1/chat")
+        url = f"{base}/model/anthropic.claude-3-5-sonnet-20241022-v2%3A0/converse?x=%2F"
+        async with client.exchange("POST", url, JSON, b"{}") as answer:
+            await answer.read(1024)
+        await client.aclose()
+    assert server.requests[0].startswith(
+        b"POST /model/anthropic.claude-3-5-sonnet-20241022-v2%3A0/converse?x=%2F HTTP/1.1\r\n"
+    )

@@ -55,9 +55,6 @@ class ProviderFacts:
     #: Rank in the default quality order, 1 first.
     quality_rank: int
     demo: DemoProfile
-    #: Whether the request path must go out byte for byte as built (SigV4 signs it), which rules
-    #: out HTTP transports that re-quote paths.
-    exact_paths: bool = False
     #: Whether the provider takes images by https URL; the others need the bytes, which the
     #: gateway fetches only when DELOS_RUNTIME_FETCH_IMAGE_URLS allows it.
     image_urls: bool = False
@@ -116,7 +113,6 @@ _ROWS: Final = (
         embeddings=True,
         quality_rank=4,
         demo=DemoProfile(0.45, 55.0),
-        exact_paths=True,
     ),
     ProviderFacts(
         name="vertex",

@@ -2,9 +2,10 @@
 
 The client is the largest single cost of the hot path after the gRPC server itself, and layers
 on top of it multiply that cost (docs/benchmarks.md). On asyncio, where the server runs, the
-adapters use :class:`~._h1.H1Client`; on trio (the adapters' tests run on both backends), and
-for providers whose requests are signed over the exact path, httpx. ``DELOS_RUNTIME_HTTP_TRANSPORT``
-(``auto``, ``httpx``) can pin httpx: the slower fallback, its measured cost in docs/benchmarks.md.
+adapters use :class:`~._h1.H1Client`; on trio (the adapters' tests run on both backends), httpx.
+Both send a request's path byte for byte as built, which SigV4 (Bedrock) signs.
+``DELOS_RUNTIME_HTTP_TRANSPORT`` (``auto``, ``httpx``) can pin httpx: the slower fallback, its
+measured cost in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,25 +39,17 @@ def open_http_client(
     settings: Settings,
     transport: httpx.AsyncBaseTransport | None = None,
     *,
-    exact_paths: bool = False,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> UpstreamClient:
     """A client with keep-alive pooling. Call it inside the event loop it will serve.
 
     ``transport``: an httpx transport (tests give a mock) makes it an httpx client.
-    ``exact_paths``: the request path must go out byte for byte as built (SigV4 signs it), so
-    httpx's own transport is used.
     ``max_connections``: the requests the router lets run at once towards this provider (its
     connection slots); the pool holds that many plus a few for probes, so a request that got a
     slot never queues here.
     """
     pool_size = max_connections + _PROBE_CONNECTIONS
-    if (
-        transport is None
-        and not exact_paths
-        and settings.http_transport == "auto"
-        and _on_asyncio()
-    ):
+    if transport is None and settings.http_transport == "auto" and _on_asyncio():
         return H1Client(
             connect_timeout=settings.connect_timeout_seconds,
             max_idle=min(max_connections, _KEEPALIVE_CONNECTIONS),

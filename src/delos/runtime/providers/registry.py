@@ -56,7 +56,6 @@ def build_providers(
         client = open_http_client(
             settings,
             transport,
-            exact_paths=facts.exact_paths,
             max_connections=settings.connections_for(name),
         )
         providers[name] = builder_of(facts)(settings, catalog, client)
