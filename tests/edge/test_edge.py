@@ -21,6 +21,8 @@ from delos.runtime.grpc._grpclib_private import (
     GrpclibChanged,
     check_supported,
     decode_request,
+    send_initial_headers,
+    send_whole_answer,
     stop_accepting,
 )
 from delos.runtime.grpc.convert import STATUS_OF_KIND, status_of
@@ -122,6 +124,17 @@ def test_a_grpclib_without_those_internals_fails_loudly() -> None:
         stop_accepting(Refactored())  # type: ignore[arg-type]
     with pytest.raises(GrpclibChanged, match="_stream, _codec, _recv_type, _dispatch"):
         decode_request(Refactored(), b"")  # type: ignore[arg-type]
+
+
+async def test_answering_through_a_grpclib_without_those_internals_fails_loudly() -> None:
+    class Refactored:
+        pass
+
+    missing = "_stream, _codec, _send_type, _dispatch, _content_type"
+    with pytest.raises(GrpclibChanged, match=missing):
+        await send_initial_headers(Refactored(), [])  # type: ignore[arg-type]
+    with pytest.raises(GrpclibChanged, match=missing):
+        await send_whole_answer(Refactored(), [], b"")  # type: ignore[arg-type]
 
 
 async def test_stop_accepting_refuses_new_connections_and_keeps_open_ones() -> None:

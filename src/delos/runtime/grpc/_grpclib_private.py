@@ -14,7 +14,9 @@ grpclib has no public way to
   response metadata, and writes every message uncompressed. :func:`request_header` reads the
   kept headers; :func:`send_initial_headers` and :func:`send_frame` send headers and a framed
   message as ``Stream.send_initial_metadata`` and ``Stream.send_message`` do, events and
-  counters included.
+  counters included;
+- answer a unary call in one write (grpclib writes headers, message and trailers apart, three
+  system calls where one does): :func:`send_whole_answer`.
 
 :func:`check_supported` verifies the server's attributes at start-up, and every function here
 raises :class:`GrpclibChanged` naming what is missing, so a grpclib upgrade that moves one fails
@@ -28,6 +30,7 @@ from asyncio import BaseTransport
 from collections.abc import Collection
 from typing import Any
 
+from grpclib.const import Status
 from grpclib.metadata import encode_metadata
 from grpclib.protocol import H2Protocol
 from grpclib.server import Server, Stream
@@ -44,6 +47,7 @@ __all__ = [
     "request_header",
     "send_frame",
     "send_initial_headers",
+    "send_whole_answer",
     "stop_accepting",
 ]
 
@@ -196,3 +200,50 @@ async def send_frame(stream: Stream[Any, Any], frame: bytes) -> None:
     stream._messages_sent += 1
     raw.connection.messages_sent += 1
     raw.connection.last_message_sent = time.monotonic()
+
+
+async def send_whole_answer(
+    stream: Stream[Any, Any], extra: list[tuple[str, str]], frame: bytes
+) -> None:
+    """A unary call's whole answer, headers (with ``extra``), its one message frame and OK
+    trailers, in one write to the connection where grpclib makes three.
+
+    Falls back to those three steps when the frame does not fit the stream's flow-control
+    window at once or the connection is not ready for writing.
+    """
+    try:
+        content_type, raw, dispatch = stream._content_type, stream._stream, stream._dispatch
+        h2, transport, connection = raw._h2_connection, raw._transport, raw.connection
+    except AttributeError:
+        _require(stream, _SEND_ATTRIBUTES)
+        raise
+    size = len(frame)
+    if (
+        not connection.write_ready.is_set()
+        or raw.id not in h2.streams
+        or size > h2.local_flow_control_window(raw.id)
+        or size > h2.max_outbound_frame_size
+    ):
+        await send_initial_headers(stream, extra)
+        await send_frame(stream, frame)
+        return  # grpclib sends the trailers as the handler returns
+    headers = [(":status", "200"), ("content-type", content_type), *extra]
+    (metadata,) = await dispatch.send_initial_metadata(MultiDict())
+    headers.extend(encode_metadata(metadata))
+    (trailing,) = await dispatch.send_trailing_metadata(
+        MultiDict(), status=Status.OK, status_message=None, status_details=None
+    )
+    trailers = [("grpc-status", "0"), *encode_metadata(trailing)]
+    h2.send_headers(raw.id, headers)
+    h2.send_data(raw.id, frame)
+    h2.send_headers(raw.id, trailers, end_stream=True)
+    transport.write(h2.data_to_send())
+    raw.data_sent += size
+    connection.data_sent += size
+    connection.data_send_process()
+    stream._send_initial_metadata_done = True
+    stream._send_message_done = True
+    stream._send_trailing_metadata_done = True
+    stream._messages_sent += 1
+    connection.messages_sent += 1
+    connection.last_message_sent = time.monotonic()

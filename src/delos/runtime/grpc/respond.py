@@ -46,17 +46,29 @@ class Responder(Generic[M]):
         )
         self._started = False
 
-    async def send(self, message: M) -> None:
-        stream = self._stream
-        if not self._started:
-            headers = [("grpc-accept-encoding", ACCEPT_ENCODING_HEADER)]
-            if self._encoding is not None:
-                headers.append(("grpc-encoding", self._encoding))
-            await private.send_initial_headers(stream, headers)
-            self._started = True
+    def _headers(self) -> list[tuple[str, str]]:
+        headers = [("grpc-accept-encoding", ACCEPT_ENCODING_HEADER)]
+        if self._encoding is not None:
+            headers.append(("grpc-encoding", self._encoding))
+        return headers
+
+    def _frame(self, message: M) -> bytes:
         body = message.SerializeToString()
         compressed = self._encoding is not None and len(body) >= MIN_COMPRESSED_BYTES
         if compressed:
             assert self._encoding is not None
             body = compress(self._encoding, body)
-        await private.send_frame(stream, _PREFIX.pack(compressed, len(body)) + body)
+        return _PREFIX.pack(compressed, len(body)) + body
+
+    async def send(self, message: M) -> None:
+        """One message of a streamed answer (the headers go first, once)."""
+        stream = self._stream
+        if not self._started:
+            await private.send_initial_headers(stream, self._headers())
+            self._started = True
+        await private.send_frame(stream, self._frame(message))
+
+    async def answer(self, message: M) -> None:
+        """A unary call's one message, with the headers and the OK trailers: the call is over."""
+        self._started = True
+        await private.send_whole_answer(self._stream, self._headers(), self._frame(message))

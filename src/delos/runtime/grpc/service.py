@@ -216,7 +216,7 @@ class RuntimeService(RuntimeServiceBase):
             completions = self.gateway.completions
             request = convert.completion_input_from_proto(message.params)
             answer = context.answer = await completions.complete(await completions.prepare(request))
-            await respond.send(convert.complete_response(answer, context.request_id))
+            await respond.answer(convert.complete_response(answer, context.request_id))
 
     async def CompleteStream(self, stream: Stream[pb.CompleteRequest, pb.StreamChunk]) -> None:
         async with self._rpc(stream, "CompleteStream") as context:
@@ -241,7 +241,7 @@ class RuntimeService(RuntimeServiceBase):
             message = await self._receive(stream)
             respond = Responder(stream)
             answer = await embed(self.gateway, convert.embed_input_from_proto(message))
-            await respond.send(convert.embed_response(answer, context.request_id))
+            await respond.answer(convert.embed_response(answer, context.request_id))
 
     async def ListProviders(
         self, stream: Stream[pb.ListProvidersRequest, pb.ListProvidersResponse]
@@ -250,11 +250,11 @@ class RuntimeService(RuntimeServiceBase):
             await self._receive(stream)
             respond = Responder(stream)
             found = await reports.list_providers(self.gateway)
-            await respond.send(convert.list_providers_response(found))
+            await respond.answer(convert.list_providers_response(found))
 
     async def Health(self, stream: Stream[pb.HealthRequest, pb.HealthResponse]) -> None:
         async with self._rpc(stream, "Health"):
             await self._receive(stream)
             respond = Responder(stream)
             report = await reports.health(self.gateway)
-            await respond.send(convert.health_response(report))
+            await respond.answer(convert.health_response(report))
