@@ -193,9 +193,27 @@ async def send_initial_headers(stream: Stream[Any, Any], extra: list[tuple[str, 
 
 
 async def send_frame(stream: Stream[Any, Any], frame: bytes) -> None:
-    """Send one length-prefixed message frame, counted as ``Stream.send_message`` counts."""
+    """Send one length-prefixed message frame, counted as ``Stream.send_message`` counts.
+
+    A frame that fits the flow-control window goes straight to the connection (one of a
+    stream's many small messages); otherwise grpclib's ``send_data`` waits for the window.
+    """
     raw = stream._stream
-    await raw.send_data(frame)
+    h2, connection = raw._h2_connection, raw.connection
+    size = len(frame)
+    if (
+        connection.write_ready.is_set()
+        and raw.id in h2.streams
+        and size <= h2.local_flow_control_window(raw.id)
+        and size <= h2.max_outbound_frame_size
+    ):
+        h2.send_data(raw.id, frame)
+        raw._transport.write(h2.data_to_send())
+        raw.data_sent += size
+        connection.data_sent += size
+        connection.data_send_process()
+    else:
+        await raw.send_data(frame)
     stream._send_message_done = True
     stream._messages_sent += 1
     raw.connection.messages_sent += 1
