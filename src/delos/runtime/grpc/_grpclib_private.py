@@ -25,7 +25,9 @@ loudly (the edge tests exercise each) instead of misbehaving.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from asyncio import BaseTransport
 from collections.abc import Collection
 from typing import Any
@@ -195,8 +197,10 @@ async def send_initial_headers(stream: Stream[Any, Any], extra: list[tuple[str, 
 async def send_frame(stream: Stream[Any, Any], frame: bytes) -> None:
     """Send one length-prefixed message frame, counted as ``Stream.send_message`` counts.
 
-    A frame that fits the flow-control window goes straight to the connection (one of a
-    stream's many small messages); otherwise grpclib's ``send_data`` waits for the window.
+    A frame that fits the flow-control window is framed by h2 at once and written with the
+    other frames of the same event-loop turn: the events an upstream read delivered together
+    leave in one write, where grpclib would make one per message. Otherwise grpclib's
+    ``send_data`` waits for the window.
     """
     raw = stream._stream
     h2, connection = raw._h2_connection, raw.connection
@@ -208,7 +212,7 @@ async def send_frame(stream: Stream[Any, Any], frame: bytes) -> None:
         and size <= h2.max_outbound_frame_size
     ):
         h2.send_data(raw.id, frame)
-        raw._transport.write(h2.data_to_send())
+        _write_soon(raw)
         raw.data_sent += size
         connection.data_sent += size
         connection.data_send_process()
@@ -216,8 +220,28 @@ async def send_frame(stream: Stream[Any, Any], frame: bytes) -> None:
         await raw.send_data(frame)
     stream._send_message_done = True
     stream._messages_sent += 1
-    raw.connection.messages_sent += 1
-    raw.connection.last_message_sent = time.monotonic()
+    connection.messages_sent += 1
+    connection.last_message_sent = time.monotonic()
+
+
+#: Connections whose h2 output waits for the end of this event-loop turn.
+_WRITES_PENDING: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _write_soon(raw: Any) -> None:
+    connection = raw.connection
+    if connection in _WRITES_PENDING:
+        return
+    _WRITES_PENDING.add(connection)
+    asyncio.get_running_loop().call_soon(_write_pending, raw)
+
+
+def _write_pending(raw: Any) -> None:
+    """Write what h2 framed since (anything grpclib wrote meanwhile took it along, in order)."""
+    _WRITES_PENDING.discard(raw.connection)
+    data = raw._h2_connection.data_to_send()
+    if data and not raw._transport.is_closing():
+        raw._transport.write(data)
 
 
 async def send_whole_answer(
