@@ -39,6 +39,6 @@ demo *args:
 bench *args:
     {{python}} -m delos.bench {{args}}
 
-# The same overhead suite against LiteLLM's proxy and Portkey's gateway, in their own venvs.
+# LiteLLM's proxy and Portkey's gateway on the same upstream as one gateway worker, in their own environments.
 bench-peers:
     {{python}} -m delos.bench peers

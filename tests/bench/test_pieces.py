@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import struct
+import sys
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from delos.bench import SuiteResult, Table, Target, percentile
 from delos.bench._h2load import grpc_frame, parse_summary
-from delos.bench._profile import _parse, profile_table
-from delos.bench._report import GENERATED_MARKER, write_report
+from delos.bench._pinning import Pinning
+from delos.bench._processes import ProcessSet
+from delos.bench._profile import parse_collapsed, profile_table
+from delos.bench._report import GENERATED_MARKER, render_suite, write_report
 from delos.bench._upstream import UpstreamCounters, _Connection
 from delos.runtime.v1 import runtime_pb2 as pb
 
@@ -68,7 +75,7 @@ def test_a_profile_attributes_self_time_to_the_leaf_frame() -> None:
         "main (app.py:1);handle (grpclib/server.py:10);send (anyio/_backends/_asyncio.py:5) 30\n"
         "main (app.py:1);handle (grpclib/server.py:12) 10\n"
     )
-    profile = _parse(collapsed)
+    profile = parse_collapsed(collapsed)
     assert profile.samples == 40
     assert profile.self_samples == {
         "send (anyio/_backends/_asyncio.py)": 30,
@@ -124,3 +131,40 @@ def test_h2load_summaries_are_read_whatever_the_unit_of_the_run_time() -> None:
     assert parse_summary(output) == (32, 30, 2, 34482.76)
     assert parse_summary(output.replace("928us", "5.00s")) == (32, 30, 2, 34482.76)
     assert parse_summary("connect failed") is None
+
+
+def test_a_suite_section_records_its_machine_pinning_and_load() -> None:
+    result = SuiteResult("a", "Suite a", "How.", seconds=12.0, load_average=("0.10", "1.20"))
+    section = render_suite(result, command="bench a", date="today", machine="CPU, 2 cores")
+    assert (
+        "_today · `bench a` · 12 s · CPU, 2 cores · load average 0.10 at start, 1.20 at end_"
+        in (section)
+    )
+
+
+def test_pinning_names_its_cores_or_why_there_is_none() -> None:
+    pinned = Pinning(server=(0,), load=(1,), machine=(0, 1))
+    assert pinned.cores(under_test=True, unpinned=True) == (0, 1)
+    assert pinned.active
+    assert "core 0" in pinned.describe() and "core 1" in pinned.describe()
+    assert pinned.cores(under_test=True) == (0,)
+    assert pinned.cores(under_test=False) == ()  # inherited from the benchmark's process
+    off = Pinning.detect(enabled=False)
+    assert not off.active
+    assert "--no-pin" in off.describe()
+    assert off.cores(under_test=True) == off.cores(under_test=True, unpinned=True) == ()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or shutil.which("taskset") is None,
+    reason="no CPU affinity or no taskset here",
+)
+def test_a_child_started_on_a_core_runs_only_there() -> None:
+    core = min(os.sched_getaffinity(0))
+    script = "import os; print('READY', sorted(os.sched_getaffinity(0)), flush=True)"
+    with ProcessSet() as processes:
+        child = processes.start(
+            "pinned", [sys.executable, "-c", script], python_module=False, cores=(core,)
+        )
+        assert child.process.stdout is not None
+        assert child.process.stdout.readline().decode().split(" ", 1)[1].strip() == f"[{core}]"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from delos.bench._pinning import Pinning
 from delos.bench._processes import ProcessSet
 from delos.runtime.v1 import runtime_pb2 as pb
 
@@ -36,12 +37,13 @@ class Sizes:
     scenario_requests: int
     memory_requests: tuple[int, int]
     breaker_wait_in_open: float
+    #: How long py-spy samples the gateway under load (0: no profile).
     profile_seconds: float
-    #: Transports of the gateway under test; the first is its default on asyncio.
-    transports: tuple[str, ...] = ("httpx-aiohttp", "httpx")
-    #: Transports measured with two workers sharing the port.
-    two_worker_transports: tuple[str, ...] = ("httpx-aiohttp", "httpx")
-    forwarder_clients: tuple[str, ...] = ("httpx", "httpx-aiohttp", "aiohttp")
+    #: Also measure the gateway on httpx's own transport (the slow fallback), and two workers.
+    fallback_transport: bool = True
+    two_workers: bool = True
+    #: Clients of the minimal forwarder in the transport suite; the first is the gateway's own.
+    forwarder_clients: tuple[str, ...] = ("aiohttp", "httpx")
     #: Scenario suites each get a gateway of their own (False: one shared, quicker to start).
     isolated_scenarios: bool = True
     #: Multiplies the fakes' latencies in the hedging suite (the quick run shrinks them).
@@ -51,9 +53,9 @@ class Sizes:
     def full(cls) -> Sizes:
         return cls(
             quick=False,
-            load_seconds=5.0,
+            load_seconds=10.0,
             warmup_seconds=1.0,
-            concurrencies=(1, 16, 64),
+            concurrencies=(1, 16),
             stream_count=300,
             stream_tokens=500,
             paced_streams=32,
@@ -61,7 +63,7 @@ class Sizes:
             scenario_requests=2000,
             memory_requests=(10_000, 100_000),
             breaker_wait_in_open=15.0,
-            profile_seconds=4.0,
+            profile_seconds=8.0,
         )
 
     @classmethod
@@ -79,9 +81,10 @@ class Sizes:
             memory_requests=(200, 400),
             breaker_wait_in_open=0.3,
             profile_seconds=0.0,
-            transports=("httpx-aiohttp",),
-            two_worker_transports=(),
-            forwarder_clients=("httpx-aiohttp",),
+            # Two more gateways to start would double the smoke test's start-up.
+            fallback_transport=False,
+            two_workers=False,
+            forwarder_clients=("aiohttp",),
             isolated_scenarios=False,
             hedging_latency_scale=0.1,
         )
@@ -93,9 +96,15 @@ class BenchContext:
     processes: ProcessSet
     #: Where the peers' virtual environments live.
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "delos-bench")
-    #: Profile the gateway (py-spy) when a suite misses a target.
+    #: Profile the gateway (py-spy) under load, in every run that is not quick.
     profile: bool = True
+    pinning: Pinning = field(default_factory=Pinning)
     _servers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def wants_profile(self) -> bool:
+        """Profiles are taken in full runs unless ``--no-profile``; the quick run has no time."""
+        return self.profile and self.sizes.profile_seconds > 0
 
     def server(self, key: str, start: Callable[[], T]) -> T:
         """The server named ``key``, started by ``start`` the first time it is asked for."""

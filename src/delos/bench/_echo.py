@@ -2,8 +2,9 @@
 
 Both speak ``delos.runtime.v1.RuntimeService/Complete`` so the same prebuilt request frame loads
 them and the gateway alike. The echo does no work: it answers each request with its last message.
-A forwarder does the least a gateway must: one HTTP request to the upstream per call, with one of
-three HTTP clients, which isolates the cost of the client's transport.
+A forwarder does the least a gateway must: one HTTP request to the upstream per call, with aiohttp
+or with httpx on its own transport (the gateway's fallback), which isolates the cost of the
+client.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from delos.runtime.v1 import runtime_pb2 as pb
 
 __all__ = ["ForwarderClient", "open_echo_server", "open_forwarder_server"]
 
-ForwarderClient = Literal["httpx", "httpx-aiohttp", "aiohttp"]
+ForwarderClient = Literal["aiohttp", "httpx"]
 
 _COMPLETE = "/delos.runtime.v1.RuntimeService/Complete"
 _STREAM = "/delos.runtime.v1.RuntimeService/CompleteStream"
@@ -95,13 +96,8 @@ async def _open_post(
         return post_aiohttp, session.close
     import httpx
 
-    transport: httpx.AsyncBaseTransport | None = None
-    if client == "httpx-aiohttp":
-        from httpx_aiohttp import AiohttpTransport
-
-        transport = AiohttpTransport(trust_env=False)
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-    http = httpx.AsyncClient(limits=limits, transport=transport, trust_env=False)
+    http = httpx.AsyncClient(limits=limits, trust_env=False)
 
     async def post_httpx(body: bytes) -> bytes:
         # Streamed like the adapters read bodies, so the comparison matches the gateway's path.

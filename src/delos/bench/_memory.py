@@ -15,8 +15,9 @@ from pathlib import Path
 from delos.bench._context import BenchContext, completion_request
 from delos.bench._h2load import COMPLETE_PATH, LoadShape, grpc_frame, run_h2load
 from delos.bench._report import render_table
-from delos.bench._results import SuiteResult, Table, Target, format_number
+from delos.bench._results import SuiteResult, Table, format_number
 from delos.bench._servers import upstream_gateway
+from delos.bench._targets import memory_target
 
 __all__ = ["declare_memory", "run_memory"]
 
@@ -24,8 +25,7 @@ _CONCURRENCY = 16
 
 
 def declare_memory(context: BenchContext) -> None:
-    for transport in context.sizes.transports:
-        upstream_gateway(context, transport)
+    upstream_gateway(context)
 
 
 def _mib(value: int) -> float:
@@ -38,43 +38,32 @@ def run_memory(context: BenchContext) -> SuiteResult:
     context.wait_ready()
     first, total = context.sizes.memory_requests
     frame = grpc_frame(completion_request())
-    rows, targets = [], []
-    for transport in context.sizes.transports:
-        gateway = upstream_gateway(context, transport)
-        url = f"http://127.0.0.1:{gateway.port}{COMPLETE_PATH}"
-        before = gateway.rss_bytes()
-        directory = context.processes.directory
-        tick = time.monotonic()
-        result = run_h2load(
-            url, frame, LoadShape(_CONCURRENCY, requests=first), directory=directory
+    gateway = upstream_gateway(context)
+    url = f"http://127.0.0.1:{gateway.port}{COMPLETE_PATH}"
+    before = gateway.rss_bytes()
+    directory = context.processes.directory
+    tick = time.monotonic()
+    result = run_h2load(url, frame, LoadShape(_CONCURRENCY, requests=first), directory=directory)
+    after_first = gateway.rss_bytes()
+    rest = run_h2load(
+        url, frame, LoadShape(_CONCURRENCY, requests=total - first), directory=directory
+    )
+    after_total = gateway.rss_bytes()
+    seconds = time.monotonic() - tick
+    growth = 100.0 * (after_total - after_first) / max(after_first, 1)
+    rows = [
+        (
+            "gateway, as shipped",
+            format_number(_mib(before), 1),
+            format_number(_mib(after_first), 1),
+            format_number(_mib(after_total), 1),
+            f"{growth:+.1f}%",
+            str(result.requests + rest.requests),
+            str(result.failed + rest.failed),
+            format_number(seconds, 0),
         )
-        after_first = gateway.rss_bytes()
-        rest = run_h2load(
-            url, frame, LoadShape(_CONCURRENCY, requests=total - first), directory=directory
-        )
-        after_total = gateway.rss_bytes()
-        seconds = time.monotonic() - tick
-        growth = 100.0 * (after_total - after_first) / max(after_first, 1)
-        rows.append(
-            (
-                f"gateway, {transport}",
-                format_number(_mib(before), 1),
-                format_number(_mib(after_first), 1),
-                format_number(_mib(after_total), 1),
-                f"{growth:+.1f}%",
-                str(result.requests + rest.requests),
-                str(result.failed + rest.failed),
-                format_number(seconds, 0),
-            )
-        )
-        targets.append(
-            Target(
-                f"RSS growth from {first:,} to {total:,} requests ({transport})",
-                abs(growth),
-                10.0,
-                "%",
-            )
-        )
+    ]
+    targets = [memory_target(growth, first, total)]
     extra = ""
     if any(not t.passed for t in targets) and context.profile and not context.sizes.quick:
         extra = _allocations(context, frame)
@@ -82,14 +71,14 @@ def run_memory(context: BenchContext) -> SuiteResult:
         name="memory",
         title="Memory: resident set under sustained load",
         method=(
-            f"A fresh gateway per transport, unary `Complete` from h2load at concurrency "
+            f"A fresh gateway as shipped, unary `Complete` from h2load at concurrency "
             f"{_CONCURRENCY} to the instant upstream; resident set size from `/proc/<pid>/statm` "
             f"at start, after {first:,} and after {total:,} requests. When the target is missed, "
             "a gateway of its own runs under tracemalloc to show which lines grew. Known "
             "grower: h2 remembers the IDs of up to 2^16 closed streams per HTTP/2 connection "
             "(`H2Connection.MAX_CLOSED_STREAMS`, `h2/utilities.py` `SizeLimitDict`), about 100 "
             "bytes each, so one long-lived client connection grows the gateway by up to ~7 MB "
-            "before it levels off, and frees it when it closes."
+            f"before it levels off, and frees it when it closes. {context.pinning.describe()}"
         ),
         tables=(
             Table(
@@ -114,11 +103,10 @@ def run_memory(context: BenchContext) -> SuiteResult:
 
 
 def _allocations(context: BenchContext, frame: bytes) -> str:
-    """Where memory grows: tracemalloc in a gateway of its own (default transport), the lines
-    whose allocations grew most between 10,000 and 30,000 requests."""
+    """Where memory grows: tracemalloc in a gateway of its own, the lines whose allocations grew
+    most between 10,000 and 30,000 requests."""
     output = context.processes.directory / "allocations.jsonl"
-    transport = context.sizes.transports[0]
-    gateway = upstream_gateway(context, transport, tracemalloc=str(output))
+    gateway = upstream_gateway(context, tracemalloc=str(output))
     context.wait_ready()
     url = f"http://127.0.0.1:{gateway.port}{COMPLETE_PATH}"
     directory = context.processes.directory
@@ -138,8 +126,8 @@ def _allocations(context: BenchContext, frame: bytes) -> str:
             (f"`{_short_path(where)}`", f"{size:+,}", f"{size / measured:+.1f}", f"{count:+,}")
             for where, size, count in rows
         ),
-        note=f"Gateway with the {transport} transport, the same load; tracemalloc keeps one frame "
-        "per allocation. Growth that is not here is outside Python's allocator (C extensions, "
+        note="The gateway as shipped, the same load; tracemalloc keeps one frame per allocation. "
+        "Growth that is not here is outside Python's allocator (C extensions, "
         "fragmentation).",
     )
     return render_table(table)

@@ -1,343 +1,268 @@
-"""Suite ``overhead``: unary Complete through the gateway, against the upstream called directly
-and a bare grpclib echo server; one and two gateway workers; a profile when a target is missed.
+"""Suite ``overhead``: unary Complete through the gateway, beside its references, in one run.
+
+At each concurrency: the upstream called directly, the bare grpclib echo (the framework's
+ceiling), the minimal grpclib → aiohttp → upstream forwarder (the least a gateway does) and one
+gateway worker as shipped, each pinned to the same core. At concurrency 16 also: the same gateway
+with CPython's collector defaults (the garbage-collection comparison), the gateway on httpx's own
+transport (the fallback, no target), and two workers. Then a py-spy profile of the gateway under
+the same load.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from dataclasses import dataclass
 
-from delos.bench._clients import grpc_unary
 from delos.bench._context import BenchContext, completion_request
+from delos.bench._gc_stats import GcTotals
 from delos.bench._h2load import COMPLETE_PATH, LoadShape, grpc_frame, run_h2load
+from delos.bench._measure import (
+    COLUMNS,
+    DIRECT_LABEL,
+    Measurement,
+    check_gateway,
+    measure_direct,
+    measure_grpc,
+    measurement_row,
+    warm_up,
+)
+from delos.bench._pinning import pin_this_process
 from delos.bench._processes import Child
-from delos.bench._profile import (
-    finish_recording,
-    profile_table,
-    py_spy_available,
-    start_recording,
+from delos.bench._profile import profile_summary, py_spy_available, record_during
+from delos.bench._results import SuiteResult, Table, format_number
+from delos.bench._servers import (
+    FALLBACK_TRANSPORT,
+    FORWARDER_CLIENT,
+    Gateway,
+    echo,
+    forwarder,
+    upstream,
+    upstream_gateway,
+    upstream_requests,
 )
-from delos.bench._results import SuiteResult, Table, Target, format_number, percentile
-from delos.bench._servers import Gateway, echo, upstream, upstream_gateway, upstream_requests
+from delos.bench._targets import OverheadPoints, overhead_targets
 
-__all__ = [
-    "COLUMNS",
-    "DIRECT_BODY",
-    "Measurement",
-    "check_gateway",
-    "declare_overhead",
-    "latency_percentiles",
-    "measure_direct",
-    "measure_grpc",
-    "measurement_row",
-    "run_overhead",
-    "should_profile",
-]
+__all__ = ["GC_COLUMNS", "declare_overhead", "gc_row", "run_overhead"]
 
+_TOP = 16
+_ECHO = "bare grpclib echo"
+_FORWARDER = f"minimal forwarder, {FORWARDER_CLIENT}"
+_SHIPPED = "gateway, 1 worker, as shipped"
+_GC_DEFAULTS = "gateway, 1 worker, CPython GC defaults"
+_FALLBACK = "gateway, 1 worker, httpx transport (slow path, documented cost)"
+_PAIR_ONE = "gateway, 1 worker, unpinned"
+_PAIR_TWO = "gateway, 2 workers, unpinned"
 
-DIRECT_BODY = (
-    b'{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello in five words."}]}'
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    label: str
-    concurrency: int
-    requests: int
-    requests_per_second: float
-    #: Latency percentiles (milliseconds): p50, p99, p99.9.
-    latency_ms: tuple[float, float, float]
-    #: CPU time of the server process(es) per request (microseconds).
-    cpu_us: float
-    errors: int = 0
-
-
-def latency_percentiles(durations_us: tuple[int, ...]) -> tuple[float, float, float]:
-    values = [d / 1000.0 for d in durations_us]
-    return (percentile(values, 0.5), percentile(values, 0.99), percentile(values, 0.999))
-
-
-def _warm(url: str, body: bytes, shape: LoadShape, context: BenchContext, grpc: bool) -> None:
-    warm = LoadShape(shape.concurrency, duration=shape.warmup, warmup=0.0)
-    if context.sizes.quick:
-        warm = LoadShape(shape.concurrency, requests=max(20, shape.concurrency * 2))
-    run_h2load(url, body, warm, directory=context.processes.directory, grpc=grpc)
-
-
-def _shape(context: BenchContext, concurrency: int) -> LoadShape:
-    sizes = context.sizes
-    if sizes.quick:
-        return LoadShape(concurrency, requests=max(60, concurrency * 4), warmup=0.0)
-    return LoadShape(concurrency, duration=sizes.load_seconds, warmup=sizes.warmup_seconds)
-
-
-def measure_grpc(
-    context: BenchContext,
-    label: str,
-    port: int,
-    cpu_of: Gateway | Child,
-    concurrency: int,
-    *,
-    upstream: Child | None = None,
-    body: bytes | None = None,
-    shape: LoadShape | None = None,
-) -> Measurement:
-    """h2load on Complete at ``port``; errors are calls the upstream never saw."""
-    url = f"http://127.0.0.1:{port}{COMPLETE_PATH}"
-    frame = body or grpc_frame(completion_request())
-    shape = shape or _shape(context, concurrency)
-    _warm(url, frame, shape, context, grpc=True)
-    served_before = upstream_requests(upstream) if upstream else 0
-    cpu_before = cpu_of.cpu_seconds()
-    result = run_h2load(url, frame, shape, directory=context.processes.directory)
-    cpu = cpu_of.cpu_seconds() - cpu_before
-    errors = result.failed
-    if upstream is not None:
-        # Every good call reaches the upstream once; calls still in flight when h2load stops
-        # reached it without being counted, so at most ``concurrency`` extra.
-        errors += max(0, result.succeeded - (upstream_requests(upstream) - served_before))
-    return Measurement(
-        label,
-        concurrency,
-        result.requests,
-        result.requests_per_second,
-        latency_percentiles(result.durations_us),
-        cpu / max(result.requests, 1) * 1e6,
-        errors,
-    )
-
-
-def measure_direct(context: BenchContext, upstream: Child, concurrency: int) -> Measurement:
-    url = f"http://127.0.0.1:{upstream.port}/v1/chat/completions"
-    shape = _shape(context, concurrency)
-    _warm(url, DIRECT_BODY, shape, context, grpc=False)
-    cpu_before = upstream.cpu_seconds()
-    result = run_h2load(url, DIRECT_BODY, shape, directory=context.processes.directory, grpc=False)
-    cpu = upstream.cpu_seconds() - cpu_before
-    return Measurement(
-        "upstream, direct (HTTP/1.1)",
-        concurrency,
-        result.requests,
-        result.requests_per_second,
-        latency_percentiles(result.durations_us),
-        cpu / max(result.requests, 1) * 1e6,
-        result.failed,
-    )
-
-
-def check_gateway(gateway: Gateway, name: str) -> None:
-    """Raise RuntimeError (with the gateway's log) unless a few Complete calls succeed."""
-    outcomes = asyncio.run(grpc_unary(gateway.port, completion_request(), count=3, concurrency=1))
-    if not all(o.ok for o in outcomes):
-        codes = ", ".join(o.code for o in outcomes if not o.ok)
-        raise RuntimeError(f"{name} does not answer Complete ({codes}):\n{gateway.logs()}")
-
-
-def measurement_row(m: Measurement, direct: Measurement | None) -> tuple[str, ...]:
-    added = (
-        tuple(g - d for g, d in zip(m.latency_ms, direct.latency_ms, strict=True))
-        if direct is not None and m.label != direct.label
-        else (float("nan"),) * 3
-    )
-    return (
-        m.label,
-        str(m.concurrency),
-        format_number(m.requests_per_second, 0),
-        *(format_number(v) for v in m.latency_ms),
-        *(format_number(v) for v in added),
-        format_number(m.cpu_us, 0),
-        str(m.errors),
-    )
-
-
-COLUMNS = (
-    "server",
-    "concurrency",
+GC_COLUMNS = (
+    "gateway",
+    "collector (thresholds, frozen objects)",
     "req/s",
     "p50 ms",
     "p99 ms",
-    "p99.9 ms",
-    "added p50 ms",
-    "added p99 ms",
-    "added p99.9 ms",
-    "CPU µs/req",
-    "errors",
+    "p99/p50",
+    "gen 0 per 1k req",
+    "gen 1 per 1k req",
+    "gen 2 per 1k req",
+    "GC ms per 1k req",
+    "max pause ms",
 )
 
 
 def declare_overhead(context: BenchContext) -> None:
     upstream(context)
     echo(context)
-    for transport in context.sizes.transports:
-        upstream_gateway(context, transport)
-    for transport in context.sizes.two_worker_transports:
-        upstream_gateway(context, transport, workers=2)
+    forwarder(context)
+    upstream_gateway(context)
+    upstream_gateway(context, gc_default=True)
+    if context.sizes.fallback_transport:
+        upstream_gateway(context, FALLBACK_TRANSPORT)
+    if context.sizes.two_workers:
+        upstream_gateway(context, unpinned=True)
+        upstream_gateway(context, workers=2, unpinned=True)
+
+
+def gc_row(label: str, m: Measurement, totals: GcTotals, requests: int) -> tuple[str, ...]:
+    """A row of :data:`GC_COLUMNS`: ``requests`` is what the gateway served while counted."""
+    per_thousand = totals.per_thousand(requests)
+    return (
+        label,
+        totals.settings(),
+        format_number(m.requests_per_second, 0),
+        *(format_number(v) for v in m.latency_ms[:2]),
+        format_number(m.tail_ratio, 1),
+        *(format_number(v, 1) for v in per_thousand),
+        format_number(1000.0 * totals.total_ms / max(requests, 1), 1),
+        format_number(totals.max_pause_ms),
+    )
+
+
+def _measure_collected(
+    context: BenchContext, label: str, gateway: Gateway, source: Child
+) -> tuple[Measurement, GcTotals, int]:
+    """The concurrency-16 point with the gateway's collections counted over the measured run
+    only (the warm-up's are discarded), and the requests it served meanwhile."""
+    probe = gateway.gc_probe
+    assert probe is not None, "started with --tracemalloc, not --gc-stats"
+    url = f"http://127.0.0.1:{gateway.port}{COMPLETE_PATH}"
+    warm_up(context, url, grpc_frame(completion_request()), _TOP, grpc=True)
+    probe.take()
+    served = upstream_requests(source)
+    m = measure_grpc(context, label, gateway.port, gateway, _TOP, upstream=source, warm=False)
+    totals = probe.take()
+    return m, totals, upstream_requests(source) - served
 
 
 def run_overhead(context: BenchContext) -> SuiteResult:
     started = time.monotonic()
     declare_overhead(context)
     context.wait_ready()
+    sizes = context.sizes
     source = upstream(context)
     bare_echo = echo(context)
-    gateways = {
-        transport: upstream_gateway(context, transport) for transport in context.sizes.transports
-    }
-    for name, gateway in gateways.items():
-        check_gateway(gateway, f"the gateway ({name})")
+    minimal = forwarder(context)
+    shipped = upstream_gateway(context)
+    defaults = upstream_gateway(context, gc_default=True)
+    check_gateway(shipped, "the gateway")
+    check_gateway(defaults, "the gateway with CPython's collector defaults")
 
     rows: list[tuple[str, ...]] = []
-    by_key: dict[tuple[str, int], Measurement] = {}
-    for concurrency in context.sizes.concurrencies:
+    points: dict[tuple[str, int], Measurement] = {}
+    gc_rows: list[tuple[str, ...]] = []
+    for concurrency in sizes.concurrencies:
         direct = measure_direct(context, source, concurrency)
-        bare = measure_grpc(context, "bare grpclib echo", bare_echo.port, bare_echo, concurrency)
-        measured = [direct, bare]
-        for name, gateway in gateways.items():
-            label = f"gateway, 1 worker, {name}"
+        measured = [
+            direct,
+            measure_grpc(context, _ECHO, bare_echo.port, bare_echo, concurrency),
+            measure_grpc(context, _FORWARDER, minimal.port, minimal, concurrency, upstream=source),
+        ]
+        if concurrency == _TOP:
+            m, totals, served = _measure_collected(context, _SHIPPED, shipped, source)
+            gc_rows.append(gc_row("as shipped", m, totals, served))
+            measured.append(m)
+            m, totals, served = _measure_collected(context, _GC_DEFAULTS, defaults, source)
+            gc_rows.append(gc_row("CPython defaults (`--gc-default`)", m, totals, served))
+            measured.append(m)
+            measured += _extra_gateways(context, source)
+        else:
             measured.append(
-                measure_grpc(context, label, gateway.port, gateway, concurrency, upstream=source)
+                measure_grpc(context, _SHIPPED, shipped.port, shipped, concurrency, upstream=source)
             )
         for m in measured:
-            by_key[(m.label, concurrency)] = m
+            points[(m.label, concurrency)] = m
             rows.append(measurement_row(m, direct))
 
-    top = max(context.sizes.concurrencies)
-    worker_rows, two_workers = _two_workers(context, source, top, by_key)
-    rows.extend(worker_rows)
-    targets = _targets(context, by_key, two_workers, top)
-    extra = ""
-    if should_profile(context, targets):
-        extra = "\n\n".join(
-            _profile(context, transport, gateway, source) for transport, gateway in gateways.items()
+    targets = overhead_targets(
+        OverheadPoints(
+            direct_1=points[(DIRECT_LABEL, 1)],
+            gateway_1=points[(_SHIPPED, 1)],
+            echo_16=points[(_ECHO, _TOP)],
+            forwarder_16=points[(_FORWARDER, _TOP)],
+            gateway_16=points[(_SHIPPED, _TOP)],
+            pair_one_16=points.get((_PAIR_ONE, _TOP)),
+            pair_two_16=points.get((_PAIR_TWO, _TOP)),
         )
+    )
+    extra = ""
+    if context.wants_profile:
+        extra = _profile(context, shipped, points[(_SHIPPED, _TOP)].cpu_us)
     return SuiteResult(
         name="overhead",
         title="Overhead: unary Complete",
-        method=(
-            "h2load (one thread) posts a prebuilt gRPC frame to `Complete` through the gateway "
-            "to the instant upstream, and the same request as JSON straight to the upstream over "
-            "HTTP/1.1; a bare grpclib echo server (uvloop, no work) is the framework's ceiling. "
-            "`added` = gateway percentile − direct percentile at the same concurrency. CPU from "
-            "`/proc/<pid>/stat` of the server process(es) under test. Gateway rows: "
-            "`httpx-aiohttp` (aiohttp under httpx's API, the default on asyncio) and httpx's own "
-            "transport (`DELOS_RUNTIME_HTTP_TRANSPORT=httpx`); two "
-            f"workers share the port with SO_REUSEPORT and are loaded over "
-            f"{min(top, 16)} connections."
+        method=_method(context),
+        tables=(
+            Table("Unary Complete", COLUMNS, tuple(rows)),
+            Table(
+                f"Garbage collection, one gateway worker at concurrency {_TOP}",
+                GC_COLUMNS,
+                tuple(gc_rows),
+                note=_GC_NOTE,
+            ),
         ),
-        tables=(Table("Unary Complete", COLUMNS, tuple(rows)),),
         targets=tuple(targets),
         extra=extra,
         seconds=time.monotonic() - started,
     )
 
 
-def should_profile(context: BenchContext, targets: list[Target]) -> bool:
-    """Profiles explain missed targets of a full run; the quick run has no time for them."""
-    missed = any(not t.passed for t in targets)
-    return missed and context.profile and context.sizes.profile_seconds > 0 and py_spy_available()
-
-
-def _two_workers(
-    context: BenchContext,
-    source: Child,
-    concurrency: int,
-    by_key: dict[tuple[str, int], Measurement],
-) -> tuple[list[tuple[str, ...]], dict[str, float]]:
-    """Two workers sharing the port (SO_REUSEPORT), for each transport, at ``concurrency``."""
-    rows, ratios = [], {}
-    direct = by_key.get(("upstream, direct (HTTP/1.1)", concurrency))
-    for transport in context.sizes.two_worker_transports:
-        gateway = upstream_gateway(context, transport, workers=2)
-        check_gateway(gateway, f"the two-worker gateway ({transport})")
-        label = f"gateway, 2 workers, {transport}"
-        m = measure_grpc(context, label, gateway.port, gateway, concurrency, upstream=source)
-        rows.append(measurement_row(m, direct))
-        one = by_key[(f"gateway, 1 worker, {transport}", concurrency)]
-        ratios[transport] = m.requests_per_second / max(one.requests_per_second, 1e-9)
-    return rows, ratios
-
-
-def _targets(
-    context: BenchContext,
-    by_key: dict[tuple[str, int], Measurement],
-    two_workers: dict[str, float],
-    top: int,
-) -> list[Target]:
-    targets = []
-    direct_1 = by_key[("upstream, direct (HTTP/1.1)", 1)]
-    for transport in context.sizes.transports:
-        one = by_key[(f"gateway, 1 worker, {transport}", 1)]
-        targets.append(
-            Target(
-                f"added p99 latency at concurrency 1 ({transport})",
-                one.latency_ms[1] - direct_1.latency_ms[1],
-                1.0,
-                "ms",
-            )
+def _extra_gateways(context: BenchContext, source: Child) -> list[Measurement]:
+    """The fallback transport and two workers, at concurrency 16, when the sizes ask for them."""
+    measured = []
+    if context.sizes.fallback_transport:
+        fallback = upstream_gateway(context, FALLBACK_TRANSPORT)
+        check_gateway(fallback, "the gateway on httpx's transport")
+        measured.append(
+            measure_grpc(context, _FALLBACK, fallback.port, fallback, _TOP, upstream=source)
         )
-        if 16 in context.sizes.concurrencies:
-            sixteen = by_key[(f"gateway, 1 worker, {transport}", 16)]
-            echo = by_key[("bare grpclib echo", 16)]
-            targets.append(
-                Target(
-                    f"1 worker at concurrency 16 ({transport})",
-                    sixteen.requests_per_second,
-                    2000.0,
-                    "req/s",
-                    at_most=False,
-                )
-            )
-            targets.append(
-                Target(
-                    f"1 worker vs bare echo at concurrency 16 ({transport})",
-                    100.0 * sixteen.requests_per_second / echo.requests_per_second,
-                    40.0,
-                    "%",
-                    at_most=False,
-                )
-            )
-        if transport not in two_workers:
-            continue
-        targets.append(
-            Target(
-                f"2 workers vs 1 at concurrency {top} ({transport})",
-                two_workers[transport],
-                1.7,
-                "×",
-                at_most=False,
-            )
-        )
-    return targets
+    if context.sizes.two_workers:
+        measured += _pair(context)
+    return measured
 
 
-def _profile(context: BenchContext, transport: str, gateway: Gateway, source: Child) -> str:
-    """Profile one worker under concurrency-16 load; a table of self time per request."""
-    seconds = max(context.sizes.profile_seconds, 1.0)
-    worker = gateway.workers[0]
-    output = context.processes.directory / f"overhead-profile-{transport}.txt"
+def _pair(context: BenchContext) -> list[Measurement]:
+    """One worker and two workers sharing the port, with the upstream and h2load, all placed
+    by the OS on every core: both sides of the ratio under the same conditions."""
+    source = upstream(context, unpinned=True)
+    measured = []
+    with pin_this_process(context.pinning.machine):
+        for label, workers in ((_PAIR_ONE, 1), (_PAIR_TWO, 2)):
+            gateway = upstream_gateway(context, workers=workers, unpinned=True)
+            check_gateway(gateway, f"the {workers}-worker gateway")
+            measured.append(
+                measure_grpc(context, label, gateway.port, gateway, _TOP, upstream=source)
+            )
+    return measured
+
+
+_GC_NOTE = (
+    "Collections counted by a `gc.callbacks` hook in the gateway (`serve.py gateway "
+    "--gc-stats`) over the measured run only, per 1,000 requests the upstream served meanwhile. "
+    "Allocations per request are not shown: CPython keeps no per-request count, and tracing "
+    "every allocation (tracemalloc) would cost more than the work it measures."
+)
+
+
+def _method(context: BenchContext) -> str:
+    return (
+        "h2load (one thread) posts a prebuilt gRPC frame to `Complete` through each server to "
+        "the instant upstream, and the same request as JSON straight to the upstream over "
+        "HTTP/1.1. References measured in the same run: a bare grpclib echo server (uvloop, no "
+        "work: the framework's ceiling) and a minimal grpclib → aiohttp → upstream forwarder "
+        "(one POST per call: the least a gateway does). The gateway runs as shipped "
+        "(`DELOS_RUNTIME_HTTP_TRANSPORT=auto`, its default); its fallback on httpx's own "
+        "transport (`DELOS_RUNTIME_HTTP_TRANSPORT=httpx`) is measured once, without a target. "
+        "`added` = percentile − direct percentile at the same concurrency; CPU from "
+        "`/proc/<pid>/stat` of the server process(es) under test over the measured run. "
+        f"{context.pinning.describe()} **Two workers** (sharing the port with SO_REUSEPORT) are "
+        "compared with one worker measured the same way, not with the pinned row: both "
+        "unpinned, with an upstream of their own and h2load, every process placed by the OS "
+        f"on every core, at concurrency {_TOP} over {_TOP} connections. Pinning the second "
+        "worker to the load's core starves the one-threaded h2load beside it (tried: lower "
+        "and noisier); on two cores the load's own share of the CPU keeps the ratio below 2 "
+        "either way. The garbage-collection table compares the gateway as shipped with the "
+        "same gateway after `gc.unfreeze()` and `gc.set_threshold(700, 10, 10)` once serving "
+        "(`--gc-default`)."
+    )
+
+
+def _profile(context: BenchContext, gateway: Gateway, cpu_us: float) -> str:
+    """py-spy on the worker under concurrency-16 load: self time by layer and by function."""
+    if not py_spy_available():
+        return "No profile: py-spy is not installed (`pip install py-spy`)."
+    seconds = context.sizes.profile_seconds
     url = f"http://127.0.0.1:{gateway.port}{COMPLETE_PATH}"
     frame = grpc_frame(completion_request())
-    # CPU per request without the profiler, then the same load with it.
-    plain = measure_grpc(context, "profile", gateway.port, gateway, 16, upstream=source)
-    recorder = start_recording(worker.pid, seconds, output)
-    run_h2load(
-        url,
-        frame,
-        LoadShape(16, duration=seconds + 1.0, warmup=0.5),
-        directory=context.processes.directory,
-    )
+    shape = LoadShape(_TOP, duration=seconds + 1.0, warmup=0.5)
+
+    def load() -> None:
+        run_h2load(url, frame, shape, directory=context.processes.directory)
+
+    output = context.processes.directory / "overhead-profile.txt"
     try:
-        profile = finish_recording(recorder, output, timeout=seconds + 30)
+        profile = record_during(gateway.workers[0].pid, seconds, output, load)
     except RuntimeError as error:
         return f"Profile not available: {error}"
-    table = profile_table(
+    return profile_summary(
         profile,
-        cpu_per_unit_us=plain.cpu_us,
+        cpu_per_unit_us=cpu_us,
         unit="request",
-        title=f"Profile: gateway ({transport}), unary Complete at concurrency 16",
+        what=f"gateway as shipped, unary Complete at concurrency {_TOP}",
     )
-    from delos.bench._report import render_table
-
-    return render_table(table)

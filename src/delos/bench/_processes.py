@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from delos.bench._pinning import pinned_command
+
 __all__ = ["Child", "ProcessSet", "free_port", "gateway_environment"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -117,8 +119,13 @@ class ProcessSet:
         environ: Mapping[str, str] | None = None,
         python_module: bool = True,
         port: int = 0,
+        cores: Sequence[int] = (),
     ) -> Child:
-        """Start ``python -m delos.bench.serve ARGUMENTS`` (or a command) without waiting."""
+        """Start ``python -m delos.bench.serve ARGUMENTS`` (or a command) without waiting.
+
+        ``cores``: the cores it may run on, from its first instruction (empty: those of this
+        process).
+        """
         command = (
             [sys.executable, "-m", "delos.bench.serve", *arguments]
             if python_module
@@ -127,7 +134,7 @@ class ProcessSet:
         log_path = self.directory / f"{name}-{len(self._children)}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                command,
+                pinned_command(command, cores),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,

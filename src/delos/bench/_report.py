@@ -117,10 +117,23 @@ def _targets(targets: Sequence[Target]) -> str:
     return "\n".join(lines)
 
 
-def render_suite(result: SuiteResult, *, command: str, date: str) -> str:
-    """One suite's Markdown section, with its begin/end comments."""
+def _conditions(result: SuiteResult, machine: str) -> str:
+    """What the section's figures depend on beyond its method: the machine and its load."""
+    parts = [machine] if machine else []
+    start, end = result.load_average
+    if start:
+        parts.append(f"load average {start} at start, {end} at end")
+    return "".join(f" · {part}" for part in parts)
+
+
+def render_suite(result: SuiteResult, *, command: str, date: str, machine: str = "") -> str:
+    """One suite's Markdown section, with its begin/end comments.
+
+    ``machine``: the machine and the pinning in a few words, kept with the section because a
+    run of some suites keeps the other sections of earlier runs.
+    """
     parts = [_BEGIN.format(name=result.name), f"## {result.title}", ""]
-    parts.append(f"_{date} · `{command}` · {result.seconds:.0f} s_")
+    parts.append(f"_{date} · `{command}` · {result.seconds:.0f} s{_conditions(result, machine)}_")
     parts += ["", result.method.strip(), ""]
     if result.failed:
         parts += [f"**The suite failed:** `{result.failed}`", ""]
@@ -193,8 +206,11 @@ def write_report(
         else:
             intro = text
     sections = dict(kept)
+    machine = f"{facts.get('cpu', '?')}, {facts.get('cores', '?')} cores"
+    if "pinning" in facts:
+        machine += f", pinning: {facts['pinning']}"
     for result in results:
-        sections[result.name] = render_suite(result, command=command, date=date)
+        sections[result.name] = render_suite(result, command=command, date=date, machine=machine)
     names = [n for n in order if n in sections] + [n for n in sections if n not in order]
     body = [intro.rstrip() + "\n", GENERATED_MARKER, ""]
     summary = summary_of([sections[name] for name in names])

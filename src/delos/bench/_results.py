@@ -81,5 +81,7 @@ class SuiteResult:
     #: Pre-rendered Markdown (profiles), appended after the tables.
     extra: str = ""
     seconds: float = 0.0
+    #: The machine's load average (its three figures) when the suite started and ended.
+    load_average: tuple[str, str] = ("", "")
     failed: str = ""
     details: dict[str, float] = field(default_factory=dict)

@@ -1,7 +1,9 @@
 """The servers suites share, each in its own process, and the controls of the fakes.
 
 Ports are chosen before a process starts, so a gateway can be started alongside the upstream it
-points at instead of after it.
+points at instead of after it. The servers under test (gateways, the bare echo, the forwarders)
+start pinned to the context's server core; the upstream and the fakes run where the benchmark's
+own process runs (the load core, see :mod:`delos.bench._pinning`).
 """
 
 from __future__ import annotations
@@ -10,17 +12,23 @@ import json
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from delos.bench._context import BenchContext
+from delos.bench._gc_stats import GcProbe
 from delos.bench._processes import Child, free_port, gateway_environment
 
 __all__ = [
     "FAKE_PROVIDERS",
+    "FALLBACK_TRANSPORT",
+    "FORWARDER_CLIENT",
+    "SHIPPED_TRANSPORT",
     "Fakes",
     "Gateway",
     "echo",
     "fakes",
+    "forwarder",
     "forwarders",
     "http_json",
     "scenario_gateway",
@@ -32,6 +40,12 @@ __all__ = [
 FAKE_PROVIDERS = ("openai", "openrouter")
 _FAKE_PREFIX = {"openai": "/v1", "together": "/v1", "openrouter": "/api/v1"}
 
+#: ``DELOS_RUNTIME_HTTP_TRANSPORT`` of the gateway as shipped (its default), and of its fallback.
+SHIPPED_TRANSPORT = "auto"
+FALLBACK_TRANSPORT = "httpx"
+#: The minimal forwarder's client that the gateway's throughput is judged against.
+FORWARDER_CLIENT = "aiohttp"
+
 
 @dataclass
 class Gateway:
@@ -39,6 +53,12 @@ class Gateway:
 
     workers: list[Child]
     port: int
+    #: Where its first worker writes its collector totals (``--gc-stats``), if it does.
+    gc_stats: Path | None = None
+
+    @property
+    def gc_probe(self) -> GcProbe | None:
+        return GcProbe(self.workers[0].pid, self.gc_stats) if self.gc_stats else None
 
     def cpu_seconds(self) -> float:
         return sum(w.cpu_seconds() for w in self.workers)
@@ -81,14 +101,17 @@ def http_json(url: str, payload: object | None = None) -> Any:
         return json.loads(response.read())
 
 
-def upstream(context: BenchContext) -> Child:
-    """The instant upstream (see :mod:`delos.bench._upstream`)."""
+def upstream(context: BenchContext, *, unpinned: bool = False) -> Child:
+    """The instant upstream (see :mod:`delos.bench._upstream`), on the load core or, when
+    ``unpinned``, a second one on every core."""
+    cores = context.pinning.cores(under_test=False, unpinned=unpinned)
 
     def start() -> Child:
         port = free_port()
-        return context.processes.start("upstream", ["upstream", "--port", str(port)], port=port)
+        arguments = ["upstream", "--port", str(port)]
+        return context.processes.start("upstream", arguments, port=port, cores=cores)
 
-    return context.server("upstream", start)
+    return context.server(f"upstream:{'unpinned' if unpinned else 'load'}", start)
 
 
 def upstream_requests(child: Child) -> int:
@@ -96,36 +119,46 @@ def upstream_requests(child: Child) -> int:
 
 
 def echo(context: BenchContext) -> Child:
+    """The bare grpclib echo server (see :mod:`delos.bench._echo`)."""
+
     def start() -> Child:
         port = free_port()
-        return context.processes.start("echo", ["echo", "--port", str(port)], port=port)
+        return context.processes.start(
+            "echo", ["echo", "--port", str(port)], port=port, cores=context.pinning.server
+        )
 
     return context.server("echo", start)
 
 
-def forwarders(context: BenchContext) -> dict[str, Child]:
-    """One minimal forwarder per HTTP client, each in its own process, all to the upstream."""
+def forwarder(context: BenchContext, client: str = FORWARDER_CLIENT) -> Child:
+    """The minimal grpclib forwarder to the upstream with ``client`` (aiohttp or httpx)."""
     base = f"http://127.0.0.1:{upstream(context).port}/v1"
 
-    def start(client: str) -> Child:
+    def start() -> Child:
         port = free_port()
         arguments = ["forwarder", "--port", str(port), "--upstream", base, "--client", client]
-        return context.processes.start(f"forwarder-{client}", arguments, port=port)
+        return context.processes.start(
+            f"forwarder-{client}", arguments, port=port, cores=context.pinning.server
+        )
 
-    return {
-        client: context.server(f"forwarder:{client}", lambda c=client: start(c))  # type: ignore[misc]
-        for client in context.sizes.forwarder_clients
-    }
+    return context.server(f"forwarder:{client}", start)
+
+
+def forwarders(context: BenchContext) -> dict[str, Child]:
+    """One minimal forwarder per client of the sizes, each in its own process."""
+    return {client: forwarder(context, client) for client in context.sizes.forwarder_clients}
 
 
 def _start_gateway(
     context: BenchContext,
     settings: Mapping[str, str],
     *,
-    transport: str = "httpx-aiohttp",
+    transport: str = SHIPPED_TRANSPORT,
     workers: int = 1,
     breaker: Mapping[str, float] | None = None,
     extra_arguments: tuple[str, ...] = (),
+    gc_stats: Path | None = None,
+    unpinned: bool = False,
 ) -> Gateway:
     port = free_port()
     arguments = ["gateway", "--port", str(port), "--transport", transport]
@@ -135,12 +168,17 @@ def _start_gateway(
     if breaker:
         arguments += ["--breaker", json.dumps(dict(breaker))]
     arguments += list(extra_arguments)
+    if gc_stats is not None:
+        arguments += ["--gc-stats", str(gc_stats)]
     environ = gateway_environment(**settings)
+    cores = context.pinning.cores(under_test=True, unpinned=unpinned)
     children = [
-        context.processes.start(f"gateway-{transport}-{i}", arguments, environ=environ, port=port)
+        context.processes.start(
+            f"gateway-{transport}-{i}", arguments, environ=environ, port=port, cores=cores
+        )
         for i in range(workers)
     ]
-    return Gateway(children, port)
+    return Gateway(children, port, gc_stats)
 
 
 def _provider_settings(base_urls: Mapping[str, str], **extra: str) -> dict[str, str]:
@@ -154,20 +192,44 @@ def _provider_settings(base_urls: Mapping[str, str], **extra: str) -> dict[str, 
 
 def upstream_gateway(
     context: BenchContext,
-    transport: str = "httpx-aiohttp",
+    transport: str = SHIPPED_TRANSPORT,
     workers: int = 1,
     *,
     tracemalloc: str = "",
+    gc_default: bool = False,
+    unpinned: bool = False,
 ) -> Gateway:
-    """A gateway whose one provider (OpenAI) is the instant upstream; ``tracemalloc`` names the
-    file its allocation diffs go to (see ``serve.py``)."""
-    base = f"http://127.0.0.1:{upstream(context).port}/v1"
-    settings = _provider_settings({"openai": base})
-    extra = ("--tracemalloc", tracemalloc) if tracemalloc else ()
+    """A gateway whose one provider (OpenAI) is the instant upstream; when ``unpinned``, on
+    every core, in front of the unpinned upstream.
+
+    It times its collections (:attr:`Gateway.gc_probe`; a callback per collection, a few per
+    thousand requests, nothing measurable) unless ``tracemalloc`` names the file its allocation
+    diffs go to instead (both answer SIGUSR1). ``gc_default`` runs it with CPython's collector
+    settings instead of its own (see ``serve.py``).
+    """
+    base = f"http://127.0.0.1:{upstream(context, unpinned=unpinned).port}/v1"
+    # A configured limit far above the load: the limiter does its work on every request
+    # without ever making one wait.
+    settings = _provider_settings(
+        {"openai": base}, DELOS_RUNTIME_OPENAI_RPM="60000000", DELOS_RUNTIME_OPENAI_TPM="6000000000"
+    )
+    extra: tuple[str, ...] = ("--tracemalloc", tracemalloc) if tracemalloc else ()
+    if gc_default:
+        extra += ("--gc-default",)
+    collector = "defaults" if gc_default else "shipped"
+    placement = "unpinned" if unpinned else "pinned"
+    name = f"{transport}-{workers}-{collector}-{placement}"
+    stats = context.processes.directory / f"gc-{name}.json"
     return context.server(
-        f"gateway:{transport}:{workers}:{tracemalloc}",
+        f"gateway:{name}:{tracemalloc}",
         lambda: _start_gateway(
-            context, settings, transport=transport, workers=workers, extra_arguments=extra
+            context,
+            settings,
+            transport=transport,
+            workers=workers,
+            extra_arguments=extra,
+            gc_stats=None if tracemalloc else stats,
+            unpinned=unpinned,
         ),
     )
 

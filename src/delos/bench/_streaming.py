@@ -17,20 +17,29 @@ import time
 
 from delos.bench._clients import StreamOutcome, direct_streams, grpc_streams
 from delos.bench._context import BenchContext, completion_request
-from delos.bench._overhead import should_profile
-from delos.bench._profile import finish_recording, profile_table, start_recording
-from delos.bench._report import render_table
-from delos.bench._results import SuiteResult, Table, Target, format_number, percentile
+from delos.bench._profile import profile_summary, py_spy_available, record_during
+from delos.bench._results import SuiteResult, Table, format_number, percentile
 from delos.bench._servers import Gateway, upstream, upstream_gateway
+from delos.bench._targets import streaming_targets
 
 __all__ = ["declare_streaming", "run_streaming"]
 
 _PACED_CONCURRENCY = 16
+_COLUMNS = (
+    "path",
+    "p50 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "added p50 ms",
+    "added p99 ms",
+    "added p99.9 ms",
+    "gateway CPU µs/chunk",
+    "bad streams",
+)
 
 
 def declare_streaming(context: BenchContext) -> None:
-    for transport in context.sizes.transports:
-        upstream_gateway(context, transport)
+    upstream_gateway(context)
 
 
 def _content(tokens: int, interval_us: int) -> str:
@@ -102,127 +111,86 @@ def run_streaming(context: BenchContext) -> SuiteResult:
             str(_check(direct_paced, "direct", tokens)),
         )
     ]
-    targets: list[Target] = []
-    paced_cpu: dict[str, float] = {}
-    for transport in context.sizes.transports:
-        gateway = upstream_gateway(context, transport)
-        _gateway_streams(gateway, burst, min(5, sizes.stream_count), 1, False)  # warm-up
-        cpu_before = gateway.cpu_seconds()
-        outcomes = _gateway_streams(gateway, burst, sizes.stream_count, 1, False)
-        burst_cpu = (gateway.cpu_seconds() - cpu_before) / max(1, sizes.stream_count * tokens)
-        ttft = _ms([o.ttft for o in outcomes])
-        added = tuple(g - d for g, d in zip(ttft, direct_ttft, strict=True))
-        label = f"gateway, {transport}"
-        ttft_rows.append(
-            (
-                label,
-                *map(format_number, ttft),
-                *map(format_number, added),
-                format_number(burst_cpu * 1e6, 1),
-                str(_check(outcomes, label, tokens)),
-            )
+    gateway = upstream_gateway(context)
+    _gateway_streams(gateway, burst, min(5, sizes.stream_count), 1, False)  # warm-up
+    cpu_before = gateway.cpu_seconds()
+    outcomes = _gateway_streams(gateway, burst, sizes.stream_count, 1, False)
+    burst_cpu = (gateway.cpu_seconds() - cpu_before) / max(1, sizes.stream_count * tokens)
+    ttft = _ms([o.ttft for o in outcomes])
+    added = tuple(g - d for g, d in zip(ttft, direct_ttft, strict=True))
+    label = "gateway, as shipped"
+    ttft_rows.append(
+        (
+            label,
+            *map(format_number, ttft),
+            *map(format_number, added),
+            format_number(burst_cpu * 1e6, 1),
+            str(_check(outcomes, label, tokens)),
         )
-        cpu_before = gateway.cpu_seconds()
-        outcomes = _gateway_streams(gateway, paced, sizes.paced_streams, paced_concurrency, True)
-        chunks = sum(o.chunks for o in outcomes)
-        paced_cpu[transport] = (gateway.cpu_seconds() - cpu_before) / max(1, chunks) * 1e6
-        delay = _ms([d / 1e6 for o in outcomes for d in o.chunk_delays_us])
-        added_delay = tuple(g - d for g, d in zip(delay, direct_delay, strict=True))
-        chunk_rows.append(
-            (
-                label,
-                *map(format_number, delay),
-                *map(format_number, added_delay),
-                format_number(paced_cpu[transport], 1),
-                str(_check(outcomes, label, tokens)),
-            )
+    )
+    cpu_before = gateway.cpu_seconds()
+    outcomes = _gateway_streams(gateway, paced, sizes.paced_streams, paced_concurrency, True)
+    chunks = sum(o.chunks for o in outcomes)
+    paced_cpu = (gateway.cpu_seconds() - cpu_before) / max(1, chunks) * 1e6
+    delay = _ms([d / 1e6 for o in outcomes for d in o.chunk_delays_us])
+    added_delay = tuple(g - d for g, d in zip(delay, direct_delay, strict=True))
+    chunk_rows.append(
+        (
+            label,
+            *map(format_number, delay),
+            *map(format_number, added_delay),
+            format_number(paced_cpu, 1),
+            str(_check(outcomes, label, tokens)),
         )
-        targets.append(
-            Target(f"added TTFT p99 at concurrency 1 ({transport})", added[1], 1.0, "ms")
-        )
-        targets.append(
-            Target(
-                f"gateway CPU per relayed chunk, paced ({transport})",
-                paced_cpu[transport],
-                30.0,
-                "µs",
-            )
-        )
-    extra = ""
-    if should_profile(context, targets):
-        extra = "\n\n".join(
-            _profile(context, t, upstream_gateway(context, t), paced, paced_cpu[t])
-            for t in context.sizes.transports
-        )
+    )
+    extra = _profile(context, gateway, paced, paced_cpu) if context.wants_profile else ""
     return SuiteResult(
         name="streaming",
         title=f"Streaming: {tokens}-token streams",
         method=(
-            f"`CompleteStream` through the gateway (official grpcio client) and the same stream "
-            f"straight from the instant upstream (aiohttp client, SSE). **Burst**: "
+            f"`CompleteStream` through the gateway as shipped (official grpcio client) and the "
+            f"same stream straight from the instant upstream (aiohttp client, SSE). **Burst**: "
             f"{sizes.stream_count} streams at concurrency 1, chunks written back to back; TTFT is "
             f"timed by the client. **Paced**: {sizes.paced_streams} streams at concurrency "
             f"{paced_concurrency}, one chunk every {sizes.paced_interval_us} µs, so each chunk "
             "is its own read; each chunk carries its send time on the machine's monotonic clock, "
-            "so its delivery latency is measured end to end. The client stacks differ (grpcio "
-            "vs aiohttp), and that difference is part of `added`."
+            "so its delivery latency is measured end to end; gateway CPU per relayed chunk from "
+            "`/proc/<pid>/stat` over this phase. The client stacks differ (grpcio vs aiohttp), "
+            f"and that difference is part of `added`. {context.pinning.describe()}"
         ),
         tables=(
-            Table(
-                "Time to first token, burst, concurrency 1",
-                (
-                    "path",
-                    "p50 ms",
-                    "p99 ms",
-                    "p99.9 ms",
-                    "added p50 ms",
-                    "added p99 ms",
-                    "added p99.9 ms",
-                    "gateway CPU µs/chunk",
-                    "bad streams",
-                ),
-                tuple(ttft_rows),
-            ),
+            Table("Time to first token, burst, concurrency 1", _COLUMNS, tuple(ttft_rows)),
             Table(
                 f"Chunk delivery latency, paced, concurrency {paced_concurrency}",
-                (
-                    "path",
-                    "p50 ms",
-                    "p99 ms",
-                    "p99.9 ms",
-                    "added p50 ms",
-                    "added p99 ms",
-                    "added p99.9 ms",
-                    "gateway CPU µs/chunk",
-                    "bad streams",
-                ),
+                _COLUMNS,
                 tuple(chunk_rows),
             ),
         ),
-        targets=tuple(targets),
+        targets=tuple(streaming_targets(added[1], paced_cpu)),
         extra=extra,
         seconds=time.monotonic() - started,
     )
 
 
-def _profile(
-    context: BenchContext, transport: str, gateway: Gateway, content: str, cpu_per_chunk: float
-) -> str:
-    sizes = context.sizes
-    seconds = max(sizes.profile_seconds, 1.0)
-    output = context.processes.directory / f"streaming-profile-{transport}.txt"
-    recorder = start_recording(gateway.workers[0].pid, seconds, output)
-    deadline = time.monotonic() + seconds + 0.5
-    while time.monotonic() < deadline:
-        _gateway_streams(gateway, content, _PACED_CONCURRENCY, _PACED_CONCURRENCY, False)
+def _profile(context: BenchContext, gateway: Gateway, content: str, cpu_per_chunk: float) -> str:
+    """py-spy on the gateway while paced streams run back to back."""
+    if not py_spy_available():
+        return "No profile: py-spy is not installed (`pip install py-spy`)."
+    seconds = context.sizes.profile_seconds
+    output = context.processes.directory / "streaming-profile.txt"
+
+    def load() -> None:
+        deadline = time.monotonic() + seconds + 0.5
+        while time.monotonic() < deadline:
+            _gateway_streams(gateway, content, _PACED_CONCURRENCY, _PACED_CONCURRENCY, False)
+
     try:
-        profile = finish_recording(recorder, output, timeout=seconds + 30)
+        profile = record_during(gateway.workers[0].pid, seconds, output, load)
     except RuntimeError as error:
         return f"Profile not available: {error}"
-    table = profile_table(
+    return profile_summary(
         profile,
         cpu_per_unit_us=cpu_per_chunk,
         unit="chunk",
-        title=f"Profile: gateway ({transport}), paced streams",
+        what=f"gateway as shipped, paced streams at concurrency {_PACED_CONCURRENCY}",
     )
-    return render_table(table)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -15,10 +17,11 @@ from delos.bench._memory import declare_memory, run_memory
 from delos.bench._overhead import declare_overhead, run_overhead
 from delos.bench._peers import declare_peers, run_peers
 from delos.bench._results import SuiteResult
+from delos.bench._scale_out import declare_scale_out, run_scale_out
 from delos.bench._streaming import declare_streaming, run_streaming
 from delos.bench._transport import declare_transport, run_transport
 
-__all__ = ["DEFAULT_SUITES", "SUITES", "Suite", "run_suites"]
+__all__ = ["DEFAULT_SUITES", "SUITES", "Suite", "load_average", "run_suites"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +43,19 @@ SUITES: dict[str, Suite] = {
         Suite("breaker", "Breaker", declare_breaker, run_breaker),
         Suite("memory", "Memory", declare_memory, run_memory),
         Suite("transport", "HTTP client transport", declare_transport, run_transport),
+        Suite("scale-out", "Scale-out", declare_scale_out, run_scale_out),
         Suite("peers", "Peers", declare_peers, run_peers),
     )
 }
 
-#: What ``python -m delos.bench`` runs without suite names; peers only when asked for.
+#: What ``python -m delos.bench`` runs without suite names; peers (which install other
+#: gateways) only when asked for.
 DEFAULT_SUITES = tuple(name for name in SUITES if name != "peers")
+
+
+def load_average() -> str:
+    """The machine's load average over 1, 5 and 15 minutes."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def run_suites(
@@ -66,7 +76,7 @@ def run_suites(
             suite.declare(context)
     results = []
     for suite in suites:
-        started = time.monotonic()
+        started, load_at_start = time.monotonic(), load_average()
         report(f"suite {suite.name}: running")
         try:
             result = suite.run(context)
@@ -83,6 +93,7 @@ def run_suites(
         finally:
             if not context.sizes.quick:
                 context.reset()
+        result = dataclasses.replace(result, load_average=(load_at_start, load_average()))
         report(f"suite {suite.name}: done in {result.seconds:.1f} s")
         results.append(result)
         on_result(results)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -38,24 +41,25 @@ def _run_asyncio(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 # -- gateway ------------------------------------------------------------------------------------
 
 
-#: Benchmark transport name → the gateway's DELOS_RUNTIME_HTTP_TRANSPORT.
-_HTTP_TRANSPORT = {"httpx": "httpx", "httpx-aiohttp": "aiohttp"}
-
-
 def _serve_gateway(arguments: argparse.Namespace) -> None:
     import anyio
 
     from delos.resilience import BreakerConfig
     from delos.runtime.config import Settings
+    from delos.runtime.grpc._heap import settle_heap
     from delos.runtime.grpc.server import open_server
+    from delos.runtime.observability import configure_logging
+    from delos.runtime.redaction import Redactor
     from delos.runtime.routing import ResiliencePolicy
 
     environ = dict(os.environ)
     environ["DELOS_RUNTIME_HOST"] = "127.0.0.1"
     environ["DELOS_RUNTIME_PORT"] = str(arguments.port)
     # The gateway builds its clients as it ships; the setting only pins which transport.
-    environ["DELOS_RUNTIME_HTTP_TRANSPORT"] = _HTTP_TRANSPORT[arguments.transport]
+    environ["DELOS_RUNTIME_HTTP_TRANSPORT"] = arguments.transport
     settings = Settings.from_environ(environ)
+    # Logging as `delos-runtime serve` sets it up: the per-request line is part of the cost.
+    configure_logging(settings.log_level, settings.env, Redactor(settings.secrets()))
     policy = ResiliencePolicy.from_settings(settings)
     if arguments.breaker:
         breaker = BreakerConfig(**json.loads(arguments.breaker))
@@ -63,6 +67,7 @@ def _serve_gateway(arguments: argparse.Namespace) -> None:
 
     if arguments.tracemalloc:
         _trace_allocations(arguments.tracemalloc)
+    on_signal = _record_collections(Path(arguments.gc_stats)) if arguments.gc_stats else None
 
     async def main() -> None:
         async with open_server(
@@ -71,6 +76,11 @@ def _serve_gateway(arguments: argparse.Namespace) -> None:
             policy=policy,
             workers=arguments.workers,
         ) as running:
+            settle_heap()  # as `delos-runtime serve` does once it listens
+            if arguments.gc_default:
+                _collector_defaults()
+            if on_signal is not None:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, on_signal)
             _ready({"port": running.port, "pid": os.getpid()})
             await anyio.sleep_forever()
 
@@ -78,10 +88,26 @@ def _serve_gateway(arguments: argparse.Namespace) -> None:
     anyio.run(main, backend="asyncio", backend_options=backend_options)
 
 
+def _record_collections(path: Path) -> Callable[[], None]:
+    """Time every collection from now on; the returned function writes the totals to ``path``
+    and starts over (the SIGUSR1 handler)."""
+    from delos.bench._gc_stats import GcRecorder, write_totals
+
+    recorder = GcRecorder()
+    recorder.install()
+    return lambda: write_totals(recorder, path)
+
+
+def _collector_defaults() -> None:
+    """CPython's own collector settings, whatever the gateway tuned at start-up: nothing frozen
+    out of the collector, and its default thresholds."""
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+
+
 def _trace_allocations(path: str) -> None:
     """Trace allocations; on each SIGUSR1, append to ``path`` the lines whose memory grew most
     since the previous SIGUSR1 (one JSON list per signal)."""
-    import signal
     import tracemalloc
 
     tracemalloc.start(1)
@@ -200,9 +226,24 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--port", type=int, required=True)
     gateway.add_argument("--reuse-port", action="store_true")
     gateway.add_argument("--workers", type=int, default=1, help="workers sharing the port")
-    gateway.add_argument("--transport", choices=tuple(_HTTP_TRANSPORT), default="httpx-aiohttp")
+    gateway.add_argument(
+        "--transport",
+        choices=("auto", "httpx"),
+        default="auto",
+        help="DELOS_RUNTIME_HTTP_TRANSPORT: auto (as shipped) or httpx (the fallback)",
+    )
     gateway.add_argument("--breaker", help="BreakerConfig fields as a JSON object")
-    gateway.add_argument("--tracemalloc", help="trace allocations; SIGUSR1 appends a diff here")
+    # Both answer SIGUSR1.
+    signalled = gateway.add_mutually_exclusive_group()
+    signalled.add_argument("--tracemalloc", help="trace allocations; SIGUSR1 appends a diff here")
+    signalled.add_argument(
+        "--gc-stats", help="time collections; SIGUSR1 writes the totals here as JSON and resets"
+    )
+    gateway.add_argument(
+        "--gc-default",
+        action="store_true",
+        help="once serving, undo the gateway's collector tuning (unfreeze, thresholds 700/10/10)",
+    )
     fakes = roles.add_parser("fakes", help="delos.testing fakes with a control endpoint")
     fakes.add_argument("--ports", required=True, help="provider=port pairs, comma-separated")
     fakes.add_argument("--seed", type=int, default=1)
@@ -214,7 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     forwarder = roles.add_parser("forwarder", help="a minimal grpclib forwarder")
     forwarder.add_argument("--port", type=int, required=True)
     forwarder.add_argument("--upstream", required=True, help="base URL, e.g. http://…/v1")
-    forwarder.add_argument("--client", choices=("httpx", "httpx-aiohttp", "aiohttp"))
+    forwarder.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp")
     return parser
 
 
