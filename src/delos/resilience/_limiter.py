@@ -162,6 +162,11 @@ class GcraLimiter:
         self._check_amount(amount)
         start = self._clock()
         wait = self._wait(start, amount, self._waiting)
+        if wait <= _EPSILON and not self._waiters:
+            # Nobody queued and nothing to wait for: the common case takes no lock and reads no
+            # deadline.
+            self._take(start, amount)
+            return
         if wait > _allowed_wait(self._clock, start, start, max_wait):
             raise RateLimitWouldWait(wait)
         self._waiters += 1
@@ -408,7 +413,7 @@ class ProviderLimiter:
         # Both dimensions refill in parallel, so the longer of the two predicted waits is the
         # wait; checking it first avoids waiting for a request unit only to give it back.
         wait = max(self._requests.predicted_wait(1), token_wait)
-        if wait > _allowed_wait(self._clock, start, start, max_wait):
+        if wait > _EPSILON and wait > _allowed_wait(self._clock, start, start, max_wait):
             raise RateLimitWouldWait(wait)
         await self._requests.acquire(1, max_wait=max_wait)
         try:

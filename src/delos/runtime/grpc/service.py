@@ -30,7 +30,7 @@ from delos.runtime.grpc.auth import current_client
 from delos.runtime.grpc.receive import receive_request
 from delos.runtime.grpc.respond import Responder
 from delos.runtime.observability import ANONYMOUS, SpanHandle, log_request
-from delos.runtime.routing import RoutedAnswer, StreamPiece
+from delos.runtime.routing import CALL_DEADLINE, RoutedAnswer, StreamPiece
 from delos.runtime.v1 import runtime_pb2 as pb
 from delos.runtime.v1.runtime_grpc import RuntimeServiceBase
 
@@ -101,6 +101,7 @@ class RuntimeService(RuntimeServiceBase):
         metrics.in_flight_started()
         # One cancel scope per request: the client's deadline (or ours) for the whole call.
         deadline = anyio.CancelScope(deadline=gateway.guards.deadline_clock() + max(remaining, 0))
+        deadline_known = CALL_DEADLINE.set(deadline.deadline)
         with gateway.tracing.rpc_span(_FULL_NAMES[name], stream.metadata or {}) as span:
             span.set_client(context.client)
             try:
@@ -128,6 +129,7 @@ class RuntimeService(RuntimeServiceBase):
                 status = Status.CANCELLED  # the client went away (or the server is stopping)
                 raise
             finally:
+                CALL_DEADLINE.reset(deadline_known)
                 metrics.in_flight_ended()
                 self.in_flight -= 1
                 if self.in_flight == 0:

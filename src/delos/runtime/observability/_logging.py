@@ -75,9 +75,16 @@ class _DelosHandler(logging.StreamHandler[TextIO]):
     """Marks the handler :func:`configure_logging` installed, so a second call replaces it."""
 
 
+#: The last whole second formatted, and its text (a busy gateway logs many lines a second).
+_last_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{seconds}.{int(record.msecs):03d}Z"
+    global _last_second
+    whole = int(record.created)
+    if whole != _last_second[0]:
+        _last_second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_last_second[1]}.{int(record.msecs):03d}Z"
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

@@ -12,6 +12,7 @@ Layout:
 """
 
 from delos.runtime.routing._attempts import (
+    CALL_DEADLINE,
     AttemptTimeLimit,
     RequestRun,
     Sink,
@@ -31,6 +32,7 @@ from delos.runtime.routing._outcome import (
 from delos.runtime.routing._router import Router
 
 __all__ = [
+    "CALL_DEADLINE",
     "AttemptKind",
     "AttemptOutcome",
     "AttemptRecord",

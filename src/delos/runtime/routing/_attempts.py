@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from delos.runtime.shared import RateReservation
 
 __all__ = [
+    "CALL_DEADLINE",
     "AttemptScope",
     "AttemptTimeLimit",
     "RequestRun",
@@ -53,6 +55,10 @@ __all__ = [
     "guarded_attempt",
     "with_retries",
 ]
+
+#: The deadline of the call being served, on anyio's clock, when the edge set one: no enclosing
+#: cancel scope ends later, so a limit ending no sooner can never fire first (and is not set).
+CALL_DEADLINE: ContextVar[float | None] = ContextVar("delos_call_deadline", default=None)
 
 #: What a stream relays to its client: text, thinking text, or a fragment of one tool call.
 StreamPiece = TextDelta | ThinkingDelta | ToolCallDelta
@@ -279,11 +285,10 @@ class AttemptTimeLimit:
         self, guards: Guards, candidate: Candidate, seconds: float, waiting_for: str
     ) -> None:
         deadline = guards.deadline_clock() + seconds
-        self._scope = (
-            anyio.CancelScope(deadline=deadline)
-            if deadline < anyio.current_effective_deadline()
-            else None
-        )
+        enclosing = CALL_DEADLINE.get()
+        if enclosing is None:
+            enclosing = anyio.current_effective_deadline()
+        self._scope = anyio.CancelScope(deadline=deadline) if deadline < enclosing else None
         self._provider = candidate.provider.name
         self._seconds = seconds
         self._waiting_for = waiting_for
