@@ -343,3 +343,25 @@ async def test_a_percent_encoded_path_goes_out_byte_for_byte_as_signed() -> None
     assert server.requests[0].startswith(
         b"POST /model/anthropic.claude-3-5-sonnet-20241022-v2%3A0/converse?x=%2F HTTP/1.1\r\n"
     )
+
+
+async def test_a_read_of_many_events_is_parsed_as_the_reader_asks_and_arrives_whole() -> None:
+    pieces = [f"data: event {i}\n\n".encode() for i in range(3000)]
+
+    async def one_write(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader, server)
+        body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + body)
+        await writer.drain()
+        await reader.read()
+
+    client = H1Client(connect_timeout=5)
+    async with raw_server(one_write) as server:
+        async with client.exchange("POST", server.url, JSON, b"{}") as answer:
+            first = await anext(answer.chunks())
+            rest = [chunk async for chunk in answer.chunks()]
+        await client.aclose()
+    assert first == pieces[0]
+    assert b"".join([first, *rest]) == b"".join(pieces)

@@ -3,7 +3,9 @@
 Two phases, through the gateway and straight from the upstream:
 
 - **burst** (concurrency 1): the upstream writes every chunk as fast as the socket takes them;
-  the client times the first token. Added TTFT = gateway percentile − direct percentile.
+  the client times the first token. The gRPC client's own stack is timed too, against the bare
+  grpclib echo (which streams at once): added TTFT = gateway percentile − direct percentile −
+  echo percentile, what the gateway adds beyond its client's stack and its upstream.
 - **paced** (concurrency 16): one chunk every ``paced_interval_us``, so each chunk arrives in a
   read of its own, as from a real provider. Each chunk carries the upstream's send time on the
   shared monotonic clock; the client's receive time minus it is the chunk's delivery latency.
@@ -19,7 +21,7 @@ from delos.bench._clients import StreamOutcome, direct_streams, grpc_streams
 from delos.bench._context import BenchContext, completion_request
 from delos.bench._profile import profile_summary, py_spy_available, record_during
 from delos.bench._results import SuiteResult, Table, format_number, percentile
-from delos.bench._servers import Gateway, upstream, upstream_gateway
+from delos.bench._servers import Gateway, echo, upstream, upstream_gateway
 from delos.bench._targets import streaming_targets
 
 __all__ = ["declare_streaming", "run_streaming"]
@@ -40,6 +42,7 @@ _COLUMNS = (
 
 def declare_streaming(context: BenchContext) -> None:
     upstream_gateway(context)
+    echo(context)
 
 
 def _content(tokens: int, interval_us: int) -> str:
@@ -111,13 +114,31 @@ def run_streaming(context: BenchContext) -> SuiteResult:
             str(_check(direct_paced, "direct", tokens)),
         )
     ]
+    floor = echo(context)
+    request = completion_request(burst)
+    asyncio.run(grpc_streams(floor.port, request, count=min(5, sizes.stream_count), concurrency=1))
+    echo_burst = asyncio.run(
+        grpc_streams(floor.port, request, count=sizes.stream_count, concurrency=1)
+    )
+    echo_ttft = _ms([o.ttft for o in echo_burst])
+    ttft_rows.append(
+        (
+            "bare grpclib echo, same client (the client's own floor)",
+            *map(format_number, echo_ttft),
+            "-",
+            "-",
+            "-",
+            "-",
+            str(sum(1 for o in echo_burst if not o.ok)),
+        )
+    )
     gateway = upstream_gateway(context)
     _gateway_streams(gateway, burst, min(5, sizes.stream_count), 1, False)  # warm-up
     cpu_before = gateway.cpu_seconds()
     outcomes = _gateway_streams(gateway, burst, sizes.stream_count, 1, False)
     burst_cpu = (gateway.cpu_seconds() - cpu_before) / max(1, sizes.stream_count * tokens)
     ttft = _ms([o.ttft for o in outcomes])
-    added = tuple(g - d for g, d in zip(ttft, direct_ttft, strict=True))
+    added = tuple(g - d - e for g, d, e in zip(ttft, direct_ttft, echo_ttft, strict=True))
     label = "gateway, as shipped"
     ttft_rows.append(
         (
@@ -155,8 +176,11 @@ def run_streaming(context: BenchContext) -> SuiteResult:
             f"{paced_concurrency}, one chunk every {sizes.paced_interval_us} µs, so each chunk "
             "is its own read; each chunk carries its send time on the machine's monotonic clock, "
             "so its delivery latency is measured end to end; gateway CPU per relayed chunk from "
-            "`/proc/<pid>/stat` over this phase. The client stacks differ (grpcio vs aiohttp), "
-            f"and that difference is part of `added`. {context.pinning.describe()}"
+            "`/proc/<pid>/stat` over this phase. The client stacks differ (grpcio vs aiohttp): "
+            "for TTFT, the grpcio client's own cost is timed against the bare grpclib echo "
+            "(which streams at once) and taken out, so `added` = gateway − direct − echo; for "
+            "the paced chunks, `added` = gateway − direct, client stacks included. "
+            f"{context.pinning.describe()}"
         ),
         tables=(
             Table("Time to first token, burst, concurrency 1", _COLUMNS, tuple(ttft_rows)),

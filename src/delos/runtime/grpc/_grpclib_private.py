@@ -194,12 +194,13 @@ async def send_initial_headers(stream: Stream[Any, Any], extra: list[tuple[str, 
     stream._send_initial_metadata_done = True
 
 
-async def send_frame(stream: Stream[Any, Any], frame: bytes) -> None:
+async def send_frame(stream: Stream[Any, Any], frame: bytes, *, at_once: bool = False) -> None:
     """Send one length-prefixed message frame, counted as ``Stream.send_message`` counts.
 
     A frame that fits the flow-control window is framed by h2 at once and written with the
     other frames of the same event-loop turn: the events an upstream read delivered together
-    leave in one write, where grpclib would make one per message. Otherwise grpclib's
+    leave in one write, where grpclib would make one per message. ``at_once`` writes it now
+    (a stream's first token must not wait for the rest of its read). Otherwise grpclib's
     ``send_data`` waits for the window.
     """
     raw = stream._stream
@@ -212,7 +213,10 @@ async def send_frame(stream: Stream[Any, Any], frame: bytes) -> None:
         and size <= h2.max_outbound_frame_size
     ):
         h2.send_data(raw.id, frame)
-        _write_soon(raw)
+        if at_once:
+            raw._transport.write(h2.data_to_send())
+        else:
+            _write_soon(raw)
         raw.data_sent += size
         connection.data_sent += size
         connection.data_send_process()

@@ -61,12 +61,14 @@ class Responder(Generic[M]):
         return _PREFIX.pack(compressed, len(body)) + body
 
     async def send(self, message: M) -> None:
-        """One message of a streamed answer (the headers go first, once)."""
+        """One message of a streamed answer (the headers go first, once). The first leaves at
+        once; the others with whatever else this event-loop turn sends."""
         stream = self._stream
-        if not self._started:
+        first = not self._started
+        if first:
             await private.send_initial_headers(stream, self._headers())
             self._started = True
-        await private.send_frame(stream, self._frame(message))
+        await private.send_frame(stream, self._frame(message), at_once=first)
 
     async def answer(self, message: M) -> None:
         """A unary call's one message, with the headers and the OK trailers: the call is over."""

@@ -41,10 +41,14 @@ from delos.runtime.providers._transport import (
     UpstreamAnswer,
 )
 
-__all__ = ["IDLE_EXPIRY_SECONDS", "H1Client"]
+__all__ = ["IDLE_EXPIRY_SECONDS", "PARSE_SLICE_BYTES", "H1Client"]
 
 #: Seconds an idle connection is kept for reuse (servers close theirs after 5 s to minutes).
 IDLE_EXPIRY_SECONDS: Final = 15.0
+#: Bytes of a read parsed at a time, the rest when the reader wants more: one read can hold
+#: hundreds of stream events (a fast model, a buffering proxy), and parsing it whole would hold
+#: back the first of them.
+PARSE_SLICE_BYTES: Final = 4096
 #: Unread body bytes buffered before the connection stops reading (a slow consumer).
 _HIGH_WATER: Final = 256 * 1024
 #: Distinct URLs whose parsed form is kept.
@@ -96,6 +100,10 @@ class _Connection(asyncio.Protocol):
         self.error: TransportError | None = None
         self.received_any = False
         self._chunks: deque[bytes] = deque()
+        #: Received bytes not parsed yet, and whether the connection ended behind them.
+        self._unparsed: deque[bytes] = deque()
+        self._lost = False
+        #: Bytes received and not yet read (parsed or not): past the high water, reading pauses.
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self._decoder: zlib._Decompress | None = None
@@ -110,13 +118,40 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as error:
-            self._fail(ConnectionLost(f"malformed HTTP answer ({error})"))
+        self._unparsed.append(data)
+        self._buffered += len(data)
+        if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._parse_some()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._unparsed and self.error is None:
+            self._lost = True  # the end of input comes once what was received is parsed
+            self._wake()
+            return
+        self._end_of_input()
+
+    def _parse_some(self) -> None:
+        """Parse received bytes, a slice at a time, until the reader has a piece of body (or
+        nothing is left)."""
+        unparsed = self._unparsed
+        while unparsed and not self._chunks and self.error is None:
+            data = unparsed.popleft()
+            if len(data) > PARSE_SLICE_BYTES:
+                unparsed.appendleft(data[PARSE_SLICE_BYTES:])
+                data = data[:PARSE_SLICE_BYTES]
+            self._buffered -= len(data)
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserError as error:
+                self._fail(ConnectionLost(f"malformed HTTP answer ({error})"))
+        if self._lost and not unparsed:
+            self._lost = False
+            self._end_of_input()
+
+    def _end_of_input(self) -> None:
         if self.complete or self.error is not None:
             self._wake()
             return
@@ -165,9 +200,6 @@ class _Connection(asyncio.Protocol):
         if body:
             self._chunks.append(body)
             self._buffered += len(body)
-            if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
-                self._paused = True
-                self.transport.pause_reading()
             self._wake()
 
     def on_message_complete(self) -> None:
@@ -210,6 +242,9 @@ class _Connection(asyncio.Protocol):
         while not self.headers_done:
             if self.error is not None:
                 raise self.error
+            if self._unparsed:
+                self._parse_some()
+                continue
             await self._wait()
 
     async def next_chunk(self) -> bytes | None:
@@ -217,6 +252,9 @@ class _Connection(asyncio.Protocol):
         while not self._chunks:
             if self.error is not None:
                 raise self.error
+            if self._unparsed or self._lost:
+                self._parse_some()
+                continue
             if self.complete:
                 return None
             await self._wait()
@@ -229,7 +267,13 @@ class _Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self.complete and self.keep_alive and self.error is None and not self.closed
+        return (
+            self.complete
+            and self.keep_alive
+            and self.error is None
+            and not self.closed
+            and not self._unparsed
+        )
 
     def close(self) -> None:
         self.closed = True
