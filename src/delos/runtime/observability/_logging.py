@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -162,11 +163,20 @@ class ReadableFormatter(logging.Formatter):
         return self._redact(text)
 
 
+#: What makes a text value need quotes in a readable line.
+_NEEDS_QUOTES: Final = re.compile(r'[\s"=]')
+
+
 def _readable(value: Any) -> str:
+    kind = type(value)
+    if kind is int or kind is float or kind is bool or value is None:
+        return str(value)
     if isinstance(value, str):
-        plain = value and not any(c.isspace() or c in '"=' for c in value)
+        plain = value and _NEEDS_QUOTES.search(value) is None
         return value if plain else json.dumps(value, ensure_ascii=False)
     if isinstance(value, Mapping | list | tuple):
+        if not value:
+            return "{}" if isinstance(value, Mapping) else "[]"
         return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
     return str(value)
 
