@@ -4,15 +4,29 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import anyio
 import pytest
 
-from delos.runtime.shared import SharedStoreConfig
+from delos.resilience import Clock, Sleep
+from delos.runtime.shared import LuaScript, SharedStore, SharedStoreConfig, open_shared_store
 from tests.redis_servers import RedisServer, serve_redis
 
-__all__ = ["RedisServer", "store_config"]
+__all__ = [
+    "RedisServer",
+    "replicas",
+    "script_calls",
+    "server_time",
+    "store_config",
+    "stored_time",
+]
+
+# Redis's clock in microseconds, as the scripts read it. (coredis's ``time()`` drops the
+# microseconds' top digits: fine to a second, not to a millisecond.)
+_TIME = LuaScript("local t = redis.call('TIME') return tonumber(t[1]) * 1000000 + tonumber(t[2])")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -45,3 +59,45 @@ def store_config(**changes: object) -> SharedStoreConfig:
     settings: dict[str, object] = {"deadline": 1.0, "connect_timeout": 1.0}
     settings.update(changes)
     return SharedStoreConfig(**settings)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def replicas(
+    server: RedisServer,
+    count: int,
+    config: SharedStoreConfig | None = None,
+    *,
+    clock: Clock = anyio.current_time,
+    sleep: Sleep = anyio.sleep,
+) -> AsyncIterator[list[SharedStore]]:
+    """`count` stores on `server`, one per replica, on `clock` and `sleep`."""
+    config = config or store_config()
+    async with AsyncExitStack() as stack:
+        stores = [
+            await stack.enter_async_context(
+                open_shared_store(server.url, config, clock=clock, sleep=sleep)
+            )
+            for _ in range(count)
+        ]
+        yield stores
+
+
+async def server_time(store: SharedStore) -> float:
+    """Redis's clock, seconds."""
+    return int(await store.run_script("test", _TIME, [], [])) / 1e6
+
+
+async def stored_time(store: SharedStore, key: str) -> float:
+    """A time the scripts stored (server microseconds)."""
+    value = await store.client.get(key)
+    assert value is not None
+    return float(value)
+
+
+def script_calls(server: RedisServer) -> int:
+    """EVALSHA calls Redis has run (the commands inside scripts are counted apart)."""
+    stats = server.command("INFO", "commandstats").decode()
+    for line in stats.splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0

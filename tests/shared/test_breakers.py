@@ -152,3 +152,58 @@ async def test_degraded_means_local_breakers_only(redis_server: RedisServer) -> 
         assert breakers.state(NAME) is BreakerState.CLOSED
         assert await breakers.try_claim_trial(NAME)
         assert store.stats().fallbacks[("breaker_poll", "error")] == 1
+
+
+async def test_a_trial_without_a_verdict_hands_its_claim_back(redis_server: RedisServer) -> None:
+    async with (
+        open_shared_store(redis_server.url, store_config()) as store_a,
+        open_shared_store(redis_server.url, store_config()) as store_b,
+    ):
+        a, b = SharedBreakers(store_a), SharedBreakers(store_b)
+        _, half_key, _ = store_a.keys.breaker(NAME)
+        await store_a.client.set(half_key, "1", px=60_000)
+        assert await a.try_claim_trial(NAME)
+        assert not await b.try_claim_trial(NAME)
+        a.release_trial(NAME)  # cancelled, or a 429: no verdict
+        a.release_trial(NAME)  # nothing held any more: nothing to do
+        await store_a.wait_idle()
+        assert await b.try_claim_trial(NAME)  # at once, not after the claim's 60 s
+        assert await store_a.client.exists([half_key]) == 1  # still half-open: no verdict
+
+
+async def test_a_late_hand_back_never_frees_another_replicas_claim(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        open_shared_store(redis_server.url, store_config()) as store_a,
+        open_shared_store(redis_server.url, store_config()) as store_b,
+    ):
+        a, b = SharedBreakers(store_a), SharedBreakers(store_b)
+        _, half_key, trial_key = store_a.keys.breaker(NAME)
+        await store_a.client.set(half_key, "1", px=60_000)
+        assert await a.try_claim_trial(NAME)
+        await store_a.client.delete([trial_key])  # a's claim expired ...
+        assert await b.try_claim_trial(NAME)  # ... and b holds the trial now
+        a.release_trial(NAME)
+        await store_a.wait_idle()
+        assert not await a.try_claim_trial(NAME)
+
+
+async def test_a_claim_cancelled_in_flight_is_handed_back(redis_server: RedisServer) -> None:
+    async with open_shared_store(redis_server.url, store_config()) as store:
+        breakers = SharedBreakers(store)
+        _, half_key, trial_key = store.keys.breaker(NAME)
+        await store.client.set(half_key, "1", px=60_000)
+        assert await breakers.try_claim_trial("other/model")  # closed; loads the script
+        redis_server.pause()  # the claim goes out, and waits for Redis
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(breakers.try_claim_trial, NAME)
+                await anyio.wait_all_tasks_blocked()
+                group.cancel_scope.cancel()
+        finally:
+            redis_server.resume()
+        await store.wait_idle()
+        # Redis took the claim, then the hand-back queued behind it on the same connection.
+        assert await store.client.exists([trial_key]) == 0
+        assert store.stats().fallbacks == {}

@@ -1,10 +1,13 @@
-"""The shared GCRA limiter against a real Redis: several replicas (clients), one limit."""
+"""The shared GCRA limiter against a real Redis: several replicas (clients), one limit.
+
+Tests that count a whole burst build their limiters with ``arrival_spread=0``, so a burst is a
+minute's worth exactly; the spread has tests of its own (test_limits_arrival.py), as have lost
+state (test_limits_lost_state.py) and settlements (test_limits_settlement.py).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
 import pytest
@@ -13,25 +16,11 @@ from delos.resilience import FakeClock, ProviderLimiter, RateLimitHints, RateLim
 from delos.runtime.shared import (
     ProviderRateLimiter,
     SharedProviderLimiter,
-    SharedStore,
-    SharedStoreConfig,
     open_shared_store,
 )
-from tests.shared.conftest import RedisServer, store_config
+from tests.shared.conftest import RedisServer, replicas, server_time, store_config, stored_time
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def replicas(
-    server: RedisServer, count: int, config: SharedStoreConfig | None = None
-) -> AsyncIterator[list[SharedStore]]:
-    async with AsyncExitStack() as stack:
-        stores = [
-            await stack.enter_async_context(open_shared_store(server.url, config or store_config()))
-            for _ in range(count)
-        ]
-        yield stores
 
 
 async def _admitted(limiter: SharedProviderLimiter, tokens: int, results: list[bool]) -> None:
@@ -43,27 +32,13 @@ async def _admitted(limiter: SharedProviderLimiter, tokens: int, results: list[b
         results.append(True)
 
 
-async def _stored_time(store: SharedStore, key: str) -> float:
-    """A time the scripts stored (server microseconds)."""
-    value = await store.client.get(key)
-    assert value is not None
-    return float(value)
-
-
-def _script_calls(server: RedisServer) -> int:
-    """EVALSHA calls Redis has run (the commands inside scripts are counted apart)."""
-    stats = server.command("INFO", "commandstats").decode()
-    for line in stats.splitlines():
-        if line.startswith("cmdstat_evalsha:"):
-            return int(line.split("calls=")[1].split(",")[0])
-    return 0
-
-
 async def test_admits_exactly_the_configured_rpm_across_replicas(
     redis_server: RedisServer,
 ) -> None:
     async with replicas(redis_server, 3) as stores:
-        limiters = [SharedProviderLimiter("openai", 10, None, store) for store in stores]
+        limiters = [
+            SharedProviderLimiter("openai", 10, None, store, arrival_spread=0) for store in stores
+        ]
         results: list[bool] = []
         async with anyio.create_task_group() as group:
             for i in range(30):
@@ -74,7 +49,9 @@ async def test_admits_exactly_the_configured_rpm_across_replicas(
 
 async def test_tokens_short_reserves_nothing(redis_server: RedisServer) -> None:
     async with replicas(redis_server, 3) as stores:
-        limiters = [SharedProviderLimiter("openai", 100, 1000, store) for store in stores]
+        limiters = [
+            SharedProviderLimiter("openai", 100, 1000, store, arrival_spread=0) for store in stores
+        ]
         results: list[bool] = []
         async with anyio.create_task_group() as group:
             for i in range(3):
@@ -91,8 +68,8 @@ async def test_tokens_short_reserves_nothing(redis_server: RedisServer) -> None:
 
 async def test_reconcile_refunds_and_charges_the_difference(redis_server: RedisServer) -> None:
     async with replicas(redis_server, 2) as (store_a, store_b):
-        a = SharedProviderLimiter("anthropic", 100, 1000, store_a)
-        b = SharedProviderLimiter("anthropic", 100, 1000, store_b)
+        a = SharedProviderLimiter("anthropic", 100, 1000, store_a, arrival_spread=0)
+        b = SharedProviderLimiter("anthropic", 100, 1000, store_b, arrival_spread=0)
         (await a.reserve(800, max_wait=0)).reconcile(100)  # refunds 700
         await store_a.wait_idle()
         (await b.reserve(900, max_wait=0)).reconcile(1000)  # charges 100 more: 1100 used
@@ -107,8 +84,8 @@ async def test_release_unused_gives_back_the_request_and_tokens(
     redis_server: RedisServer,
 ) -> None:
     async with replicas(redis_server, 2) as (store_a, store_b):
-        a = SharedProviderLimiter("gemini", 1, 500, store_a)
-        b = SharedProviderLimiter("gemini", 1, 500, store_b)
+        a = SharedProviderLimiter("gemini", 1, 500, store_a, arrival_spread=0)
+        b = SharedProviderLimiter("gemini", 1, 500, store_b, arrival_spread=0)
         reservation = await a.reserve(500, max_wait=0)
         with pytest.raises(RateLimitWouldWait):
             await b.reserve(1, max_wait=0)
@@ -117,22 +94,6 @@ async def test_release_unused_gives_back_the_request_and_tokens(
         assert reservation.settled
         await store_a.wait_idle()
         await b.reserve(500, max_wait=0)
-
-
-async def test_one_round_trip_to_admit_and_one_to_settle(redis_server: RedisServer) -> None:
-    async with replicas(redis_server, 1) as (store,):
-        limiter = SharedProviderLimiter("openai", 1000, 100_000, store)
-        (await limiter.reserve(10)).reconcile(20)  # loads both scripts
-        await store.wait_idle()
-        scripts, calls = _script_calls(redis_server), store.stats().calls
-        reservation = await limiter.reserve(100)
-        assert (_script_calls(redis_server) - scripts, store.stats().calls - calls) == (1, 1)
-        reservation.reconcile(100)  # exactly the estimate: nothing to send
-        await store.wait_idle()
-        assert store.stats().calls - calls == 1
-        (await limiter.reserve(100)).reconcile(60)
-        await store.wait_idle()
-        assert (_script_calls(redis_server) - scripts, store.stats().calls - calls) == (3, 3)
 
 
 async def test_a_pause_holds_every_replica(redis_server: RedisServer) -> None:
@@ -170,14 +131,14 @@ async def test_admission_runs_on_the_servers_clock(redis_server: RedisServer) ->
     # Two replicas whose clocks disagree by a day, and neither of which ever moves.
     async with replicas(redis_server, 2) as (store_a, store_b):
         early, late = FakeClock(0.0), FakeClock(86_400.0)
-        a = SharedProviderLimiter("openai", 6, None, store_a, clock=early)
-        b = SharedProviderLimiter("openai", 6, None, store_b, clock=late)
+        a = SharedProviderLimiter("openai", 6, None, store_a, clock=early, arrival_spread=0)
+        b = SharedProviderLimiter("openai", 6, None, store_b, clock=late, arrival_spread=0)
         results: list[bool] = []
         for limiter in (a, b, a, b, a, b, a, b):
             await _admitted(limiter, 1, results)
         assert results.count(True) == 6
-        server_now = (await store_a.client.time()).timestamp()
-        theoretical_arrival = await _stored_time(store_a, store_a.keys.limiter("openai")[0])
+        server_now = await server_time(store_a)
+        theoretical_arrival = await stored_time(store_a, store_a.keys.limiter("openai")[0])
         # Six requests at one per 10 s, a burst of six: the TAT is 60 s ahead of Redis's TIME.
         assert abs(theoretical_arrival / 1e6 - (server_now + 60)) < 2
 
@@ -191,7 +152,7 @@ async def test_a_wait_within_the_bound_is_reserved_and_slept_locally(
         slept.append(seconds)
 
     async with replicas(redis_server, 1) as (store,):
-        limiter = SharedProviderLimiter("openai", 60, None, store, sleep=record)
+        limiter = SharedProviderLimiter("openai", 60, None, store, sleep=record, arrival_spread=0)
         for _ in range(60):
             await limiter.reserve(0, max_wait=0)
         await limiter.reserve(0, max_wait=5)
@@ -207,18 +168,20 @@ async def test_cancelled_while_waiting_gives_the_slot_back(redis_server: RedisSe
         await anyio.sleep_forever()
 
     async with replicas(redis_server, 1) as (store,):
-        limiter = SharedProviderLimiter("openai", 60, None, store, sleep=sleep_until_cancelled)
+        limiter = SharedProviderLimiter(
+            "openai", 60, None, store, sleep=sleep_until_cancelled, arrival_spread=0
+        )
         for _ in range(60):
             await limiter.reserve(0, max_wait=0)
         tat_key = store.keys.limiter("openai")[0]
-        before = await _stored_time(store, tat_key)
+        before = await stored_time(store, tat_key)
         async with anyio.create_task_group() as group:
             group.start_soon(limiter.reserve, 0)  # reserved a second ahead ...
             await sleeping.wait()
-            assert await _stored_time(store, tat_key) > before + 0.9e6
+            assert await stored_time(store, tat_key) > before + 0.9e6
             group.cancel_scope.cancel()  # ... then cancelled while sleeping it off
         await store.wait_idle()
-        assert await _stored_time(store, tat_key) == pytest.approx(before, abs=1e5)
+        assert await stored_time(store, tat_key) == pytest.approx(before, abs=1e5)
 
 
 async def test_degraded_store_falls_back_to_an_empty_share(redis_server: RedisServer) -> None:

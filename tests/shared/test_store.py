@@ -187,6 +187,7 @@ def test_keys_carry_the_version_and_one_hash_tag_per_provider() -> None:
         "delos:v1:limit:{openai}:rpm",
         "delos:v1:limit:{openai}:tpm",
         "delos:v1:limit:{openai}:pause",
+        "delos:v1:limit:{openai}:epoch",
     )
     assert keys.breaker("openai/gpt-4o")[0] == "delos:v1:breaker:{openai/gpt-4o}:open"
     assert keys.cache("ab12")[1] == "delos:v1:cache:{ab12}:lock"

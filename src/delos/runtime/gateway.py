@@ -105,12 +105,14 @@ async def open_shared_state(
     config = SharedStoreConfig(deadline=deadline, connect_timeout=max(deadline, 0.05))
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(
-            open_shared_store(secret_value(settings.redis_url), config, clock=clock)
+            open_shared_store(secret_value(settings.redis_url), config, clock=clock, sleep=sleep)
         )
         cache_store = store
         if settings.redis_cache_url is not None:
             cache_store = await stack.enter_async_context(
-                open_shared_store(secret_value(settings.redis_cache_url), config, clock=clock)
+                open_shared_store(
+                    secret_value(settings.redis_cache_url), config, clock=clock, sleep=sleep
+                )
             )
         replicas = ReplicaRegistry(store, sleep=sleep)
         shared = SharedState(

@@ -336,11 +336,9 @@ def _circuit_open(candidate: Candidate, retry_after_seconds: float) -> CircuitOp
 class _SharedTrial:
     """A call that is every replica's half-open trial of breaker ``name``: settling it settles
     the local permit and tells the other replicas (a success closes the breaker everywhere, a
-    failure opens it again for ``reopen_seconds``).
-
-    A call that says nothing (cancelled, a 429) leaves the claim to expire after the shared
-    breakers' ``trial_ttl``: `SharedBreakers` has no way to hand a claim back yet.
-    """
+    failure opens it again for ``reopen_seconds``, a call that says nothing — cancelled, a race
+    loser, a 429 — hands the claim back so that the next request, here or on another replica,
+    makes the trial at once)."""
 
     __slots__ = ("_breakers", "_local", "_name", "_reopen_seconds")
 
@@ -365,4 +363,6 @@ class _SharedTrial:
             )
 
     def record_ignored(self) -> None:
-        self._local.record_ignored()
+        if not self._local.settled:
+            self._local.record_ignored()
+            self._breakers.release_trial(self._name)

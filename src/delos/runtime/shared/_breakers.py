@@ -17,33 +17,35 @@ Shared states, as `BreakerState`:
     CLOSED      neither key: the local breakers alone decide
 
 A successful trial deletes ``half`` (closed everywhere); a failed one publishes a new opening.
-While the store is degraded every shared view reads CLOSED and every claim succeeds: local
-breakers only.
+A trial that ends without a verdict (cancelled, a race loser, a 429) hands its claim back
+(`release_trial`: deleted only while it still holds the claimant's token), so the next request
+on any replica makes the trial at once instead of after the claim's expiry. While the store is
+degraded every shared view reads CLOSED and every claim succeeds: local breakers only.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 import anyio
 from anyio.abc import TaskStatus
-from coredis.commands import Script
 
 from delos.resilience import BreakerState, CircuitBreakerFactory, Clock, Sleep
 
-from ._store import Client, SharedStateUnavailable, SharedStore
+from ._scripts import LuaScript, ScriptCall
+from ._store import SharedStateUnavailable, SharedStore
 
 __all__ = ["SharedBreakers"]
 
 logger = logging.getLogger("delos.runtime.shared")
 
 # KEYS: open, half, trial. ARGV: open ms, half ms. Never shortens an opening in force.
-_PUBLISH_OPEN: Final = Script[bytes](
-    script="""
+_PUBLISH_OPEN: Final = LuaScript(
+    """
 local open_ms, half_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 if redis.call('PTTL', KEYS[1]) < open_ms then redis.call('SET', KEYS[1], '1', 'PX', open_ms) end
 if redis.call('PTTL', KEYS[2]) < half_ms then redis.call('SET', KEYS[2], '1', 'PX', half_ms) end
@@ -53,16 +55,16 @@ return 1
 )
 
 # KEYS: open, half, trial. Returns {ms left open, ms left half-open, trial claimed (0/1)}.
-_VIEW: Final = Script[bytes](
-    script="""
+_VIEW: Final = LuaScript(
+    """
 return {redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[2]), redis.call('EXISTS', KEYS[3])}
 """,
     readonly=True,
 )
 
 # KEYS: open, half, trial. ARGV: token, claim ms. Returns 1 claimed, 0 refused, 2 closed.
-_CLAIM: Final = Script[bytes](
-    script="""
+_CLAIM: Final = LuaScript(
+    """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
 if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then return 1 end
@@ -71,12 +73,21 @@ return 0
 )
 
 # KEYS: open, half, trial. ARGV: token. The trial succeeded: closed for every replica.
-_CLOSE: Final = Script[bytes](
-    script="""
+_CLOSE: Final = LuaScript(
+    """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[2])
 if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
 return 1
+"""
+)
+
+# KEYS: trial. ARGV: token. A trial without a verdict: the claim is free again, unless it has
+# expired and another replica holds it now.
+_RELEASE: Final = LuaScript(
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 )
 
@@ -165,30 +176,39 @@ class SharedBreakers:
         view.state = BreakerState.OPEN
         view.open_until = max(view.open_until, self._clock() + seconds)
         open_ms = max(round(seconds * 1000), 1)
-        keys, args = list(self._store.keys.breaker(name)), [open_ms, open_ms + self._probation_ms]
-
-        async def command(client: Client) -> object:
-            return await _PUBLISH_OPEN(keys, args, client=client)
-
-        self._store.submit_nowait("breaker_publish", command)
+        keys, args = self._store.keys.breaker(name), [open_ms, open_ms + self._probation_ms]
+        self._store.submit_script_nowait("breaker_publish", _PUBLISH_OPEN, keys, args)
 
     async def try_claim_trial(self, name: str) -> bool:
         """Whether this replica may call `name` now: True when it won the half-open trial
         claim, when the shared state is closed, or when the store is degraded (local breakers
         decide). False while open or while another replica holds the trial."""
         token = secrets.token_hex(8)
-        keys, args = list(self._store.keys.breaker(name)), [token, self._trial_ms]
-
-        async def command(client: Client) -> int:
-            return int(await _CLAIM(keys, args, client=client))
-
+        keys = self._store.keys.breaker(name)
         try:
-            outcome = await self._store.run("breaker_trial", command)
+            outcome = await self._store.run_script(
+                "breaker_trial", _CLAIM, keys, [token, self._trial_ms]
+            )
         except SharedStateUnavailable:
             return True
+        except BaseException:
+            # Cancelled with the claim maybe taken: hand it back rather than let it expire.
+            self._release(keys[2], token)
+            raise
         if outcome == 1:
             self._tokens[name] = token
-        return outcome != 0
+        return bool(outcome != 0)
+
+    def release_trial(self, name: str) -> None:
+        """End this replica's trial of `name` without a verdict (cancelled, a 429): hand the
+        claim back so that any replica may make the trial at once. Synchronous, safe in a
+        cancelled scope; nothing to do when this replica holds no claim."""
+        token = self._tokens.pop(name, None)
+        if token is not None:
+            self._release(self._store.keys.breaker(name)[2], token)
+
+    def _release(self, trial_key: str, token: str) -> None:
+        self._store.submit_script_nowait("breaker_trial", _RELEASE, [trial_key], [token])
 
     def settle_trial(self, name: str, *, success: bool, reopen_seconds: float = 0.0) -> None:
         """End this replica's trial of `name`: a success closes it for every replica; a failure
@@ -198,29 +218,17 @@ class SharedBreakers:
             self.publish_open(name, reopen_seconds)
             return
         self._views[name] = _View()
-        keys, args = list(self._store.keys.breaker(name)), [token]
-
-        async def command(client: Client) -> object:
-            return await _CLOSE(keys, args, client=client)
-
-        self._store.submit_nowait("breaker_publish", command)
+        keys = self._store.keys.breaker(name)
+        self._store.submit_script_nowait("breaker_publish", _CLOSE, keys, [token])
 
     async def refresh(self) -> None:
         """Read the shared state of every watched breaker: one pipelined round trip."""
         names = list(self._views)
         if not names:
             return
-        key_sets = [list(self._store.keys.breaker(name)) for name in names]
-
-        async def command(client: Client) -> list[list[int]]:
-            async with client.pipeline(transaction=False) as pipe:
-                requests: list[Awaitable[list[int]]] = [
-                    _VIEW(keys, [], client=pipe) for keys in key_sets
-                ]
-            return [list(await request) for request in requests]
-
+        calls: list[ScriptCall] = [(_VIEW, self._store.keys.breaker(name), ()) for name in names]
         try:
-            replies = await self._store.run("breaker_poll", command)
+            replies = await self._store.run_scripts("breaker_poll", calls)
         except SharedStateUnavailable:
             replies = [[-2, -2, 0]] * len(names)  # local breakers only
         now = self._clock()

@@ -28,11 +28,11 @@ from decimal import Decimal
 from typing import Final
 
 import anyio
-from coredis.commands import Script
 
 from delos.resilience import Clock, Sleep
 from delos.runtime.cache import CachedAnswer, CacheOutcome
 
+from ._scripts import LuaScript, ScriptArgument
 from ._store import Client, SharedStateUnavailable, SharedStore
 
 __all__ = ["SharedCache", "SharedCacheStats"]
@@ -41,8 +41,8 @@ Compute = Callable[[], Awaitable[tuple[CachedAnswer, bool]]]
 
 # KEYS: value, lock, flight. ARGV: token, lock ms, read the hand-off (0/1).
 # Returns {1, value} | {3, hand-off} | {2} the lock is the caller's | {0} someone else's.
-_LOOKUP: Final = Script[bytes](
-    script="""
+_LOOKUP: Final = LuaScript(
+    """
 local value = redis.call('GET', KEYS[1])
 if value then return {1, value} end
 if ARGV[3] == '1' then
@@ -56,8 +56,8 @@ return {0}
 
 # KEYS: value, lock, flight. ARGV: token, payload, value ms (0: hand-off only), hand-off ms.
 # Returns 1 when the lock was still the caller's and is now released, else 0.
-_PUBLISH: Final = Script[bytes](
-    script="""
+_PUBLISH: Final = LuaScript(
+    """
 if tonumber(ARGV[3]) > 0 then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
 else
@@ -72,8 +72,8 @@ return 0
 )
 
 # KEYS: lock. ARGV: token. Deletes the lock only while it holds the token.
-_RELEASE: Final = Script[bytes](
-    script="""
+_RELEASE: Final = LuaScript(
+    """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -209,12 +209,8 @@ class SharedCache:
         waited = False
         while True:
             args = [token, self._lock_ms, "1" if waited else "0"]
-
-            async def lookup(client: Client, args: list[str] = args) -> list[object]:
-                return list(await _LOOKUP(keys, args, client=client))
-
             try:
-                reply = await self._store.run("cache_lookup", lookup)
+                reply = await self._store.run_script("cache_lookup", _LOOKUP, keys, args)
             except SharedStateUnavailable:
                 return await self._compute_alone(keys, compute, ttl_ms, share=False)
             kind = reply[0]
@@ -274,11 +270,8 @@ class SharedCache:
             self._store.submit_nowait("cache_put", command)
         return answer, "miss", cacheable
 
-    def _submit(self, script: Script[bytes], keys: list[str], args: list[str | bytes]) -> None:
-        async def command(client: Client) -> object:
-            return await script(keys, args, client=client)
-
-        self._store.submit_nowait("cache_put", command)
+    def _submit(self, script: LuaScript, keys: list[str], args: list[ScriptArgument]) -> None:
+        self._store.submit_script_nowait("cache_put", script, keys, args)
 
     def _ttl_ms(self, ttl_seconds: float | None) -> int:
         if ttl_seconds is None:

@@ -5,24 +5,50 @@
 one request and its estimated tokens together, all or nothing, on the server's clock (``TIME``):
 replicas' clocks never meet. A reservation that would wait is taken for a future slot when the
 wait fits the caller's bound; the caller then sleeps it off locally, so waiting costs no further
-round trip. Settling (`reconcile`, `release_unused`) and pauses are synchronous for the caller
-and sent in the background by the store; a settlement that matches the estimate sends nothing.
+round trip. Settling (`reconcile`, `release_unused`) is synchronous for the caller and costs no
+round trip of its own: what this replica owes rides along with its next reservation, or is sent
+after the store's `settle_hold` when no reservation comes first; a settlement that matches the
+estimate owes nothing. Pauses are sent in the background.
 
 GCRA state is a theoretical arrival time (TAT) per dimension, in server microseconds, stored with
-a time to live that ends when the TAT passes: an absent key is a full burst. The burst is a
-minute's worth, as locally. While the store is degraded, a local `ProviderLimiter` takes over at
-the configured limits divided by the last known number of live replicas; it starts empty, so
-the minute in which Redis went away cannot be admitted twice.
+a time to live that ends when the TAT passes: an absent TAT is a full burst. The burst is a
+minute's worth, as locally, less `arrival_spread` (see below).
+
+Lost state. Beside the TATs each provider has an *epoch* key that never expires: while it
+stands, an absent TAT expired (a full bucket). Every replica remembers the epoch it last saw. A
+replica that finds no epoch although it saw one — Redis restarted without persistence, was
+flushed, or evicted the key — knows the state was lost, not new: the script then starts the
+bucket *empty* (TAT = now + tolerance), as if the lost minute had been spent, and the bucket
+refills at the configured rate. What the provider's own bucket holds is unknown then; empty is
+the one guess that cannot overshoot it, and it costs at most one burst, never the rate. State
+that no replica has seen (a first deployment, a new key version) starts full, as a fresh process
+does locally. A replica that saw nothing and re-created lost state a moment before the others
+returned cannot tell; the first replica that remembers the old epoch and finds such a *new*
+epoch less than one window old empties the bucket then. Settlements owed to the lost state are
+dropped with it.
+
+Arrival spread. Admission runs on Redis's clock at reservation time; the provider's bucket runs
+on its clock at arrival. The two stay in step only if every request takes the same time from
+its reservation to the provider: one that takes less than an earlier one arrives early by the
+difference, and at a limit configured exactly at the provider's (no slack) that is a 429. The
+widest such difference is typically the first request of a burst, which opens the connection
+to the provider, against a warm one later. GCRA admits nothing early once its tolerance is
+shortened by the spread, so the shared tolerance is `arrival_spread` shorter (0.1 s by default:
+the burst shrinks by 0.1 s worth, 0.17 % of a minute; the sustained rate is unchanged).
+
+While the store is degraded, a local `ProviderLimiter` takes over at the configured limits
+divided by the last known number of live replicas; it starts empty, so the minute in which
+Redis went away cannot be admitted twice.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
-from coredis.commands import Script
 
 from delos.resilience import (
     Clock,
@@ -33,19 +59,29 @@ from delos.resilience import (
     reads_anyio_time,
 )
 
-from ._store import Client, SharedStateUnavailable, SharedStore
+from ._scripts import LuaScript, ScriptArgument
+from ._store import SharedStateUnavailable, SharedStore
 
 __all__ = [
+    "ARRIVAL_SPREAD",
     "ProviderRateLimiter",
     "RateReservation",
     "SharedProviderLimiter",
     "SharedReservation",
 ]
 
+logger = logging.getLogger("delos.runtime.shared")
+
+#: Seconds by which the shared tolerance is shortened: the spread of the time requests take from
+#: their reservation to the provider (see the module docstring).
+ARRIVAL_SPREAD: Final = 0.1
+
 _MICROS: Final = 1_000_000
 
 # Every script reads the server's clock, in microseconds, and stores a time with a time to live
 # that ends when that time passes (an absent TAT is a full burst; an absent pause, none).
+# settle(): a negative delta refunds (the TAT never goes below now: capacity is capped at a full
+# burst), a positive one charges (the TAT may run ahead: later callers wait for the debt).
 _PRELUDE: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -57,15 +93,43 @@ local function keep_until(key, at)
   end
 end
 local function read(key) return tonumber(redis.call('GET', key) or '0') end
+local function settle(key, interval, delta)
+  if interval > 0 and delta < 0 then
+    keep_until(key, math.max(read(key) + delta * interval, now))
+  elseif interval > 0 and delta > 0 then
+    keep_until(key, math.max(read(key), now) + delta * interval)
+  end
+end
 """
 
-# KEYS: rpm TAT, tpm TAT, pause. ARGV: rpm interval, rpm tolerance, tpm interval, tpm tolerance
-# (microseconds; interval 0 = unlimited), tokens, max wait (microseconds, -1 = unbounded).
-# Returns {admitted (1/0), wait in µs, pause left in µs}. Admitted: both TATs moved as if the
-# units were taken after the wait, exactly what the local limiter does after sleeping it.
-_RESERVE: Final = Script[bytes](
-    script=_PRELUDE
+# KEYS: rpm TAT, tpm TAT, pause, epoch. ARGV: rpm interval, rpm tolerance, tpm interval, tpm
+# tolerance (microseconds; interval 0 = unlimited), tokens, max wait (microseconds, -1 =
+# unbounded), requests owed, tokens owed, the epoch this replica last saw ('' = none), the
+# window within which a new epoch may hide a loss (microseconds).
+# Returns {admitted (1/0), wait in µs, pause left in µs, epoch}. Admitted: both TATs moved as if
+# the units were taken after the wait, exactly what the local limiter does after sleeping it.
+_RESERVE: Final = LuaScript(
+    _PRELUDE
     + """
+local known, epoch, lost = ARGV[9], redis.call('GET', KEYS[4]), false
+local stamp = string.format('%.0f', now)
+if not epoch then
+  lost = known ~= ''
+  epoch = (lost and 'lost:' or 'new:') .. stamp
+  redis.call('SET', KEYS[4], epoch)
+elseif known ~= '' and epoch ~= known and string.sub(epoch, 1, 4) == 'new:'
+    and now - tonumber(string.sub(epoch, 5)) < tonumber(ARGV[10]) then
+  lost, epoch = true, 'lost:' .. stamp
+  redis.call('SET', KEYS[4], epoch)
+end
+for i = 1, 2 do
+  local interval = tonumber(ARGV[2 * i - 1])
+  if lost and interval > 0 then
+    keep_until(KEYS[i], math.max(read(KEYS[i]), now + tonumber(ARGV[2 * i])))
+  elseif epoch == known then
+    settle(KEYS[i], interval, tonumber(ARGV[6 + i]))
+  end
+end
 local paused = read(KEYS[3])
 local amounts = {1, tonumber(ARGV[5])}
 local wait, tats = math.max(paused - now, 0), {}
@@ -80,38 +144,32 @@ end
 local bound = tonumber(ARGV[6])
 local pause_left = math.ceil(math.max(paused - now, 0))
 if bound >= 0 and wait > bound then
-  return {0, math.ceil(wait), pause_left}
+  return {0, math.ceil(wait), pause_left, epoch}
 end
 for i = 1, 2 do
   if tats[i] then
     keep_until(KEYS[i], math.max(tats[i], now + wait) + amounts[i] * tonumber(ARGV[2 * i - 1]))
   end
 end
-return {1, math.ceil(wait), pause_left}
+return {1, math.ceil(wait), pause_left, epoch}
 """
 )
 
-# KEYS: rpm TAT, tpm TAT. ARGV: rpm interval, tpm interval (µs), request delta, token delta.
-# A negative delta refunds (the TAT never goes below now: capacity is capped at a full burst),
-# a positive one charges (the TAT may run ahead: later callers wait for the debt).
-_ADJUST: Final = Script[bytes](
-    script=_PRELUDE
+# KEYS: rpm TAT, tpm TAT, epoch. ARGV: rpm interval, tpm interval (µs), requests owed, tokens
+# owed, the epoch they were reserved against. Returns 0, changing nothing, when that state was
+# lost since.
+_SETTLE: Final = LuaScript(
+    _PRELUDE
     + """
-for i = 1, 2 do
-  local interval, delta = tonumber(ARGV[i]), tonumber(ARGV[i + 2])
-  if interval > 0 and delta < 0 then
-    keep_until(KEYS[i], math.max(read(KEYS[i]) + delta * interval, now))
-  elseif interval > 0 and delta > 0 then
-    keep_until(KEYS[i], math.max(read(KEYS[i]), now) + delta * interval)
-  end
-end
+if redis.call('GET', KEYS[3]) ~= ARGV[5] then return 0 end
+for i = 1, 2 do settle(KEYS[i], tonumber(ARGV[i]), tonumber(ARGV[i + 2])) end
 return 1
 """
 )
 
 # KEYS: pause. ARGV: pause length (µs). A shorter pause never cuts a longer one.
-_PAUSE: Final = Script[bytes](
-    script=_PRELUDE
+_PAUSE: Final = LuaScript(
+    _PRELUDE
     + """
 local until_at = now + tonumber(ARGV[1])
 if until_at > read(KEYS[1]) then keep_until(KEYS[1], until_at) end
@@ -150,8 +208,9 @@ class ProviderRateLimiter(Protocol):
 
 class SharedReservation:
     """One request and `estimated_tokens` tokens reserved on Redis. Settle it exactly once;
-    settling is synchronous (safe in a ``finally`` block or a cancelled scope) and sent in the
-    background: nothing at all when the estimate was exact."""
+    settling is synchronous (safe in a ``finally`` block or a cancelled scope) and costs no
+    round trip of its own (see `SharedProviderLimiter`): nothing at all when the estimate was
+    exact."""
 
     __slots__ = ("_limiter", "_settled", "estimated_tokens")
 
@@ -175,14 +234,14 @@ class SharedReservation:
             return
         self._settled = True
         if actual_tokens != self.estimated_tokens:
-            self._limiter._adjust(0, actual_tokens - self.estimated_tokens)
+            self._limiter._owe(0, actual_tokens - self.estimated_tokens)
 
     def release_unused(self) -> None:
         """The call never reached the provider: give back the request and all its tokens."""
         if self._settled:
             return
         self._settled = True
-        self._limiter._adjust(-1, -self.estimated_tokens)
+        self._limiter._owe(-1, -self.estimated_tokens)
 
 
 class SharedProviderLimiter:
@@ -190,7 +249,8 @@ class SharedProviderLimiter:
 
     `live_replicas` returns the last known number of live replicas (see `ReplicaRegistry`); it
     sets the local fallback's share. `clock` and `sleep` time waits and pauses on this replica
-    only; admission itself runs on Redis's clock.
+    only; admission itself runs on Redis's clock. `arrival_spread` (seconds) shortens the shared
+    tolerance (see the module docstring).
     """
 
     def __init__(
@@ -203,29 +263,44 @@ class SharedProviderLimiter:
         live_replicas: Callable[[], int] = lambda: 1,
         clock: Clock = anyio.current_time,
         sleep: Sleep = anyio.sleep,
+        arrival_spread: float = ARRIVAL_SPREAD,
     ) -> None:
         for name, rate in (("requests", requests_per_minute), ("tokens", tokens_per_minute)):
             if rate is not None and not 0 < rate < math.inf:
                 raise ValueError(f"{name}_per_minute must be finite and > 0, got {rate!r}")
+        if not 0 <= arrival_spread < 60:
+            raise ValueError(f"arrival_spread must be in [0, 60) seconds, got {arrival_spread!r}")
         self.provider = provider
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self._store = store
         self._keys = list(store.keys.limiter(provider))
+        self._settle_keys = [*self._keys[:2], self._keys[3]]
         self._live_replicas = live_replicas
         self._clock = clock
         self._sleep = sleep
-        # The same bursts as the local limiter: a minute's worth, at least one whole request.
+        # The same bursts as the local limiter (a minute's worth, at least one whole request),
+        # less the arrival spread.
+        spread = arrival_spread * _MICROS
         rpm_interval = 60 * _MICROS / requests_per_minute if requests_per_minute else 0.0
         tpm_interval = 60 * _MICROS / tokens_per_minute if tokens_per_minute else 0.0
+        rpm_tolerance = rpm_interval * max(requests_per_minute or 0.0, 1.0)
+        rpm_tolerance = max(rpm_tolerance - spread, rpm_interval)
+        tpm_tolerance = max(tpm_interval * (tokens_per_minute or 0.0) - spread, 0.0)
         self.token_burst = tokens_per_minute if tokens_per_minute else math.inf
         self._static_args = (
             repr(rpm_interval),
-            repr(rpm_interval * max(requests_per_minute or 0.0, 1.0)),
+            repr(rpm_tolerance),
             repr(tpm_interval),
-            repr(tpm_interval * (tokens_per_minute or 0.0)),
+            repr(tpm_tolerance),
         )
+        self._window = repr(max(rpm_tolerance, tpm_tolerance))
         self._intervals = (repr(rpm_interval), repr(tpm_interval))
+        self._limited = (bool(requests_per_minute), bool(tokens_per_minute))
+        #: The state epoch this replica last saw on Redis (empty: none yet).
+        self._epoch = b""
+        self._owed_requests = 0
+        self._owed_tokens = 0
         self._paused_until = -math.inf
         self._last_reserved_tokens = 0
         self._fallback: ProviderLimiter | None = None
@@ -244,7 +319,8 @@ class SharedProviderLimiter:
         All or nothing: raises `RateLimitWouldWait` (reserving nothing) when the wait would be
         longer than `max_wait` or than the time left before the cancel-scope deadline. Raises
         `ValueError` when `estimated_tokens` is negative or above the token burst. One round trip
-        to Redis; when the store is degraded, the local fallback decides.
+        to Redis, which also carries what this replica owes; when the store is degraded, the
+        local fallback decides.
         """
         if not 0 <= estimated_tokens <= self.token_burst:
             raise ValueError(
@@ -255,28 +331,43 @@ class SharedProviderLimiter:
         bound = max_wait
         if reads_anyio_time(self._clock):
             bound = min(bound, anyio.current_effective_deadline() - start)
-        bound_micros = "-1" if bound == math.inf else str(max(math.floor(bound * _MICROS), 0))
-        keys = self._keys
-        args = [*self._static_args, str(estimated_tokens), bound_micros]
-
-        async def command(client: Client) -> list[int]:
-            return cast(list[int], await _RESERVE(keys, args, client=client))
-
+        bound_micros = -1 if bound == math.inf else max(math.floor(bound * _MICROS), 0)
+        owed_requests, owed_tokens = self._owed_requests, self._owed_tokens
+        if owed_requests or owed_tokens:
+            self._owed_requests = self._owed_tokens = 0
+            self._store.release_hold(self._send_owed)
+        args: list[ScriptArgument] = [
+            *self._static_args,
+            estimated_tokens,
+            bound_micros,
+            owed_requests,
+            owed_tokens,
+            self._epoch,
+            self._window,
+        ]
         try:
-            admitted, wait_micros, pause_micros = await self._store.run("limiter", command)
-        except SharedStateUnavailable:
+            admitted, wait_micros, pause_micros, epoch = await self._store.run_script(
+                "limiter", _RESERVE, self._keys, args
+            )
+        except SharedStateUnavailable as unavailable:
+            if owed_requests or owed_tokens:
+                # Maybe applied, maybe not: sending it again could count it twice.
+                self._store.fall_back("limiter_settle", unavailable.reason)
             return await self._reserve_locally(estimated_tokens, max_wait, start)
+        if epoch != self._epoch:
+            self._note_epoch(epoch)
         self._fallback = None  # the next degraded episode starts a fresh, empty share
-        now = self._clock()
         if pause_micros:
-            self._paused_until = max(self._paused_until, now + pause_micros / _MICROS)
+            self._paused_until = max(self._paused_until, self._clock() + pause_micros / _MICROS)
         wait = wait_micros / _MICROS
         if not admitted:
             raise RateLimitWouldWait(wait)
         reservation = SharedReservation(self, estimated_tokens)
         if wait > 0:
             try:
-                await self._sleep(wait - (now - start))
+                # Redis read its clock between the send and the answer: counted from the
+                # answer, the wait ends at the reserved slot or just after it, never before.
+                await self._sleep(wait)
             except BaseException:
                 reservation.release_unused()
                 raise
@@ -290,12 +381,8 @@ class SharedProviderLimiter:
         self._paused_until = max(self._paused_until, until)
         if self._fallback is not None:
             self._fallback.pause_until(until)
-        keys, args = self._keys[2:], [str(math.ceil(seconds * _MICROS))]
-
-        async def command(client: Client) -> object:
-            return await _PAUSE(keys, args, client=client)
-
-        self._store.submit_nowait("limiter_pause", command)
+        args = [math.ceil(seconds * _MICROS)]
+        self._store.submit_script_nowait("limiter_pause", _PAUSE, self._keys[2:3], args)
 
     def apply_hints(self, hints: RateLimitHints) -> None:
         """Pause every replica as the provider's headers ask: the rules of
@@ -319,15 +406,35 @@ class SharedProviderLimiter:
         if pauses:
             self.pause_until(self._clock() + max(pauses))
 
-    def _adjust(self, request_delta: int, token_delta: int) -> None:
+    def _owe(self, requests: int, tokens: int) -> None:
+        # Held for the next reservation to carry; the store has it sent after its settle_hold
+        # otherwise. An unlimited dimension has nothing to settle.
+        limit_requests, limit_tokens = self._limited
+        if not ((requests and limit_requests) or (tokens and limit_tokens)):
+            return
+        if limit_requests:
+            self._owed_requests += requests
+        if limit_tokens:
+            self._owed_tokens += tokens
+        self._store.hold(self._send_owed)
+
+    def _send_owed(self) -> None:
         # While the store is degraded this is dropped (and counted): the local share rules.
-        keys = self._keys[:2]
-        args = [*self._intervals, str(request_delta), str(token_delta)]
+        owed_requests, owed_tokens = self._owed_requests, self._owed_tokens
+        if not (owed_requests or owed_tokens):
+            return
+        self._owed_requests = self._owed_tokens = 0
+        args: list[ScriptArgument] = [*self._intervals, owed_requests, owed_tokens, self._epoch]
+        self._store.submit_script_nowait("limiter_settle", _SETTLE, self._settle_keys, args)
 
-        async def command(client: Client) -> object:
-            return await _ADJUST(keys, args, client=client)
-
-        self._store.submit_nowait("limiter_settle", command)
+    def _note_epoch(self, epoch: bytes) -> None:
+        if self._epoch and epoch.startswith(b"lost:"):
+            logger.warning(
+                "shared rate-limit state of %s was lost (Redis restarted, flushed or evicted "
+                "it): its bucket started empty and refills at the configured rate",
+                self.provider,
+            )
+        self._epoch = epoch
 
     async def _reserve_locally(
         self, estimated_tokens: int, max_wait: float, start: float

@@ -20,10 +20,10 @@ from typing import Final
 
 import anyio
 from anyio.abc import TaskStatus
-from coredis.commands import Script
 
 from delos.resilience import Sleep
 
+from ._scripts import LuaScript
 from ._store import Client, SharedStateUnavailable, SharedStore
 
 __all__ = ["ReplicaRegistry"]
@@ -31,8 +31,8 @@ __all__ = ["ReplicaRegistry"]
 logger = logging.getLogger("delos.runtime.shared")
 
 # KEYS: the replica set. ARGV: replica id, heartbeat time to live (ms). Returns the live count.
-_HEARTBEAT: Final = Script[bytes](
-    script="""
+_HEARTBEAT: Final = LuaScript(
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
@@ -44,8 +44,8 @@ return redis.call('ZCARD', KEYS[1])
 )
 
 # KEYS: the replica set. Returns the count of unexpired heartbeats, writing nothing.
-_COUNT: Final = Script[bytes](
-    script="""
+_COUNT: Final = LuaScript(
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
@@ -89,13 +89,9 @@ class ReplicaRegistry:
     async def heartbeat(self) -> int:
         """Announce this replica once and return the live count (the last known one when Redis
         is unavailable)."""
-        keys, args = [self._key], [self.replica_id, self._ttl_ms]
-
-        async def command(client: Client) -> int:
-            return int(await _HEARTBEAT(keys, args, client=client))
-
+        args = [self.replica_id, self._ttl_ms]
         try:
-            live = await self._store.run("replicas", command)
+            live = int(await self._store.run_script("replicas", _HEARTBEAT, [self._key], args))
         except SharedStateUnavailable:
             return self._live
         if live != self._live:
@@ -105,13 +101,8 @@ class ReplicaRegistry:
 
     async def count(self) -> int:
         """The live count without announcing this replica (last known when unavailable)."""
-        keys: list[str] = [self._key]
-
-        async def command(client: Client) -> int:
-            return int(await _COUNT(keys, [], client=client))
-
         try:
-            return max(await self._store.run("replicas", command), 1)
+            return max(int(await self._store.run_script("replicas", _COUNT, [self._key], [])), 1)
         except SharedStateUnavailable:
             return self._live
 

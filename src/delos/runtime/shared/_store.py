@@ -7,14 +7,20 @@ back to local state (fail-static). Each such decision is counted by (purpose, re
 between shared and local state is logged once each way, never per request. The breaker lets one
 trial call through after its wait, so the store recovers by itself once Redis answers again.
 
-Work that must not wait on Redis (settling a reservation, publishing a pause or a breaker
-opening) is handed over synchronously with :meth:`SharedStore.submit_nowait`, safe in a
-``finally`` block or a cancelled scope, and sent by a background task.
+Shared state is read and written by Lua scripts (`LuaScript`), each one round trip, called
+with :meth:`SharedStore.run_script`: ``EVALSHA`` straight on a pooled connection, without
+coredis's per-command layers (see `_scripts`). Work that must not wait on Redis (publishing a
+pause or a breaker opening) is handed over synchronously with
+:meth:`SharedStore.submit_script_nowait`, safe in a ``finally`` block or a cancelled scope, and
+sent by a background task. Work that may wait a little (settling a reservation) is *held*
+(:meth:`SharedStore.hold`): its owner sends it with its next script, or the store has it sent
+once it has been held `SharedStoreConfig.settle_hold` seconds, whichever comes first, so a
+steady stream of requests costs one round trip each rather than two.
 
 Key layout (:class:`KeySpace`), one version prefix for everything so a layout change never reads
 old keys::
 
-    delos:v1:limit:{openai}:rpm|tpm|pause          GCRA state and pause of one provider
+    delos:v1:limit:{openai}:rpm|tpm|pause|epoch    GCRA state, pause and state epoch of one provider
     delos:v1:breaker:{openai/gpt-4o}:open|half|trial   shared breaker state
     delos:v1:replicas                              live replicas (sorted set, expiry as score)
     delos:v1:cache:{<request key>}:value|lock|flight   the response cache's level 2
@@ -31,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -51,7 +57,10 @@ from delos.resilience import (
     CircuitBreaker,
     CircuitOpenError,
     Clock,
+    Sleep,
 )
+
+from ._scripts import LuaScript, ScriptArgument, ScriptCall, ScriptCaller
 
 __all__ = [
     "KEY_VERSION",
@@ -87,6 +96,8 @@ REDIS_BREAKER: Final = BreakerConfig(
 
 Client = coredis.Redis[bytes]
 Command = Callable[[Client], Awaitable[T]]
+#: What the background task sends: a purpose (for the counters) and the call to make.
+_Submitted = tuple[str, Callable[[], Awaitable[object]]]
 
 
 class SharedStateUnavailable(Exception):
@@ -112,18 +123,20 @@ class SharedStoreConfig:
     `deadline` bounds every call; opening a new connection is bounded by `connect_timeout` for
     TCP plus `deadline` for the handshake (both small: see `_ShieldedPool`). `pending_limit` is
     how many background commands may wait to be sent before new ones are dropped and counted.
-    Raises `ValueError` naming the field when a value is out of range.
+    `settle_hold` is the longest held work waits for a script to ride along with (see
+    `SharedStore.hold`). Raises `ValueError` naming the field when a value is out of range.
     """
 
     deadline: float = 0.05
     connect_timeout: float = 0.05
+    settle_hold: float = 0.25
     namespace: str = "delos"
     breaker: BreakerConfig = field(default=REDIS_BREAKER)
     pending_limit: int = 10_000
     max_connections: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("deadline", "connect_timeout"):
+        for name in ("deadline", "connect_timeout", "settle_hold"):
             value = getattr(self, name)
             if not 0 < value < math.inf:
                 raise ValueError(f"SharedStoreConfig.{name} must be finite and > 0, got {value!r}")
@@ -144,10 +157,15 @@ class KeySpace:
     def __init__(self, namespace: str = "delos") -> None:
         self.prefix = f"{namespace}:v{KEY_VERSION}:"
 
-    def limiter(self, provider: str) -> tuple[str, str, str]:
-        """The requests TAT, tokens TAT and pause keys of `provider`, in one cluster slot."""
+    def limiter(self, provider: str) -> tuple[str, str, str, str]:
+        """The requests TAT, tokens TAT, pause and epoch keys of `provider`, in one cluster slot.
+
+        The epoch marks the state as present: it outlives the TATs, so a TAT that is absent
+        while the epoch stands expired (a full bucket), and an absent epoch means the state is
+        new or was lost (see `SharedProviderLimiter`).
+        """
         base = f"{self.prefix}limit:{_tag(provider)}:"
-        return base + "rpm", base + "tpm", base + "pause"
+        return base + "rpm", base + "tpm", base + "pause", base + "epoch"
 
     def breaker(self, name: str) -> tuple[str, str, str]:
         """The open, half-open and trial keys of breaker `name`, in one cluster slot."""
@@ -176,7 +194,8 @@ class SharedStoreStats:
     """Counters since the store was opened, for metrics.
 
     `fallbacks` counts decisions to use local state, by (purpose, reason); `degraded_episodes`
-    counts switches from shared to local state; `pending` is the background commands waiting.
+    counts switches from shared to local state; `pending` is the background commands waiting;
+    `held` the owners holding work back (see `SharedStore.hold`).
     """
 
     degraded: bool
@@ -185,6 +204,7 @@ class SharedStoreStats:
     fallbacks: Mapping[tuple[str, str], int]
     degraded_episodes: int
     pending: int
+    held: int
 
 
 class _ShieldedPool(ConnectionPool[Any]):
@@ -235,7 +255,8 @@ class _ClosingUnixConnection(_ClosingConnection, UnixDomainSocketConnection):
 class SharedStore:
     """A coredis client used under a deadline and a breaker. Open it with `open_shared_store`.
 
-    `clock` (seconds) times the breaker's waits; the deadline is a cancel scope on anyio's clock.
+    `clock` (seconds) times the breaker's waits and `sleep` the hold on held work; the deadline
+    is a cancel scope on anyio's clock. `scripts` calls scripts on the client's pool.
     """
 
     def __init__(
@@ -245,14 +266,18 @@ class SharedStore:
         *,
         clock: Clock,
         where: str,
-        send: MemoryObjectSendStream[tuple[str, Command[object]]],
+        send: MemoryObjectSendStream[_Submitted],
+        scripts: ScriptCaller,
+        sleep: Sleep = anyio.sleep,
     ) -> None:
         self.client = client
         self.config = config
         self.keys = KeySpace(config.namespace)
         self.where = where
         self._clock = clock
+        self._sleep = sleep
         self._send = send
+        self._scripts = scripts
         self._breaker = CircuitBreaker(
             f"redis {where}", config.breaker, clock=clock, listeners=[self._on_transition]
         )
@@ -265,6 +290,9 @@ class SharedStore:
         self._pending = 0
         self._idle = anyio.Event()
         self._idle.set()
+        #: Each held flush, and when (clock time) it was first held.
+        self._held: dict[Callable[[], None], float] = {}
+        self._something_held = anyio.Event()
         self._listeners: list[Callable[[bool], None]] = []
 
     @property
@@ -284,6 +312,7 @@ class SharedStore:
             fallbacks=dict(self._fallbacks),
             degraded_episodes=self._episodes,
             pending=self._pending,
+            held=len(self._held),
         )
 
     def fall_back(self, purpose: str, reason: str) -> SharedStateUnavailable:
@@ -297,6 +326,23 @@ class SharedStore:
         Raises `SharedStateUnavailable` (counted under `purpose`) when the breaker refuses, the
         deadline passes or the command fails. A call cancelled from outside counts for nothing.
         """
+        client = self.client
+        return await self._run(purpose, lambda: command(client))
+
+    async def run_script(
+        self, purpose: str, script: LuaScript, keys: Sequence[str], args: Sequence[ScriptArgument]
+    ) -> Any:
+        """Call `script` (one round trip), as `run` runs a command: same deadline, breaker,
+        counting and `SharedStateUnavailable`."""
+        scripts = self._scripts
+        return await self._run(purpose, lambda: scripts.call(script, keys, args))
+
+    async def run_scripts(self, purpose: str, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Several script calls in one round trip, as `run_script`; their replies, in order."""
+        scripts = self._scripts
+        return await self._run(purpose, lambda: scripts.call_many(calls))
+
+    async def _run(self, purpose: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             permit = self._breaker.try_acquire()
         except CircuitOpenError:
@@ -305,7 +351,7 @@ class SharedStore:
         started = self._clock()
         try:
             with anyio.move_on_after(self.config.deadline):
-                result = await command(self.client)
+                result = await call()
                 permit.record_success(self._clock() - started)
                 return result
         except Exception as error:
@@ -329,11 +375,22 @@ class SharedStore:
         While degraded, or with `pending_limit` commands already waiting, it is dropped and
         counted: what it would have written is local state's business until Redis is back.
         """
+        client = self.client
+        self._submit(purpose, lambda: command(client))
+
+    def submit_script_nowait(
+        self, purpose: str, script: LuaScript, keys: Sequence[str], args: Sequence[ScriptArgument]
+    ) -> None:
+        """Have `script` called in the background (as by `run_script`), as `submit_nowait`."""
+        scripts = self._scripts
+        self._submit(purpose, lambda: scripts.call(script, keys, args))
+
+    def _submit(self, purpose: str, call: Callable[[], Awaitable[object]]) -> None:
         if self.degraded:
             self.fall_back(purpose, "degraded")
             return
         try:
-            self._send.send_nowait((purpose, command))
+            self._send.send_nowait((purpose, call))
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self.fall_back(purpose, "queue_full")
             return
@@ -341,14 +398,53 @@ class SharedStore:
         if self._idle.is_set():
             self._idle = anyio.Event()
 
+    def hold(self, flush: Callable[[], None]) -> None:
+        """Have `flush()` called once `settle_hold` seconds after it was first held, from
+        `wait_idle`, or when the store closes, whichever comes first; holding it again before
+        then changes nothing. `flush` sends what its owner held back (typically with
+        `submit_script_nowait`). An owner that sends it with a script of its own first (a
+        settlement riding along with the next reservation) calls `release_hold`, so steady
+        traffic never waits out a hold.
+        """
+        if flush not in self._held:
+            self._held[flush] = self._clock()
+            self._something_held.set()
+
+    def release_hold(self, flush: Callable[[], None]) -> None:
+        """Forget `flush`: its owner has sent what it held."""
+        self._held.pop(flush, None)
+
+    def flush_held(self) -> None:
+        """Call every flush held now, however recently it was held."""
+        self._flush(list(self._held))
+
+    def _flush(self, due: list[Callable[[], None]]) -> None:
+        for flush in due:
+            del self._held[flush]
+            try:
+                flush()
+            except Exception:
+                logger.exception("shared store flush %r failed", flush)
+
     async def wait_idle(self) -> None:
-        """Wait until every command handed to `submit_nowait` so far has been run or dropped."""
+        """Flush what is held, then wait until every command handed to `submit_nowait` (or
+        `submit_script_nowait`) so far has been run or dropped."""
+        self.flush_held()
         while self._pending:
             await self._idle.wait()
 
-    async def _run_submitted(
-        self, receive: MemoryObjectReceiveStream[tuple[str, Command[object]]]
-    ) -> None:
+    async def _flush_held_when_due(self) -> None:
+        hold = self.config.settle_hold
+        while True:
+            await self._something_held.wait()
+            if not self._held:
+                self._something_held = anyio.Event()
+                continue
+            await self._sleep(min(self._held.values()) + hold - self._clock())
+            now = self._clock()
+            self._flush([flush for flush, since in self._held.items() if now - since >= hold])
+
+    async def _run_submitted(self, receive: MemoryObjectReceiveStream[_Submitted]) -> None:
         async with receive:
             async for first in receive:
                 batch = [first]
@@ -360,17 +456,17 @@ class SharedStore:
                 # coredis multiplexes concurrent commands on one connection: the batch goes out
                 # as one pipelined write.
                 async with anyio.create_task_group() as group:
-                    for purpose, command in batch:
-                        group.start_soon(self._run_quietly, purpose, command)
+                    for purpose, call in batch:
+                        group.start_soon(self._run_quietly, purpose, call)
                 self._pending -= len(batch)
                 if not self._pending:
                     self._idle.set()
 
-    async def _run_quietly(self, purpose: str, command: Command[object]) -> None:
+    async def _run_quietly(self, purpose: str, call: Callable[[], Awaitable[object]]) -> None:
         try:
-            await self.run(purpose, command)
+            await self._run(purpose, call)
         except SharedStateUnavailable:
-            pass  # counted by run()
+            pass  # counted by _run()
 
     def _on_transition(self, _name: str, old: BreakerState, new: BreakerState) -> None:
         if old is BreakerState.CLOSED:
@@ -413,12 +509,14 @@ async def open_shared_store(
     config: SharedStoreConfig | None = None,
     *,
     clock: Clock = anyio.current_time,
+    sleep: Sleep = anyio.sleep,
 ) -> AsyncIterator[SharedStore]:
     """A `SharedStore` on the Redis at `url` (``redis://``, ``rediss://`` or ``unix://``).
 
     On entry it connects, waiting at most `connect_timeout` plus ten deadlines; an unreachable
     Redis only makes the first calls fall back, so the gateway starts whether or not Redis is
-    up. On exit, background commands get up to ten deadlines to go out before being abandoned.
+    up. On exit, held work is flushed and background commands get up to ten deadlines to go
+    out before being abandoned.
     """
     config = config or SharedStoreConfig()
     pool = _ShieldedPool.from_url(
@@ -431,12 +529,19 @@ async def open_shared_store(
     tcp = pool.connection_class is TCPConnection
     pool.connection_class = _ClosingTCPConnection if tcp else _ClosingUnixConnection
     client: Client = coredis.Redis(connection_pool=pool, retry_policy=NoRetryPolicy())
-    send, receive = anyio.create_memory_object_stream[tuple[str, Command[object]]](
-        config.pending_limit
+    send, receive = anyio.create_memory_object_stream[_Submitted](config.pending_limit)
+    store = SharedStore(
+        client,
+        config,
+        clock=clock,
+        sleep=sleep,
+        where=_where(url),
+        send=send,
+        scripts=ScriptCaller(pool),
     )
-    store = SharedStore(client, config, clock=clock, where=_where(url), send=send)
     async with client, anyio.create_task_group() as group:
         group.start_soon(store._run_submitted, receive)
+        group.start_soon(store._flush_held_when_due)
         # Connect now, with room for a cold start, so the first request's call is not also
         # the connection's set-up; a Redis that is away costs nothing more than this bound.
         with anyio.move_on_after(config.connect_timeout + 10 * config.deadline):
@@ -447,6 +552,7 @@ async def open_shared_store(
         try:
             yield store
         finally:
+            store.flush_held()
             send.close()
             with anyio.move_on_after(config.deadline * 10, shield=True):
                 await store.wait_idle()
