@@ -96,8 +96,10 @@ def measure_grpc(
     upstream: Child | None = None,
     body: bytes | None = None,
     warm: bool = True,
+    shape: LoadShape | None = None,
 ) -> Measurement:
-    """h2load on Complete at ``port``; errors are calls the upstream never saw."""
+    """h2load on Complete at ``port``; errors are calls the upstream never saw. ``shape``:
+    instead of the suite's usual load."""
     url = f"http://127.0.0.1:{port}{COMPLETE_PATH}"
     frame = body or grpc_frame(completion_request())
     if warm:
@@ -105,7 +107,7 @@ def measure_grpc(
     served_before = upstream_requests(upstream) if upstream else 0
     cpu_before = cpu_of.cpu_seconds()
     result = run_h2load(
-        url, frame, load_shape(context, concurrency), directory=context.processes.directory
+        url, frame, shape or load_shape(context, concurrency), directory=context.processes.directory
     )
     cpu = cpu_of.cpu_seconds() - cpu_before
     errors = result.failed

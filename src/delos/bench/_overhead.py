@@ -10,6 +10,8 @@ the same load.
 
 from __future__ import annotations
 
+import dataclasses
+import statistics
 import time
 
 from delos.bench._context import BenchContext, completion_request
@@ -150,13 +152,19 @@ def run_overhead(context: BenchContext) -> SuiteResult:
             points[(m.label, concurrency)] = m
             rows.append(measurement_row(m, direct))
 
+    rounds, echo_16, forwarder_16, gateway_16 = _interleaved(
+        context,
+        {_ECHO: bare_echo, _FORWARDER: minimal, _SHIPPED: shipped},
+        source,
+        {label: points[(label, _TOP)] for label in (_ECHO, _FORWARDER, _SHIPPED)},
+    )
     targets = overhead_targets(
         OverheadPoints(
             direct_1=points[(DIRECT_LABEL, 1)],
             gateway_1=points[(_SHIPPED, 1)],
-            echo_16=points[(_ECHO, _TOP)],
-            forwarder_16=points[(_FORWARDER, _TOP)],
-            gateway_16=points[(_SHIPPED, _TOP)],
+            echo_16=echo_16,
+            forwarder_16=forwarder_16,
+            gateway_16=gateway_16,
             pair_one_16=points.get((_PAIR_ONE, _TOP)),
             pair_two_16=points.get((_PAIR_TWO, _TOP)),
         )
@@ -171,6 +179,12 @@ def run_overhead(context: BenchContext) -> SuiteResult:
         tables=(
             Table("Unary Complete", COLUMNS, tuple(rows)),
             Table(
+                f"Interleaved rounds at concurrency {_TOP}: the ratios the targets judge",
+                _ROUND_COLUMNS,
+                tuple(rounds),
+                note=_ROUNDS_NOTE,
+            ),
+            Table(
                 f"Garbage collection, one gateway worker at concurrency {_TOP}",
                 GC_COLUMNS,
                 tuple(gc_rows),
@@ -181,6 +195,115 @@ def run_overhead(context: BenchContext) -> SuiteResult:
         extra=extra,
         seconds=time.monotonic() - started,
     )
+
+
+_ROUNDS = 3
+_ROUND_SECONDS = 4.0
+_ROUND_COLUMNS = (
+    "round",
+    "echo req/s",
+    "forwarder req/s",
+    "gateway req/s",
+    "gateway ÷ echo",
+    "gateway ÷ forwarder",
+    "gateway CPU µs/req",
+)
+_ROUNDS_NOTE = (
+    f"The three servers take turns, {_ROUNDS} rounds of {_ROUND_SECONDS:.0f} s each, so a "
+    "slower or faster spell of the shared machine falls on all three alike; the targets take "
+    "the median ratio and the median CPU per request. The 10-second points above give the "
+    "latency percentiles."
+)
+
+
+def _interleaved(
+    context: BenchContext,
+    servers: dict[str, Child | Gateway],
+    source: Child,
+    long_points: dict[str, Measurement],
+) -> tuple[list[tuple[str, ...]], Measurement, Measurement, Measurement]:
+    """Echo, forwarder and gateway in turn at concurrency 16; the rows, and each server's
+    10-second point with its req/s and CPU replaced by their medians over the rounds (the
+    gateway's: the median ratios to the other two, applied to their medians)."""
+    rounds = 1 if context.sizes.quick else _ROUNDS
+    shape = (
+        LoadShape(_TOP, requests=max(60, _TOP * 4), warmup=0.0)
+        if context.sizes.quick
+        else LoadShape(_TOP, duration=_ROUND_SECONDS, warmup=0.5)
+    )
+    taken: dict[str, list[Measurement]] = {label: [] for label in servers}
+    rows: list[tuple[str, ...]] = []
+    for index in range(rounds):
+        for label, server in servers.items():
+            taken[label].append(
+                measure_grpc(
+                    context,
+                    label,
+                    server.port,
+                    server,
+                    _TOP,
+                    upstream=source if label != _ECHO else None,
+                    warm=False,  # warm from the 10-second points
+                    shape=shape,
+                )
+            )
+        echo_rps, forwarder_rps, gateway_rps, gateway_cpu = (
+            taken[_ECHO][-1].requests_per_second,
+            taken[_FORWARDER][-1].requests_per_second,
+            taken[_SHIPPED][-1].requests_per_second,
+            taken[_SHIPPED][-1].cpu_us,
+        )
+        rows.append(
+            (
+                str(index + 1),
+                format_number(echo_rps),
+                format_number(forwarder_rps),
+                format_number(gateway_rps),
+                f"{gateway_rps / max(echo_rps, 1e-9):.2f} ×",
+                f"{gateway_rps / max(forwarder_rps, 1e-9):.2f} ×",
+                format_number(gateway_cpu),
+            )
+        )
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    echo_rps = median([m.requests_per_second for m in taken[_ECHO]])
+    forwarder_rps = median([m.requests_per_second for m in taken[_FORWARDER]])
+    to_echo = median(
+        [
+            g.requests_per_second / max(e.requests_per_second, 1e-9)
+            for g, e in zip(taken[_SHIPPED], taken[_ECHO], strict=True)
+        ]
+    )
+    to_forwarder = median(
+        [
+            g.requests_per_second / max(f.requests_per_second, 1e-9)
+            for g, f in zip(taken[_SHIPPED], taken[_FORWARDER], strict=True)
+        ]
+    )
+    gateway_cpu = median([m.cpu_us for m in taken[_SHIPPED]])
+    rows.append(
+        (
+            "median",
+            format_number(echo_rps),
+            format_number(forwarder_rps),
+            "-",
+            f"{to_echo:.2f} ×",
+            f"{to_forwarder:.2f} ×",
+            format_number(gateway_cpu),
+        )
+    )
+    echo_16 = dataclasses.replace(long_points[_ECHO], requests_per_second=echo_rps)
+    forwarder_16 = dataclasses.replace(long_points[_FORWARDER], requests_per_second=forwarder_rps)
+    # One req/s cannot carry two ratios; the targets read each ratio against its own reference.
+    gateway_16 = dataclasses.replace(
+        long_points[_SHIPPED], requests_per_second=to_echo * echo_rps, cpu_us=gateway_cpu
+    )
+    forwarder_16 = dataclasses.replace(
+        forwarder_16, requests_per_second=gateway_16.requests_per_second / to_forwarder
+    )
+    return rows, echo_16, forwarder_16, gateway_16
 
 
 def _extra_gateways(context: BenchContext, source: Child) -> list[Measurement]:

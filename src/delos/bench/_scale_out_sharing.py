@@ -204,8 +204,9 @@ async def shared_state_overhead(setup: ScaleOutSetup) -> Table:
         "Overhead of shared state",
         f"{count} requests at {rate:.0f} requests/s over the {REPLICAS} replicas, a configured "
         "limit on the path that never binds. *Round trips*: scripts Redis ran during the run, "
-        "less its idle rate (heartbeats, breaker polls). Target: one before the call (the "
-        "reservation) and one after (its settlement, sent in the background).",
+        "less its idle rate (heartbeats, breaker polls). Target: at most one before the call "
+        "and one after; the reservation carries the settlement of the replica's previous call, "
+        "so one per request is the expected figure.",
         [
             "replicas",
             "answered",
