@@ -34,7 +34,7 @@ from delos.runtime.values import (
 
 if TYPE_CHECKING:
     from delos.runtime.inputs import CompletionInput
-    from delos.runtime.routing import RoutedAnswer
+    from delos.runtime.routing._outcome import RoutedAnswer
 
 __all__ = [
     "ENTRY_OVERHEAD_BYTES",
