@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import pytest
@@ -18,6 +20,7 @@ from delos.runtime.providers._transport import (
     ConnectionLost,
     TransportError,
 )
+from tests.observability.servers import write_self_signed
 
 pytestmark = pytest.mark.anyio
 
@@ -365,3 +368,32 @@ async def test_a_read_of_many_events_is_parsed_as_the_reader_asks_and_arrives_wh
         await client.aclose()
     assert first == pieces[0]
     assert b"".join([first, *rest]) == b"".join(pieces)
+
+
+async def test_an_https_upstream_is_verified_against_the_trusted_authorities(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pair = write_self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pair.cert, pair.key)
+    listening = await asyncio.start_server(
+        lambda reader, writer: keep_answering(RawServer(keep_answering), reader, writer),
+        "127.0.0.1",
+        0,
+        ssl=context,
+    )
+    port = listening.sockets[0].getsockname()[1]
+    url = f"https://localhost:{port}/v1/chat"
+    try:
+        untrusting = H1Client(connect_timeout=5)
+        with pytest.raises(ConnectFailed):
+            async with untrusting.exchange("POST", url, JSON, b"{}"):
+                pass
+        await untrusting.aclose()
+        monkeypatch.setenv("SSL_CERT_FILE", str(pair.cert))
+        trusting = H1Client(connect_timeout=5)
+        async with trusting.exchange("POST", url, JSON, b"{}") as answer:
+            assert await answer.read(1024) == b'{"ok":true}'
+        await trusting.aclose()
+    finally:
+        listening.close()
