@@ -21,6 +21,7 @@ from delos.runtime.grpc._grpclib_private import (
     GrpclibChanged,
     check_supported,
     decode_request,
+    send_frame,
     send_initial_headers,
     send_whole_answer,
     stop_accepting,
@@ -130,11 +131,25 @@ async def test_answering_through_a_grpclib_without_those_internals_fails_loudly(
     class Refactored:
         pass
 
-    missing = "_stream, _codec, _send_type, _dispatch, _content_type"
+    missing = "_stream, _dispatch, _content_type"
     with pytest.raises(GrpclibChanged, match=missing):
         await send_initial_headers(Refactored(), [])  # type: ignore[arg-type]
     with pytest.raises(GrpclibChanged, match=missing):
         await send_whole_answer(Refactored(), [], b"")  # type: ignore[arg-type]
+    with pytest.raises(GrpclibChanged, match=missing):
+        await send_frame(Refactored(), b"")  # type: ignore[arg-type]
+
+
+async def test_a_grpclib_stream_without_its_http2_internals_fails_loudly() -> None:
+    class RefactoredCall:
+        _dispatch = _content_type = None
+        _stream = object()
+
+    missing = "_h2_connection, _transport, connection, send_data"
+    with pytest.raises(GrpclibChanged, match=missing):
+        await send_frame(RefactoredCall(), b"")  # type: ignore[arg-type]
+    with pytest.raises(GrpclibChanged, match=missing):
+        await send_whole_answer(RefactoredCall(), [], b"")  # type: ignore[arg-type]
 
 
 async def test_stop_accepting_refuses_new_connections_and_keeps_open_ones() -> None:

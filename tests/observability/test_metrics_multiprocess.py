@@ -30,8 +30,7 @@ for _ in range(requests):
     )
 metrics.set_breaker_state("openai", "gpt-4o", breaker)
 metrics.observe_connection_wait("openai", 0.0, waiting=3)
-in_flight = metrics.track_in_flight()
-in_flight.__enter__()
+metrics.in_flight_started()
 print(os.getpid(), flush=True)
 os._exit(0)  # ends with the request still in flight, as a worker that dies does
 """

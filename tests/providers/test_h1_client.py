@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from delos.runtime.providers._h1 import H1Client
@@ -275,10 +276,10 @@ async def test_a_cancelled_exchange_closes_its_connection_so_the_upstream_sees_i
 
     client = H1Client(connect_timeout=5)
     async with raw_server(slow) as server:
-        with anyio.move_on_after(0.2):
+        with anyio.CancelScope() as scope:
             async with client.exchange("POST", server.url, JSON, b"{}") as answer:
                 async for _ in answer.chunks():
-                    pass
+                    scope.cancel()  # the caller gives up in the middle of the body
         with anyio.fail_after(5):
             await server.ended.wait()
     await client.aclose()
@@ -320,7 +321,10 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
         for _ in range(2):
             async with client.exchange("POST", server.url, JSON, b"{}") as answer:
                 assert await answer.read(1024) == b"{}"
-            await anyio.sleep(0.05)  # let the close arrive
+            # The server's close reaches the pooled connection (a loopback event, not a timer).
+            with anyio.fail_after(5):
+                while not all(c.closed for idle in client._idle.values() for c in idle):
+                    await anyio.lowlevel.checkpoint()
         await client.aclose()
     assert server.connections == 2
 

@@ -55,7 +55,9 @@ __all__ = [
 
 _SERVER_ATTRIBUTES = ("_server",)
 _STREAM_ATTRIBUTES = ("_stream", "_codec", "_recv_type", "_dispatch")
-_SEND_ATTRIBUTES = ("_stream", "_codec", "_send_type", "_dispatch", "_content_type")
+_SEND_ATTRIBUTES = ("_stream", "_dispatch", "_content_type")
+#: What sending reaches on grpclib's HTTP/2 stream behind a call.
+_RAW_ATTRIBUTES = ("_h2_connection", "_transport", "connection", "send_data")
 
 
 class GrpclibChanged(RuntimeError):
@@ -203,8 +205,13 @@ async def send_frame(stream: Stream[Any, Any], frame: bytes, *, at_once: bool = 
     (a stream's first token must not wait for the rest of its read). Otherwise grpclib's
     ``send_data`` waits for the window.
     """
-    raw = stream._stream
-    h2, connection = raw._h2_connection, raw.connection
+    try:
+        raw = stream._stream
+        h2, connection = raw._h2_connection, raw.connection
+    except AttributeError:
+        _require(stream, _SEND_ATTRIBUTES)
+        _require(stream._stream, _RAW_ATTRIBUTES)
+        raise
     size = len(frame)
     if (
         connection.write_ready.is_set()
@@ -262,6 +269,7 @@ async def send_whole_answer(
         h2, transport, connection = raw._h2_connection, raw._transport, raw.connection
     except AttributeError:
         _require(stream, _SEND_ATTRIBUTES)
+        _require(stream._stream, _RAW_ATTRIBUTES)
         raise
     size = len(frame)
     if (

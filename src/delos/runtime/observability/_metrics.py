@@ -16,8 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Final, Generic, Protocol, SupportsFloat, TypeVar
 
@@ -333,20 +332,11 @@ class Metrics:
             self._cost.labels(provider, attempt.model, client or ANONYMOUS).inc(spent)
 
     def in_flight_started(self) -> None:
-        """One more request in flight; :meth:`in_flight_ended` when it ends."""
+        """One more request in flight; :meth:`in_flight_ended` when it ends, however it ends."""
         self._in_flight.inc()
 
     def in_flight_ended(self) -> None:
         self._in_flight.dec()
-
-    @contextmanager
-    def track_in_flight(self) -> Iterator[None]:
-        """Count the block as one request in flight."""
-        self._in_flight.inc()
-        try:
-            yield
-        finally:
-            self._in_flight.dec()
 
     # -- resilience and cache -------------------------------------------------------------------
 

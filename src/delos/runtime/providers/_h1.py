@@ -98,7 +98,6 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.error: TransportError | None = None
-        self.received_any = False
         self._chunks: deque[bytes] = deque()
         #: Received bytes not parsed yet, and whether the connection ended behind them.
         self._unparsed: deque[bytes] = deque()
@@ -117,7 +116,6 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.received_any = True
         self._unparsed.append(data)
         self._buffered += len(data)
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
