@@ -56,7 +56,7 @@ from typing import Any, Final
 
 from delos.runtime.errors import UnsupportedByProvider
 from delos.runtime.providers._anthropic_blocks import encode_messages, encode_system
-from delos.runtime.providers._parts import EFFORT_BUDGETS
+from delos.runtime.providers._parts import EFFORT_BUDGETS, SamplingNames, sampling_fields
 from delos.runtime.values import ChatRequest, Tool
 
 __all__ = [
@@ -82,6 +82,8 @@ MIN_THINKING_BUDGET: Final = 1024
 MAX_CACHE_BREAKPOINTS: Final = 4
 #: Smallest ``top_p`` the API accepts with thinking.
 _THINKING_TOP_P_MIN: Final = 0.95
+#: The output cap goes in separately: Anthropic requires one.
+_SAMPLING: Final = SamplingNames(top_p="top_p", stop="stop_sequences", max_tokens=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,12 +153,7 @@ def messages_body(
     system = encode_system(request.messages, provider)
     if system is not None:
         body["system"] = system
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.stop:
-        body["stop_sequences"] = list(request.stop)
+    body.update(sampling_fields(request, _SAMPLING))
     body.update(_tool_fields(request, output_tool, provider, thinking=thinking is not None))
     if thinking is not None:
         body["thinking"] = thinking

@@ -39,7 +39,12 @@ import re
 from typing import Any, Final
 
 from delos.runtime.errors import UnsupportedByProvider
-from delos.runtime.providers._parts import EFFORT_BUDGETS, image_bytes
+from delos.runtime.providers._parts import (
+    EFFORT_BUDGETS,
+    SamplingNames,
+    image_bytes,
+    sampling_fields,
+)
 from delos.runtime.values import (
     ChatMessage,
     ChatRequest,
@@ -56,6 +61,7 @@ __all__ = ["EFFORT_BUDGETS", "OUTPUT_TOOL", "converse_body", "document_name"]
 OUTPUT_TOOL: Final = "output"
 #: Claude's smallest thinking budget (tokens).
 _MIN_THINKING_BUDGET: Final = 1024
+_SAMPLING: Final = SamplingNames(top_p="topP", stop="stopSequences", max_tokens="maxTokens")
 _IMAGE_FORMATS: Final = {
     "image/png": "png",
     "image/jpeg": "jpeg",
@@ -104,15 +110,7 @@ def converse_body(provider: str, request: ChatRequest) -> dict[str, Any]:
     system = _system_blocks(provider, request)
     if system:
         body["system"] = system
-    config: dict[str, Any] = {}
-    if request.max_tokens is not None:
-        config["maxTokens"] = request.max_tokens
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.stop:
-        config["stopSequences"] = list(request.stop)
+    config = sampling_fields(request, _SAMPLING)
     if config:
         body["inferenceConfig"] = config
     tool_config = _tool_config(provider, request)

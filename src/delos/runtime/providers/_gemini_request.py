@@ -27,8 +27,10 @@ from typing import Any, Final
 from delos.runtime.errors import UnsupportedByProvider
 from delos.runtime.providers._parts import (
     EFFORT_BUDGETS,
+    SamplingNames,
     document_text,
     image_bytes,
+    sampling_fields,
     tool_name_for,
     tool_result_object,
 )
@@ -51,6 +53,7 @@ IMAGE_TYPES: Final = frozenset(
     {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
 )
 _TOOL_CHOICE_MODES: Final[Mapping[str, str]] = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+_SAMPLING: Final = SamplingNames(top_p="topP", stop="stopSequences", max_tokens="maxOutputTokens")
 
 
 def generate_body(provider: str, request: ChatRequest) -> dict[str, Any]:
@@ -96,15 +99,7 @@ def generate_body(provider: str, request: ChatRequest) -> dict[str, Any]:
                 "parallel_tool_calls",
                 "Gemini has no switch to turn parallel function calls off",
             )
-    config: dict[str, Any] = {}
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.max_tokens is not None:
-        config["maxOutputTokens"] = request.max_tokens
-    if request.stop:
-        config["stopSequences"] = list(request.stop)
+    config = sampling_fields(request, _SAMPLING)
     if request.output_schema is not None:
         config["responseMimeType"] = "application/json"
         config["responseJsonSchema"] = dict(request.output_schema)

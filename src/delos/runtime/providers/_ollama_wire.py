@@ -33,9 +33,11 @@ from typing import Any, Final
 
 from delos.runtime.errors import UnsupportedByProvider, UpstreamProtocolError
 from delos.runtime.providers._parts import (
+    SamplingNames,
     deterministic_call_id,
     document_text,
     image_bytes,
+    sampling_fields,
     tool_name_for,
 )
 from delos.runtime.values import (
@@ -72,6 +74,7 @@ __all__ = [
 
 #: The ``think`` levels Ollama takes besides ``true``/``false`` (``"max"`` is Ollama's own).
 _THINK_LEVELS: Final = frozenset({"low", "medium", "high"})
+_SAMPLING: Final = SamplingNames(top_p="top_p", stop="stop", max_tokens="num_predict")
 
 
 def error_message(payload: Any) -> str | None:
@@ -105,15 +108,7 @@ def chat_body(provider: str, request: ChatRequest, *, stream: bool) -> dict[str,
     think = _think(provider, request.reasoning)
     if think is not None:
         body["think"] = think
-    options: dict[str, Any] = {}
-    if request.temperature is not None:
-        options["temperature"] = request.temperature
-    if request.top_p is not None:
-        options["top_p"] = request.top_p
-    if request.max_tokens is not None:
-        options["num_predict"] = request.max_tokens
-    if request.stop:
-        options["stop"] = list(request.stop)
+    options = sampling_fields(request, _SAMPLING)
     if options:
         body["options"] = options
     if request.output_schema is not None:

@@ -41,13 +41,20 @@ Native forms (Chat Completions):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from delos.runtime.errors import UnsupportedByProvider
-from delos.runtime.providers._parts import EFFORT_BUDGETS, data_url, document_text
+from delos.runtime.providers._parts import (
+    EFFORT_BUDGETS,
+    SamplingNames,
+    data_url,
+    document_text,
+    sampling_fields,
+)
 from delos.runtime.values import (
     ChatMessage,
     ChatRequest,
@@ -114,6 +121,12 @@ def effort_for_budget(budget_tokens: int, efforts: frozenset[str] = _ALL_EFFORTS
     return ranked[0]
 
 
+@functools.cache
+def _sampling_names(max_tokens_field: str) -> SamplingNames:
+    """The dialect's names (only the output cap's differs), made once per dialect."""
+    return SamplingNames(top_p="top_p", stop="stop", max_tokens=max_tokens_field)
+
+
 def chat_body(request: ChatRequest, dialect: OpenAIDialect, *, stream: bool) -> dict[str, Any]:
     """The ``/chat/completions`` body for ``request`` in ``dialect``.
 
@@ -121,14 +134,7 @@ def chat_body(request: ChatRequest, dialect: OpenAIDialect, *, stream: bool) -> 
         UnsupportedByProvider: the request asks for something the dialect has no form for.
     """
     body: dict[str, Any] = {"model": request.model, "messages": _messages(request, dialect)}
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.max_tokens is not None:
-        body[dialect.max_tokens_field] = request.max_tokens
-    if request.stop:
-        body["stop"] = list(request.stop)
+    body.update(sampling_fields(request, _sampling_names(dialect.max_tokens_field)))
     if request.tools:
         body.update(_tool_fields(request, dialect))
     if request.reasoning is not None:

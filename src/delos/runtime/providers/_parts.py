@@ -10,16 +10,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from delos.runtime.values import ChatMessage, DocumentPart, ImagePart, ToolCall, ToolCallDelta
+from delos.runtime.values import (
+    ChatMessage,
+    ChatRequest,
+    DocumentPart,
+    ImagePart,
+    ToolCall,
+    ToolCallDelta,
+)
 
 __all__ = [
     "EFFORT_BUDGETS",
+    "SamplingNames",
     "ToolCallAssembler",
     "data_url",
     "decode_data_url",
     "deterministic_call_id",
     "document_text",
     "image_bytes",
+    "sampling_fields",
     "tool_name_for",
     "tool_result_object",
 ]
@@ -137,3 +146,29 @@ def image_bytes(part: ImagePart) -> tuple[str, bytes] | None:
     if part.data:
         return part.media_type, part.data
     return decode_data_url(part.url)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingNames:
+    """A provider's field names for the sampling settings; ``max_tokens`` None where the
+    adapter sends the output cap itself (Anthropic requires one)."""
+
+    top_p: str
+    stop: str
+    max_tokens: str | None
+    temperature: str = "temperature"
+
+
+def sampling_fields(request: ChatRequest, names: SamplingNames) -> dict[str, Any]:
+    """The sampling settings ``request`` sets, under ``names``, in one order for every provider;
+    settings left unset are left out (the provider's defaults apply)."""
+    fields: dict[str, Any] = {}
+    if request.temperature is not None:
+        fields[names.temperature] = request.temperature
+    if request.top_p is not None:
+        fields[names.top_p] = request.top_p
+    if request.max_tokens is not None and names.max_tokens is not None:
+        fields[names.max_tokens] = request.max_tokens
+    if request.stop:
+        fields[names.stop] = list(request.stop)
+    return fields
