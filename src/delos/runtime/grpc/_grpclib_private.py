@@ -212,14 +212,10 @@ async def send_frame(stream: Stream[Any, Any], frame: bytes, *, at_once: bool = 
         _require(stream, _SEND_ATTRIBUTES)
         _require(stream._stream, _RAW_ATTRIBUTES)
         raise
-    size = len(frame)
-    if (
-        connection.write_ready.is_set()
-        and raw.id in h2.streams
-        and size <= h2.local_flow_control_window(raw.id)
-        and size <= h2.max_outbound_frame_size
-    ):
-        h2.send_data(raw.id, frame)
+    size, stream_id = len(frame), raw.id
+    assert stream_id is not None  # a call's stream has its id once the request came
+    if _fits_now(stream_id, h2, connection, size):
+        h2.send_data(stream_id, frame)
         if at_once:
             raw._transport.write(h2.data_to_send())
         else:
@@ -233,6 +229,17 @@ async def send_frame(stream: Stream[Any, Any], frame: bytes, *, at_once: bool = 
     stream._messages_sent += 1
     connection.messages_sent += 1
     connection.last_message_sent = time.monotonic()
+
+
+def _fits_now(stream_id: int, h2: Any, connection: Any, size: int) -> bool:
+    """Whether ``size`` bytes of data can be framed on the stream right now: the connection
+    takes writes, the stream is open, and one frame within its flow-control window holds them."""
+    return bool(
+        connection.write_ready.is_set()
+        and stream_id in h2.streams
+        and size <= h2.local_flow_control_window(stream_id)
+        and size <= h2.max_outbound_frame_size
+    )
 
 
 #: Connections whose h2 output waits for the end of this event-loop turn.
@@ -271,13 +278,9 @@ async def send_whole_answer(
         _require(stream, _SEND_ATTRIBUTES)
         _require(stream._stream, _RAW_ATTRIBUTES)
         raise
-    size = len(frame)
-    if (
-        not connection.write_ready.is_set()
-        or raw.id not in h2.streams
-        or size > h2.local_flow_control_window(raw.id)
-        or size > h2.max_outbound_frame_size
-    ):
+    size, stream_id = len(frame), raw.id
+    assert stream_id is not None  # a call's stream has its id once the request came
+    if not _fits_now(stream_id, h2, connection, size):
         await send_initial_headers(stream, extra)
         await send_frame(stream, frame)
         return  # grpclib sends the trailers as the handler returns
@@ -288,9 +291,9 @@ async def send_whole_answer(
         MultiDict(), status=Status.OK, status_message=None, status_details=None
     )
     trailers = [("grpc-status", "0"), *encode_metadata(trailing)]
-    h2.send_headers(raw.id, headers)
-    h2.send_data(raw.id, frame)
-    h2.send_headers(raw.id, trailers, end_stream=True)
+    h2.send_headers(stream_id, headers)
+    h2.send_data(stream_id, frame)
+    h2.send_headers(stream_id, trailers, end_stream=True)
     transport.write(h2.data_to_send())
     raw.data_sent += size
     connection.data_sent += size

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 from typing import Any, Final
 
@@ -42,6 +41,7 @@ from delos.runtime.errors import UnsupportedByProvider
 from delos.runtime.providers._parts import (
     EFFORT_BUDGETS,
     SamplingNames,
+    call_arguments,
     image_bytes,
     sampling_fields,
 )
@@ -247,14 +247,7 @@ def _part_block(provider: str, part: TextPart | ImagePart | DocumentPart) -> dic
 
 
 def _tool_use(provider: str, call: ToolCall) -> dict[str, Any]:
-    try:
-        arguments = json.loads(call.arguments_json or "{}")
-    except ValueError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        raise UnsupportedByProvider(
-            provider, "tool_calls", f"the arguments of call {call.id!r} are not a JSON object"
-        )
+    arguments = call_arguments(provider, call)
     if not _TOOL_USE_ID.fullmatch(call.id):
         raise UnsupportedByProvider(
             provider, "tool_calls", "Bedrock's toolUseId allows [a-zA-Z0-9_.:-], 1 to 64"

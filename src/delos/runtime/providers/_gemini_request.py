@@ -20,7 +20,6 @@ Facts of the format this module encodes:
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -28,6 +27,7 @@ from delos.runtime.errors import UnsupportedByProvider
 from delos.runtime.providers._parts import (
     EFFORT_BUDGETS,
     SamplingNames,
+    call_arguments,
     document_text,
     image_bytes,
     sampling_fields,
@@ -43,7 +43,6 @@ from delos.runtime.values import (
     Reasoning,
     TextPart,
     Thinking,
-    ToolCall,
 )
 
 __all__ = ["EFFORT_BUDGETS", "IMAGE_TYPES", "generate_body"]
@@ -218,7 +217,7 @@ def _model_parts(provider: str, message: ChatMessage) -> list[dict[str, Any]]:
             parts.append({"text": "", "thoughtSignature": part.signature})
     for call in message.tool_calls:
         function_call: dict[str, Any] = {
-            "functionCall": {"name": call.name, "args": _arguments(provider, call)}
+            "functionCall": {"name": call.name, "args": call_arguments(provider, call)}
         }
         if call.signature:
             function_call["thoughtSignature"] = call.signature
@@ -232,18 +231,6 @@ def _made_here(thinking: Thinking, provider: str) -> bool:
     if thinking.provider:
         return thinking.provider == provider
     return not (thinking.signature or thinking.redacted_data)
-
-
-def _arguments(provider: str, call: ToolCall) -> dict[str, Any]:
-    try:
-        arguments = json.loads(call.arguments_json or "{}")
-    except ValueError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        raise UnsupportedByProvider(
-            provider, "tool calls", "Gemini sends a call's arguments as a JSON object"
-        )
-    return arguments
 
 
 def _image(provider: str, part: ImagePart) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from typing import Any, Final
 from delos.runtime.errors import UnsupportedByProvider, UpstreamProtocolError
 from delos.runtime.providers._parts import (
     SamplingNames,
+    call_arguments,
     deterministic_call_id,
     document_text,
     image_bytes,
@@ -252,14 +253,7 @@ def _document(provider: str, part: DocumentPart) -> str:
 
 
 def _call(provider: str, index: int, call: ToolCall) -> dict[str, Any]:
-    try:
-        arguments = json.loads(call.arguments_json or "{}")
-    except ValueError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        raise UnsupportedByProvider(
-            provider, "tool_calls", f"arguments of {call.name!r} are not a JSON object"
-        )
+    arguments = call_arguments(provider, call)
     function = {"index": index, "name": call.name, "arguments": arguments}
     return {"id": call.id, "function": function} if call.id else {"function": function}
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from delos.runtime.errors import UnsupportedByProvider
 from delos.runtime.values import (
     ChatMessage,
     ChatRequest,
@@ -23,6 +24,7 @@ __all__ = [
     "EFFORT_BUDGETS",
     "SamplingNames",
     "ToolCallAssembler",
+    "call_arguments",
     "data_url",
     "decode_data_url",
     "deterministic_call_id",
@@ -172,3 +174,23 @@ def sampling_fields(request: ChatRequest, names: SamplingNames) -> dict[str, Any
     if request.stop:
         fields[names.stop] = list(request.stop)
     return fields
+
+
+def call_arguments(provider: str, call: ToolCall) -> dict[str, Any]:
+    """A tool call's arguments as the JSON object providers take back. Requests are refused
+    with anything else already; this guards a conversation built in code.
+
+    Raises:
+        UnsupportedByProvider: the arguments are not a JSON object.
+    """
+    try:
+        arguments = json.loads(call.arguments_json or "{}")
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise UnsupportedByProvider(
+            provider,
+            "tool_calls",
+            f"the arguments of call {call.id!r} ({call.name}) are not a JSON object",
+        )
+    return arguments
