@@ -8,6 +8,7 @@ sleep is a fake clock's, never advanced: a settlement is sent only when a test s
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from delos.resilience import FakeClock, RateLimitWouldWait
@@ -154,3 +155,17 @@ async def test_a_new_epoch_older_than_a_window_is_left_alone(redis_server: Redis
         for _ in range(60):
             await old.reserve(0, max_wait=0)
         assert await _epoch(store) == long_ago.encode()
+
+
+async def test_a_pause_lost_with_the_state_is_published_again(redis_server: RedisServer) -> None:
+    async with replicas(redis_server, 2) as (store_a, store_b):
+        a = _limiter(store_a)
+        await a.reserve(0, max_wait=0)
+        a.pause_until(anyio.current_time() + 30)  # the provider said: 30 s
+        await store_a.wait_idle()
+        await _lose_state(redis_server, "restart", store_a, store_b)
+
+        await _refused_wait(a)  # finds the state lost, and the pause gone with it
+        await store_a.wait_idle()
+        # A replica that never heard of the pause finds it on Redis.
+        assert 25 < await _refused_wait(_limiter(store_b)) <= 30

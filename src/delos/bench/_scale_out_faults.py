@@ -70,6 +70,7 @@ async def redis_away(setup: ScaleOutSetup) -> Table:
                     )
     away = (marks["killed"], marks["back"])
     admitted_away = provider.admitted_between(*away)
+    admitted_after = provider.admitted_between(away[1], away[1] + phase)
     counts = tally([c for c in calls if away[0] <= c.outcome.started < away[1]])
     refused = [
         sum(start <= at < end for at in provider.refused)
@@ -81,11 +82,13 @@ async def redis_away(setup: ScaleOutSetup) -> Table:
         f"{rate:.0f} requests/s, above the limit, for {3 * phase:.0f} s. Redis is killed "
         f"(SIGKILL) at {phase:.0f} s and started again, empty, at {2 * phase:.0f} s. Away, "
         "each replica limits alone to the configured limit ÷ the last known live replicas. "
+        "*After*: the same length of time once Redis is back. "
         "*Failed* are requests the provider refused (429): none is lost to Redis. "
         "*Recovered*: every replica's heartbeat is back on Redis (they beat every second, "
-        "once the breaker around Redis lets a call through: it backs off to 5 s).",
+        "once the breaker around Redis lets a call through: it backs off to 2 s).",
         [
             "admitted while away / allowed",
+            "admitted after / allowed",
             "upstream 429s before / while away / after",
             "while away: ok / limited / failed",
             "recovered after (ms)",
@@ -93,6 +96,7 @@ async def redis_away(setup: ScaleOutSetup) -> Table:
         [
             [
                 f"{admitted_away} / {rpm / 60 * (away[1] - away[0]):.1f}",
+                f"{admitted_after} / {rpm / 60 * phase:.1f}",
                 " / ".join(str(count) for count in refused),
                 f"{counts['ok']} / {counts['limited']} / {counts['failed']}",
                 milliseconds(recovered[0]) if recovered else "not within the run",

@@ -36,15 +36,29 @@ to the provider, against a warm one later. GCRA admits nothing early once its to
 shortened by the spread, so the shared tolerance is `arrival_spread` shorter (0.1 s by default:
 the burst shrinks by 0.1 s worth, 0.17 % of a minute; the sustained rate is unchanged).
 
-While the store is degraded, a local `ProviderLimiter` takes over at the configured limits
-divided by the last known number of live replicas; it starts empty, so the minute in which
-Redis went away cannot be admitted twice.
+Fail-static. While the store is degraded, a local `ProviderLimiter` (this replica's *share*)
+takes over at the configured limits divided by the last known number of live replicas. It starts
+empty, so the minute in which Redis went away cannot be admitted twice, and empty as of the end
+of the queue last seen on Redis: the slots Redis had already promised (requests sleeping until
+them, on every replica) reach the provider after Redis is gone, so the share refills only after
+them. The queue is assumed as deep as this replica last saw it, at most the longest wait a
+reservation was allowed.
+
+Return. Replicas do not find Redis back at the same moment (each waits for its own breaker
+around Redis, at most `SharedStore.return_lag`), and until the last one has, the others still
+admit their shares unseen by Redis. So for that long after the store is restored, a replica
+that used its share admits a request only when both its share and the shared bucket do: the
+replicas together stay within the sum of the shares. Its first reservation also charges what
+its share admitted in the last window to the state it last saw, so a bucket that refilled on
+Redis while the shares spent that refill is not spent twice (state lost meanwhile starts empty
+anyway, and the charge is dropped with it).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -250,7 +264,8 @@ class SharedProviderLimiter:
     `live_replicas` returns the last known number of live replicas (see `ReplicaRegistry`); it
     sets the local fallback's share. `clock` and `sleep` time waits and pauses on this replica
     only; admission itself runs on Redis's clock. `arrival_spread` (seconds) shortens the shared
-    tolerance (see the module docstring).
+    tolerance; for `return_hold` seconds (default: the store's `return_lag`) after the store is
+    restored, a replica that used its share keeps within it too (see the module docstring).
     """
 
     def __init__(
@@ -264,6 +279,7 @@ class SharedProviderLimiter:
         clock: Clock = anyio.current_time,
         sleep: Sleep = anyio.sleep,
         arrival_spread: float = ARRIVAL_SPREAD,
+        return_hold: float | None = None,
     ) -> None:
         for name, rate in (("requests", requests_per_minute), ("tokens", tokens_per_minute)):
             if rate is not None and not 0 < rate < math.inf:
@@ -305,6 +321,12 @@ class SharedProviderLimiter:
         self._last_reserved_tokens = 0
         self._fallback: ProviderLimiter | None = None
         self._fallback_replicas = 0
+        self._return_hold = store.return_lag if return_hold is None else return_hold
+        self._window_seconds = max(rpm_tolerance, tpm_tolerance) / _MICROS
+        #: Seconds of slots Redis had promised ahead of its answer, at the last answer.
+        self._queue_ahead = 0.0
+        #: What the share admitted while the store was degraded: (clock time, tokens).
+        self._admitted_locally: deque[tuple[float, int]] = deque()
 
     @property
     def paused_until(self) -> float | None:
@@ -328,10 +350,53 @@ class SharedProviderLimiter:
             )
         self._last_reserved_tokens = estimated_tokens
         start = self._clock()
-        bound = max_wait
+        share = self._returning_share(start)
+        if share is not None:
+            return await self._reserve_within_share(share, estimated_tokens, max_wait, start)
+        try:
+            shared = await self._reserve_shared(estimated_tokens, max_wait, start)
+        except SharedStateUnavailable:
+            return await self._reserve_locally(estimated_tokens, max_wait, start)
+        share = self._returning_share(self._clock())
+        if share is None:
+            self._fallback = None  # the next degraded episode starts a fresh, empty share
+            return shared
+        # This call found Redis back: the share has its say too.
+        try:
+            local = await share.reserve(
+                _within(share, estimated_tokens), max_wait=max_wait - (self._clock() - start)
+            )
+        except BaseException:
+            shared.release_unused()
+            raise
+        return _WithinShare(local, shared)
+
+    async def _reserve_within_share(
+        self, share: ProviderLimiter, estimated_tokens: int, max_wait: float, start: float
+    ) -> RateReservation:
+        # Redis is back, but other replicas may still admit their shares unseen by it.
+        local = await share.reserve(_within(share, estimated_tokens), max_wait=max_wait)
+        try:
+            shared = await self._reserve_shared(estimated_tokens, max_wait, start)
+        except SharedStateUnavailable:
+            self._admitted_locally.append((self._clock(), local.estimated_tokens))
+            return local  # Redis left again: the share alone decides, as while degraded
+        except BaseException:
+            local.release_unused()
+            raise
+        return _WithinShare(local, shared)
+
+    async def _reserve_shared(
+        self, estimated_tokens: int, max_wait: float, start: float
+    ) -> RateReservation:
+        # One round trip that also carries what this replica owes. Raises SharedStateUnavailable
+        # (having counted the owed settlement as dropped) when Redis cannot decide.
+        bound = max_wait - (self._clock() - start)
         if reads_anyio_time(self._clock):
             bound = min(bound, anyio.current_effective_deadline() - start)
         bound_micros = -1 if bound == math.inf else max(math.floor(bound * _MICROS), 0)
+        if self._admitted_locally and not self._store.degraded:
+            self._charge_admitted_locally(start)
         owed_requests, owed_tokens = self._owed_requests, self._owed_tokens
         if owed_requests or owed_tokens:
             self._owed_requests = self._owed_tokens = 0
@@ -353,13 +418,13 @@ class SharedProviderLimiter:
             if owed_requests or owed_tokens:
                 # Maybe applied, maybe not: sending it again could count it twice.
                 self._store.fall_back("limiter_settle", unavailable.reason)
-            return await self._reserve_locally(estimated_tokens, max_wait, start)
+            raise
         if epoch != self._epoch:
             self._note_epoch(epoch)
-        self._fallback = None  # the next degraded episode starts a fresh, empty share
         if pause_micros:
             self._paused_until = max(self._paused_until, self._clock() + pause_micros / _MICROS)
         wait = wait_micros / _MICROS
+        self._queue_ahead = min(wait, max(bound, 0.0))
         if not admitted:
             raise RateLimitWouldWait(wait)
         reservation = SharedReservation(self, estimated_tokens)
@@ -381,6 +446,9 @@ class SharedProviderLimiter:
         self._paused_until = max(self._paused_until, until)
         if self._fallback is not None:
             self._fallback.pause_until(until)
+        self._publish_pause(seconds)
+
+    def _publish_pause(self, seconds: float) -> None:
         args = [math.ceil(seconds * _MICROS)]
         self._store.submit_script_nowait("limiter_pause", _PAUSE, self._keys[2:3], args)
 
@@ -434,37 +502,99 @@ class SharedProviderLimiter:
                 "it): its bucket started empty and refills at the configured rate",
                 self.provider,
             )
+            # A pause the provider asked for went with the state: every replica that knows of
+            # it publishes it again.
+            left = self._paused_until - self._clock()
+            if left > 0:
+                self._publish_pause(left)
         self._epoch = epoch
+
+    def _returning_share(self, now: float) -> ProviderLimiter | None:
+        """This replica's share while other replicas may still be using theirs, else None."""
+        share = self._fallback
+        if share is None or self._store.degraded:
+            return None
+        recovered = self._store.recovered_at
+        if recovered is not None and now < recovered + self._return_hold:
+            return share
+        return None
+
+    def _charge_admitted_locally(self, now: float) -> None:
+        # What the share admitted within the last window still weighs on the provider's bucket;
+        # charged to the epoch last seen, it is dropped by Redis if that state was lost.
+        requests = tokens = 0
+        for at, reserved in self._admitted_locally:
+            if at > now - self._window_seconds:
+                requests += 1
+                tokens += reserved
+        self._admitted_locally.clear()
+        if requests:
+            self._owe(requests, tokens)
 
     async def _reserve_locally(
         self, estimated_tokens: int, max_wait: float, start: float
     ) -> RateReservation:
         replicas = max(self._live_replicas(), 1)
-        fallback = self._fallback
-        if fallback is None or self._fallback_replicas != replicas:
-            fallback = self._fallback = _empty_share(self, replicas)
+        share = self._fallback
+        if share is None or self._fallback_replicas != replicas:
+            share = self._fallback = _empty_share(self, replicas, self._queue_ahead)
             self._fallback_replicas = replicas
             if self._paused_until > self._clock():
-                fallback.pause_until(self._paused_until)
-        # A request larger than this replica's share is admitted once the share is full,
-        # then charged the rest: Redis being away must not make requests impossible.
-        burst = fallback.tokens.burst
-        tokens = estimated_tokens if burst == math.inf else min(estimated_tokens, int(burst))
-        return await fallback.reserve(tokens, max_wait=max_wait - (self._clock() - start))
+                share.pause_until(self._paused_until)
+        reservation = await share.reserve(
+            _within(share, estimated_tokens), max_wait=max_wait - (self._clock() - start)
+        )
+        now = self._clock()
+        admitted = self._admitted_locally
+        while admitted and admitted[0][0] <= now - self._window_seconds:
+            admitted.popleft()
+        admitted.append((now, reservation.estimated_tokens))
+        return reservation
 
 
-def _empty_share(limiter: SharedProviderLimiter, replicas: int) -> ProviderLimiter:
-    fallback = ProviderLimiter.for_worker_share(
+class _WithinShare:
+    """A reservation on Redis and in this replica's share at once, settled together."""
+
+    __slots__ = ("_local", "_shared", "estimated_tokens")
+
+    def __init__(self, local: RateReservation, shared: RateReservation) -> None:
+        self._local = local
+        self._shared = shared
+        self.estimated_tokens = shared.estimated_tokens
+
+    @property
+    def settled(self) -> bool:
+        return self._shared.settled
+
+    def reconcile(self, actual_tokens: int) -> None:
+        self._shared.reconcile(actual_tokens)  # validates the count first
+        self._local.reconcile(actual_tokens)
+
+    def release_unused(self) -> None:
+        self._shared.release_unused()
+        self._local.release_unused()
+
+
+def _within(share: ProviderLimiter, estimated_tokens: int) -> int:
+    # A request larger than the share's whole burst is admitted once the share is full, then
+    # charged the rest: Redis being away must not make requests impossible.
+    burst = share.tokens.burst
+    return estimated_tokens if burst == math.inf else min(estimated_tokens, int(burst))
+
+
+def _empty_share(limiter: SharedProviderLimiter, replicas: int, ahead: float) -> ProviderLimiter:
+    """The share of one of `replicas`, empty `ahead` seconds from now."""
+    share = ProviderLimiter.for_worker_share(
         limiter.requests_per_minute,
         limiter.tokens_per_minute,
         replicas,
         clock=limiter._clock,
         sleep=limiter._sleep,
     )
-    for dimension in (fallback.requests, fallback.tokens):
+    for dimension in (share.requests, share.tokens):
         if dimension.burst < math.inf:
-            dimension.charge(dimension.burst)
-    return fallback
+            dimension.charge(dimension.burst + ahead * dimension.rate / dimension.period)
+    return share
 
 
 if TYPE_CHECKING:

@@ -81,7 +81,9 @@ T = TypeVar("T")
 KEY_VERSION: Final = 1
 
 #: The breaker around Redis: three failures among the last six calls open it; it retries after
-#: half a second, backing off to five; one trial call decides.
+#: half a second, backing off to two; one trial call decides. A short longest wait keeps the
+#: replicas' returns close together (see `SharedStore.return_lag`); a trial costs one call at
+#: most one deadline, every two seconds.
 REDIS_BREAKER: Final = BreakerConfig(
     failure_rate_threshold=0.5,
     slow_call_rate_threshold=1.0,
@@ -90,7 +92,7 @@ REDIS_BREAKER: Final = BreakerConfig(
     minimum_calls=3,
     wait_in_open=0.5,
     open_backoff_multiplier=2.0,
-    max_wait_in_open=5.0,
+    max_wait_in_open=2.0,
     half_open_trial_calls=1,
 )
 
@@ -286,6 +288,7 @@ class SharedStore:
         self._failures = 0
         self._episodes = 0
         self._degraded_at: float | None = None
+        self._recovered_at: float | None = None
         self._last_error = ""
         self._pending = 0
         self._idle = anyio.Event()
@@ -299,6 +302,18 @@ class SharedStore:
     def degraded(self) -> bool:
         """True while shared state is not in use (the breaker around Redis is not closed)."""
         return self._breaker.state is not BreakerState.CLOSED
+
+    @property
+    def recovered_at(self) -> float | None:
+        """The clock time shared state was last restored after being degraded (None: never)."""
+        return self._recovered_at
+
+    @property
+    def return_lag(self) -> float:
+        """The longest another replica may go on using local state after this one found Redis
+        back: its breaker's longest wait in open, plus a second for a call (its heartbeat, at
+        least) to try Redis again."""
+        return self.config.breaker.max_wait_in_open + 1.0
 
     def add_listener(self, listener: Callable[[bool], None]) -> None:
         """Call `listener(degraded)` on every switch between shared and local state."""
@@ -440,7 +455,8 @@ class SharedStore:
             if not self._held:
                 self._something_held = anyio.Event()
                 continue
-            await self._sleep(min(self._held.values()) + hold - self._clock())
+            # Zero when the oldest is overdue already (this task ran late, or the clock jumped).
+            await self._sleep(max(min(self._held.values()) + hold - self._clock(), 0.0))
             now = self._clock()
             self._flush([flush for flush, since in self._held.items() if now - since >= hold])
 
@@ -479,7 +495,8 @@ class SharedStore:
                 self._last_error,
             )
         elif new is BreakerState.CLOSED:
-            down = self._clock() - (self._degraded_at or self._clock())
+            self._recovered_at = self._clock()
+            down = self._recovered_at - (self._degraded_at or self._recovered_at)
             logger.warning(
                 "shared state on Redis %s restored after %.1f s; %d fallback decisions so far",
                 self.where,
