@@ -17,19 +17,8 @@ sent by a background task. Work that may wait a little (settling a reservation) 
 once it has been held `SharedStoreConfig.settle_hold` seconds, whichever comes first, so a
 steady stream of requests costs one round trip each rather than two.
 
-Key layout (:class:`KeySpace`), one version prefix for everything so a layout change never reads
-old keys::
-
-    delos:v1:limit:{openai}:rpm|tpm|pause|epoch    GCRA state, pause and state epoch of one provider
-    delos:v1:breaker:{openai/gpt-4o}:open|half|trial   shared breaker state
-    delos:v1:replicas                              live replicas (sorted set, expiry as score)
-    delos:v1:cache:{<request key>}:value|lock|flight   the response cache's level 2
-
-The ``{...}`` hash tags put the keys one Lua script touches in one Redis Cluster slot. Eviction
-is instance-wide: ``maxmemory-policy`` samples keys from every logical database, so a separate
-DB does not protect limiter keys from ``allkeys-lru``. Give the cache its own instance
-(``maxmemory`` + ``allkeys-lru``) and keep limits and breakers on one with ``noeviction``, where
-memory pressure makes writes fail, which degrades the store instead of silently resetting limits.
+Keys are laid out by :class:`KeySpace` (`_keys`); the coredis pool and its workarounds are in
+`_connections`.
 """
 
 from __future__ import annotations
@@ -45,10 +34,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import coredis
-from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from coredis.connection import BaseConnection, TCPConnection, UnixDomainSocketConnection
-from coredis.pool import ConnectionPool
 from coredis.retry import NoRetryPolicy
 
 from delos.resilience import (
@@ -60,6 +46,8 @@ from delos.resilience import (
     Sleep,
 )
 
+from ._connections import connection_pool
+from ._keys import KEY_VERSION, KeySpace
 from ._scripts import LuaScript, ScriptArgument, ScriptCall, ScriptCaller
 
 __all__ = [
@@ -76,9 +64,6 @@ __all__ = [
 logger = logging.getLogger("delos.runtime.shared")
 
 T = TypeVar("T")
-
-#: Bumped whenever a key's layout or a stored value's format changes.
-KEY_VERSION: Final = 1
 
 #: The breaker around Redis: three failures among the last six calls open it; it retries after
 #: half a second, backing off to two; one trial call decides. A short longest wait keeps the
@@ -151,46 +136,6 @@ class SharedStoreConfig:
                 raise ValueError(f"SharedStoreConfig.{name} must be >= 1")
 
 
-class KeySpace:
-    """Every Redis key the gateway uses, under ``<namespace>:v<KEY_VERSION>:``."""
-
-    __slots__ = ("prefix",)
-
-    def __init__(self, namespace: str = "delos") -> None:
-        self.prefix = f"{namespace}:v{KEY_VERSION}:"
-
-    def limiter(self, provider: str) -> tuple[str, str, str, str]:
-        """The requests TAT, tokens TAT, pause and epoch keys of `provider`, in one cluster slot.
-
-        The epoch marks the state as present: it outlives the TATs, so a TAT that is absent
-        while the epoch stands expired (a full bucket), and an absent epoch means the state is
-        new or was lost (see `SharedProviderLimiter`).
-        """
-        base = f"{self.prefix}limit:{_tag(provider)}:"
-        return base + "rpm", base + "tpm", base + "pause", base + "epoch"
-
-    def breaker(self, name: str) -> tuple[str, str, str]:
-        """The open, half-open and trial keys of breaker `name`, in one cluster slot."""
-        base = f"{self.prefix}breaker:{_tag(name)}:"
-        return base + "open", base + "half", base + "trial"
-
-    @property
-    def replicas(self) -> str:
-        """The sorted set of live replicas."""
-        return f"{self.prefix}replicas"
-
-    def cache(self, key: str) -> tuple[str, str, str]:
-        """The value, lock and hand-off keys of response-cache entry `key`, in one slot."""
-        base = f"{self.prefix}cache:{_tag(key)}:"
-        return base + "value", base + "lock", base + "flight"
-
-
-def _tag(name: str) -> str:
-    if "{" in name or "}" in name:
-        raise ValueError(f"a shared-state name cannot contain braces: {name!r}")
-    return "{" + name + "}"
-
-
 @dataclass(frozen=True, slots=True)
 class SharedStoreStats:
     """Counters since the store was opened, for metrics.
@@ -207,51 +152,6 @@ class SharedStoreStats:
     degraded_episodes: int
     pending: int
     held: int
-
-
-class _ShieldedPool(ConnectionPool[Any]):
-    """coredis's pool, with connection set-up shielded from the caller's cancellation.
-
-    coredis 6.9 takes a pool slot before opening a connection and returns it only if opening
-    fails by itself: a caller cancelled meanwhile (our deadline, on asyncio) loses the slot, and
-    after `max_connections` such losses every call waits forever. Shielded, set-up instead runs
-    to its own end, bounded by `connect_timeout` and the handshake's `stream_timeout`.
-    """
-
-    async def get_connection(self, **kwargs: Any) -> Any:
-        with anyio.CancelScope(shield=True):
-            return await super().get_connection(**kwargs)
-
-
-class _ClosingConnection(BaseConnection):
-    """A coredis connection that closes its buffers when it cannot be opened.
-
-    coredis 6.9 creates a connection's memory streams in ``__init__`` and closes them only once
-    the socket is open; a refused or timed-out connection leaves them to the garbage collector,
-    which warns about each (and warnings are errors here). Closing twice is harmless.
-    """
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        try:
-            await super().run(task_status=task_status)
-        finally:
-            for stream in (
-                self._write_buffer_in,
-                self._write_buffer_out,
-                self._push_message_buffer_in,
-                self._push_message_buffer_out,
-                self._streamed_message_buffer_in,
-                self._streamed_message_buffer_out,
-            ):
-                stream.close()
-
-
-class _ClosingTCPConnection(_ClosingConnection, TCPConnection):
-    pass
-
-
-class _ClosingUnixConnection(_ClosingConnection, UnixDomainSocketConnection):
-    pass
 
 
 class SharedStore:
@@ -536,15 +436,12 @@ async def open_shared_store(
     out before being abandoned.
     """
     config = config or SharedStoreConfig()
-    pool = _ShieldedPool.from_url(
+    pool = connection_pool(
         url,
         connect_timeout=config.connect_timeout,
         stream_timeout=config.deadline,
         max_connections=config.max_connections,
-        decode_responses=False,
     )
-    tcp = pool.connection_class is TCPConnection
-    pool.connection_class = _ClosingTCPConnection if tcp else _ClosingUnixConnection
     client: Client = coredis.Redis(connection_pool=pool, retry_policy=NoRetryPolicy())
     send, receive = anyio.create_memory_object_stream[_Submitted](config.pending_limit)
     store = SharedStore(
