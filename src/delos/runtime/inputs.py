@@ -64,6 +64,8 @@ class _Limits:
 
 
 LIMITS: Final = _Limits()
+#: A reasoning setting that asks for nothing: the same as none.
+_NO_REASONING: Final = Reasoning()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,23 +145,24 @@ def completion_input(
         raise InvalidRequest(
             f"max_tokens: must be between 1 and {LIMITS.max_tokens}, got {max_tokens}"
         )
-    stop = tuple(stop)
+    stop = tuple(stop) if stop else ()
     if len(stop) > LIMITS.stop_sequences:
         raise InvalidRequest(
             f"stop: at most {LIMITS.stop_sequences} sequences (the most every provider accepts), "
             f"got {len(stop)}"
         )
-    if any(not s for s in stop):
+    if stop and not all(stop):
         raise InvalidRequest("stop: sequences must not be empty")
     if cache_ttl_seconds < 0 or cache_ttl_seconds > LIMITS.cache_ttl_seconds:
         raise InvalidRequest(
             f"cache_ttl_seconds: must be between 0 and {LIMITS.cache_ttl_seconds}, "
             f"got {cache_ttl_seconds}"
         )
-    metadata = dict(metadata or {})
+    # Copied (the caller's may be a protobuf map), but only when there is something to copy.
+    metadata = dict(metadata) if metadata else {}
     if len(metadata) > LIMITS.metadata_entries:
         raise InvalidRequest(f"metadata: at most {LIMITS.metadata_entries} entries")
-    checked_tools = _tools(tools)
+    checked_tools = _tools(tools) if tools else ()
     _check_tool_choice(tool_choice, checked_tools)
     _check_reasoning(reasoning)
     if len(session_id) > LIMITS.session_id_characters:
@@ -180,11 +183,11 @@ def completion_input(
         cache_ttl_seconds=cache_ttl_seconds or None,
         metadata=metadata,
         prompt_ref=prompt_ref.strip() or None,
-        variables=dict(variables or {}),
+        variables=dict(variables) if variables else {},
         tools=checked_tools,
         tool_choice=tool_choice,
         parallel_tool_calls=parallel_tool_calls,
-        reasoning=reasoning if reasoning != Reasoning() else None,
+        reasoning=None if reasoning == _NO_REASONING else reasoning,
         session_id=session_id or None,
     )
 

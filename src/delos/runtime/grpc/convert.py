@@ -101,7 +101,11 @@ def completion_input_from_proto(params: pb.CompletionParams) -> CompletionInput:
         metadata=params.metadata,
         prompt_ref=params.prompt_ref,
         variables=params.variables,
-        tools=[(t.name, t.description, t.parameters_json) for t in params.tools],
+        tools=(
+            [(t.name, t.description, t.parameters_json) for t in params.tools]
+            if params.tools
+            else ()
+        ),
         tool_choice=params.tool_choice,
         parallel_tool_calls=(
             params.parallel_tool_calls if params.HasField("parallel_tool_calls") else None
@@ -120,11 +124,13 @@ def completion_input_from_proto(params: pb.CompletionParams) -> CompletionInput:
 
 
 def _message(message: pb.Message) -> ChatMessage:
+    # Most messages are text alone: no generator for their empty parts and calls.
+    parts, calls = message.parts, message.tool_calls
     return ChatMessage(
         role=message.role,
         content=message.content,
-        parts=tuple(_part(p) for p in message.parts),
-        tool_calls=tuple(_tool_call_in(c) for c in message.tool_calls),
+        parts=tuple(_part(p) for p in parts) if parts else (),
+        tool_calls=tuple(_tool_call_in(c) for c in calls) if calls else (),
         tool_call_id=message.tool_call_id,
         cache_breakpoint=message.cache_breakpoint,
     )
@@ -165,15 +171,22 @@ def _float(value: Decimal | float) -> float:
 
 
 def _usage(usage: Usage) -> pb.Usage:
-    return pb.Usage(
+    # Only the fields that are set: a default-valued one costs the constructor as much as any
+    # other and is not sent anyway (proto3), and most answers have no cache or reasoning tokens.
+    wire = pb.Usage(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
-        estimated=usage.estimated,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
     )
+    if usage.estimated:
+        wire.estimated = True
+    if usage.cache_read_tokens:
+        wire.cache_read_tokens = usage.cache_read_tokens
+    if usage.cache_write_tokens:
+        wire.cache_write_tokens = usage.cache_write_tokens
+    if usage.reasoning_tokens:
+        wire.reasoning_tokens = usage.reasoning_tokens
+    return wire
 
 
 def _tool_calls(calls: Iterable[ToolCall]) -> list[pb.ToolCall]:
@@ -193,23 +206,26 @@ def _thinking(blocks: Iterable[Thinking]) -> list[pb.Thinking]:
 
 
 def _attempts(records: Iterable[AttemptRecord]) -> list[pb.Attempt]:
-    return [
-        pb.Attempt(
-            provider=record.provider,
-            model=record.model,
-            kind=record.kind.value,
-            outcome=record.outcome.value,
-            error=record.error,
-            usage=_usage(record.usage) if record.usage else None,
-            cost_usd=_float(record.cost_usd),
-            latency_ms=record.latency_s * 1000.0,
-        )
-        for record in records
-    ]
+    return [_attempt(record) for record in records]
+
+
+def _attempt(record: AttemptRecord) -> pb.Attempt:
+    attempt = pb.Attempt(
+        provider=record.provider,
+        model=record.model,
+        kind=record.kind.value,
+        outcome=record.outcome.value,
+        usage=_usage(record.usage) if record.usage else None,
+        cost_usd=_float(record.cost_usd),
+        latency_ms=record.latency_s * 1000.0,
+    )
+    if record.error:  # only failed attempts have one: see _usage
+        attempt.error = record.error
+    return attempt
 
 
 def complete_response(answer: RoutedAnswer, request_id: str) -> pb.CompleteResponse:
-    return pb.CompleteResponse(
+    response = pb.CompleteResponse(
         content=answer.content,
         provider=answer.provider,
         model=answer.model,
@@ -217,16 +233,22 @@ def complete_response(answer: RoutedAnswer, request_id: str) -> pb.CompleteRespo
         usage=_usage(answer.usage),
         cost_usd=_float(answer.cost_usd),
         latency_ms=answer.latency_s * 1000.0,
-        cached=answer.cached,
         cost_saved_usd=_float(answer.cost_saved_usd),
         total_cost_usd=_float(answer.total_cost_usd),
         time_to_first_token_ms=answer.time_to_first_token_s * 1000.0,
         attempts=_attempts(answer.attempts),
         request_id=request_id,
-        cost_estimated=answer.cost_estimated,
-        tool_calls=_tool_calls(answer.tool_calls),
-        thinking=_thinking(answer.thinking),
     )
+    # Set only when not at their default (false, empty), as in most answers: see _usage.
+    if answer.cached:
+        response.cached = True
+    if answer.cost_estimated:
+        response.cost_estimated = True
+    if answer.tool_calls:
+        response.tool_calls.extend(_tool_calls(answer.tool_calls))
+    if answer.thinking:
+        response.thinking.extend(_thinking(answer.thinking))
+    return response
 
 
 def delta_chunk(piece: StreamPiece, index: int) -> pb.StreamChunk:
@@ -248,25 +270,30 @@ def delta_chunk(piece: StreamPiece, index: int) -> pb.StreamChunk:
 
 def final_chunk(answer: RoutedAnswer, index: int, request_id: str) -> pb.StreamChunk:
     """The last chunk of a stream: no delta, the answer's summary."""
-    return pb.StreamChunk(
-        delta="",
+    chunk = pb.StreamChunk(
         finish_reason=answer.finish_reason,
         usage=_usage(answer.usage),
         cost_usd=_float(answer.cost_usd),
         provider=answer.provider,
         model=answer.model,
-        cached=answer.cached,
         latency_ms=answer.latency_s * 1000.0,
         time_to_first_token_ms=answer.time_to_first_token_s * 1000.0,
         total_cost_usd=_float(answer.total_cost_usd),
         cost_saved_usd=_float(answer.cost_saved_usd),
         attempts=_attempts(answer.attempts),
         request_id=request_id,
-        cost_estimated=answer.cost_estimated,
         index=index,
-        tool_calls=_tool_calls(answer.tool_calls),
-        thinking=_thinking(answer.thinking),
     )
+    # Set only when not at their default (false, empty): see _usage.
+    if answer.cached:
+        chunk.cached = True
+    if answer.cost_estimated:
+        chunk.cost_estimated = True
+    if answer.tool_calls:
+        chunk.tool_calls.extend(_tool_calls(answer.tool_calls))
+    if answer.thinking:
+        chunk.thinking.extend(_thinking(answer.thinking))
+    return chunk
 
 
 def embed_response(answer: EmbedAnswer, request_id: str) -> pb.EmbedResponse:

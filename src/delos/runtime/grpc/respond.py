@@ -40,10 +40,11 @@ class Responder(Generic[M]):
 
     def __init__(self, stream: Stream[Any, M]) -> None:
         self._stream = stream
-        self._encoding = response_encoding(
-            private.request_header(stream, "grpc-encoding"),
-            private.request_header(stream, "grpc-accept-encoding"),
-        )
+        encoding = private.request_header(stream, "grpc-encoding")
+        if encoding is not None:  # what the client accepts back matters only then
+            accepted = private.request_header(stream, "grpc-accept-encoding")
+            encoding = response_encoding(encoding, accepted)
+        self._encoding = encoding
         self._started = False
 
     def _headers(self) -> list[tuple[str, str]]:

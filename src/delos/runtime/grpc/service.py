@@ -57,6 +57,12 @@ def next_request_id() -> str:
 T = TypeVar("T")
 
 
+def _metadata(params: pb.CompletionParams) -> dict[str, str]:
+    """The request's metadata for its log line, copied only when there is any (most have none)."""
+    metadata = params.metadata
+    return dict(metadata) if metadata else {}
+
+
 @dataclass(slots=True)
 class RpcContext:
     """What one RPC's handler tells the edge: the answer, for metrics, logs and traces."""
@@ -173,6 +179,7 @@ class RuntimeService(RuntimeServiceBase):
         span.set_cache_hit(answer.cached)
         if answer.thinking_dropped:
             gateway.metrics.record_thinking_dropped(answer.provider, answer.thinking_dropped)
+        total_cost_usd = float(answer.total_cost_usd)  # a sum over the attempts: once
         gateway.metrics.record_request(
             rpc=rpc,
             provider=answer.provider,
@@ -182,7 +189,7 @@ class RuntimeService(RuntimeServiceBase):
             ttft_s=answer.time_to_first_token_s,
             prompt_tokens=answer.usage.prompt_tokens,
             completion_tokens=answer.usage.completion_tokens,
-            cost_usd=float(answer.total_cost_usd),
+            cost_usd=total_cost_usd,
             client=context.client,
             cached=answer.cached,
             attempts=answer.attempts,
@@ -196,7 +203,7 @@ class RuntimeService(RuntimeServiceBase):
             status=status.name,
             prompt_tokens=answer.usage.prompt_tokens,
             completion_tokens=answer.usage.completion_tokens,
-            cost_usd=float(answer.total_cost_usd),
+            cost_usd=total_cost_usd,
             latency_ms=answer.latency_s * 1000.0,
             ttft_ms=answer.time_to_first_token_s * 1000.0,
             cached=answer.cached,
@@ -214,7 +221,7 @@ class RuntimeService(RuntimeServiceBase):
         async with self._rpc(stream, "Complete") as context:
             message = await self._receive(stream)
             respond = Responder(stream)
-            context.metadata = dict(message.params.metadata)
+            context.metadata = _metadata(message.params)
             completions = self.gateway.completions
             request = convert.completion_input_from_proto(message.params)
             answer = context.answer = await completions.complete(await completions.prepare(request))
@@ -224,7 +231,7 @@ class RuntimeService(RuntimeServiceBase):
         async with self._rpc(stream, "CompleteStream") as context:
             message = await self._receive(stream)
             respond = Responder(stream)
-            context.metadata = dict(message.params.metadata)
+            context.metadata = _metadata(message.params)
             completions = self.gateway.completions
             request = convert.completion_input_from_proto(message.params)
             request = await completions.prepare(request)

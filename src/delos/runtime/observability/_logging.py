@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, TextIO
 
 from delos.runtime.observability._metrics import AttemptLike
@@ -88,8 +88,19 @@ def _timestamp(record: logging.LogRecord) -> str:
     return f"{_last_second[1]}.{int(record.msecs):03d}Z"
 
 
-def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES}
+def _extras(record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
+    for item in record.__dict__.items():
+        if item[0] not in _STANDARD_ATTRIBUTES:
+            yield item
+
+
+# The encoders json.dumps would build anew on every call (it caches only the default one).
+#: A JSON log line.
+_JSON_LINE: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+#: A text value quoted in a readable line.
+_QUOTED: Final = json.JSONEncoder(ensure_ascii=False)
+#: A mapping or list in a readable line.
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 #: Types passed through as they are (looked up by exact type first: this runs per field).
@@ -132,7 +143,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
-        for key, value in _extras(record).items():
+        for key, value in _extras(record):
             if key not in _RESERVED_KEYS:
                 line[key] = _redacted(value, redact)
         if record.exc_info:
@@ -141,7 +152,7 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = redact(record.exc_text)
         if record.stack_info:
             line["stack"] = redact(self.formatStack(record.stack_info))
-        return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+        return _JSON_LINE.encode(line)
 
 
 class ReadableFormatter(logging.Formatter):
@@ -153,7 +164,7 @@ class ReadableFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"]
-        for key, value in _extras(record).items():
+        for key, value in _extras(record):
             parts.append(f"{key}={_readable(value)}")
         text = " ".join(parts)
         if record.exc_info:
@@ -173,11 +184,11 @@ def _readable(value: Any) -> str:
         return str(value)
     if isinstance(value, str):
         plain = value and _NEEDS_QUOTES.search(value) is None
-        return value if plain else json.dumps(value, ensure_ascii=False)
+        return value if plain else _QUOTED.encode(value)
     if isinstance(value, Mapping | list | tuple):
         if not value:
             return "{}" if isinstance(value, Mapping) else "[]"
-        return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+        return _COMPACT.encode(value)
     return str(value)
 
 
@@ -220,7 +231,7 @@ def log_request(
         "ttft_ms": None if ttft_ms is None else round(ttft_ms, 3),
         "cached": cached,
         "client": client,
-        "metadata": dict(metadata),
+        "metadata": dict(metadata) if metadata else {},
         "attempts": [_attempt(a) for a in attempts],
     }
     logger.info("%s %s", rpc, status, extra=extra)

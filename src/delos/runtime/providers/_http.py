@@ -18,8 +18,10 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime
+from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar
 
 from delos.resilience._limiter import RateLimitHints
@@ -79,10 +81,14 @@ def clip_detail(text: str) -> str:
     return text[:MAX_DETAIL_CHARS] + ("…" if len(text) > MAX_DETAIL_CHARS else "")
 
 
+#: Built once: ``json.dumps`` with these options would build a new encoder on every call.
+_BODY_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def encode_json(value: Any) -> bytes:
     """A request body as JSON (compact, UTF-8, no NaN), as bytes known before sending:
     Bedrock signs them."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _BODY_ENCODER.encode(value).encode()
 
 
 class StreamDecoder(Protocol[_Frame]):
@@ -111,21 +117,40 @@ def feed_decoder(
         raise UpstreamProtocolError(provider, f"malformed {what}: {exc}") from None
 
 
-@contextlib.contextmanager
-def upstream_errors(provider: str) -> Iterator[None]:
+def upstream_errors(provider: str) -> AbstractContextManager[None]:
     """Convert the transport's errors raised in the block into our hierarchy."""
-    try:
-        yield
-    except TransportTimeout as exc:
-        raise UpstreamTimeout(provider, f"timed out ({exc})") from exc
-    except ConnectFailed as exc:
-        raise UpstreamUnavailable(provider, "connection failed") from exc
-    except ConnectionLost as exc:
-        raise UpstreamUnavailable(
-            provider, "connection lost before the answer was complete"
-        ) from exc
-    except TransportError as exc:
-        raise UpstreamUnavailable(provider, f"transport error ({exc})") from exc
+    return _UpstreamErrors(provider)
+
+
+class _UpstreamErrors:
+    """:func:`upstream_errors`: a class, not a generator, as it runs once per upstream call."""
+
+    __slots__ = ("_provider",)
+
+    def __init__(self, provider: str) -> None:
+        self._provider = provider
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not isinstance(error, TransportError):
+            return  # no error, or not the transport's: it goes on as it is
+        provider = self._provider
+        if isinstance(error, TransportTimeout):
+            raise UpstreamTimeout(provider, f"timed out ({error})") from error
+        if isinstance(error, ConnectFailed):
+            raise UpstreamUnavailable(provider, "connection failed") from error
+        if isinstance(error, ConnectionLost):
+            raise UpstreamUnavailable(
+                provider, "connection lost before the answer was complete"
+            ) from error
+        raise UpstreamUnavailable(provider, f"transport error ({error})") from error
 
 
 async def read_bounded(provider: str, answer: UpstreamAnswer, limit: int = MAX_BODY_BYTES) -> bytes:

@@ -192,6 +192,7 @@ class HttpProvider:
         body limit of ``limit`` bytes."""
         with upstream_errors(self.name):
             async with self._exchange(url, body, accept=_JSON) as answer:
+                await self._accept(answer)
                 raw = await self._read_answer(answer, limit)
         headers = answer.headers
         return decode_json(self.name, raw, headers.get("content-type")), headers
@@ -208,24 +209,29 @@ class HttpProvider:
         """
         with upstream_errors(self.name):
             async with self._exchange(url, body, accept=media_type) as answer:
+                await self._accept(answer)
                 require_media_type(self.name, answer, media_type)
                 async with aclosing(read(answer)) as events:
                     yield events
 
-    @asynccontextmanager
-    async def _exchange(self, url: str, body: Any, *, accept: str) -> AsyncIterator[UpstreamAnswer]:
-        """Send the request and yield its answer, known to be a 2xx. Call inside
-        :func:`upstream_errors`."""
+    def _exchange(
+        self, url: str, body: Any, *, accept: str
+    ) -> AbstractAsyncContextManager[UpstreamAnswer]:
+        """The client's exchange for a GET (``body`` None) or a POST of ``body`` as JSON; the
+        block checks the answer with :meth:`_accept`. Call inside :func:`upstream_errors`.
+
+        The client's own context manager, not one wrapped around it: this runs once per
+        upstream call."""
         if body is None:
-            exchange = self._client.exchange("GET", url, self._headers, None)
-        else:
-            content = encode_json(body)
-            headers = self._headers_for(url, content, accept)
-            exchange = self._client.exchange("POST", url, headers, content)
-        async with exchange as answer:
-            self._observe_headers(answer.headers)
-            await self._raise_for_status(answer)
-            yield answer
+            return self._client.exchange("GET", url, self._headers, None)
+        content = encode_json(body)
+        headers = self._headers_for(url, content, accept)
+        return self._client.exchange("POST", url, headers, content)
+
+    async def _accept(self, answer: UpstreamAnswer) -> None:
+        """Report the answer's rate-limit headers; raise the error of a non-2xx status."""
+        self._observe_headers(answer.headers)
+        await self._raise_for_status(answer)
 
     async def _raise_for_status(self, answer: UpstreamAnswer) -> None:
         if answer.status < 300:

@@ -34,11 +34,12 @@ def required_capabilities(request: CompletionInput) -> tuple[str, ...]:
     messages = request.messages
     if request.tools or any(m.tool_calls or m.role == "tool" for m in messages):
         needed.append("tools")
-    parts = [part for m in messages for part in m.parts]
-    if any(isinstance(p, ImagePart) for p in parts):
-        needed.append("vision")
-    if any(isinstance(p, DocumentPart) and p.media_type == "application/pdf" for p in parts):
-        needed.append("documents")
+    parts = [part for m in messages if m.parts for part in m.parts]
+    if parts:  # most conversations are text alone
+        if any(isinstance(p, ImagePart) for p in parts):
+            needed.append("vision")
+        if any(isinstance(p, DocumentPart) and p.media_type == "application/pdf" for p in parts):
+            needed.append("documents")
     if request.reasoning is not None:
         needed.append("reasoning")
     return tuple(needed)
@@ -54,7 +55,11 @@ def unable(
         if capability not in model.capabilities:
             return Unable(capability, f"{model.id} has no {capability} capability")
     rules = model.rules
-    asked = [name for name in ("temperature", "top_p") if getattr(request, name) is not None]
+    asked: list[str] = []
+    if request.temperature is not None:
+        asked.append("temperature")
+    if request.top_p is not None:
+        asked.append("top_p")
     if asked and not rules.sampling:
         return Unable(asked[0], f"{model.id} accepts no {' or '.join(asked)} (a reasoning model)")
     if len(asked) == 2 and rules.temperature_or_top_p:
