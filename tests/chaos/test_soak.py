@@ -166,7 +166,9 @@ async def test_soak_has_no_unexplained_errors_and_flat_memory_and_descriptors() 
     assert set(tally.errors) <= {"UNAVAILABLE"}, tally.errors
     assert unexplained <= 0, (tally.cut_faults_injected, tally.messages)
     assert rss_last <= rss_first * 1.10 + 4096, (rss_first, rss_last)
-    assert fds_last <= fds_first + 8, (fds_first, fds_last)
+    # Pooled keep-alive connections to the fakes come and go with the load, up to one per
+    # concurrent request at the busiest provider: a leak grows past that within the run.
+    assert fds_last <= fds_first + 2 * CONCURRENCY, (fds_first, fds_last)
 
 
 def write_report(

@@ -56,7 +56,7 @@ class Sizes:
             load_seconds=10.0,
             warmup_seconds=1.0,
             concurrencies=(1, 16),
-            stream_count=300,
+            stream_count=1000,
             stream_tokens=500,
             paced_streams=32,
             paced_interval_us=2000,

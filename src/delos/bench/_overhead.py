@@ -197,7 +197,7 @@ def run_overhead(context: BenchContext) -> SuiteResult:
     )
 
 
-_ROUNDS = 3
+_ROUNDS = 5
 _ROUND_SECONDS = 4.0
 _ROUND_COLUMNS = (
     "round",
