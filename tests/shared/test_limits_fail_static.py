@@ -18,6 +18,24 @@ from tests.shared.conftest import RedisServer, server_time, store_config, stored
 pytestmark = pytest.mark.anyio
 
 
+def _limiter(
+    store: SharedStore, clock: FakeClock, *, per_minute: float, replicas: int
+) -> SharedProviderLimiter:
+    """`per_minute` requests for `replicas` live replicas; waits and the 3 s hold after a
+    return on the fake clock; the burst a minute's worth exactly."""
+    return SharedProviderLimiter(
+        "openai",
+        per_minute,
+        None,
+        store,
+        live_replicas=lambda: replicas,
+        clock=clock,
+        sleep=clock.sleep_advancing,
+        arrival_spread=0,
+        return_hold=3.0,
+    )
+
+
 async def _admitted(limiter: SharedProviderLimiter) -> bool:
     try:
         await limiter.reserve(0, max_wait=0)
@@ -47,16 +65,7 @@ async def test_away_the_share_refills_only_after_the_slots_redis_had_promised(
         redis_server.url, store_config(deadline=0.05), clock=clock
     ) as store:
         # 30 a minute (a slot every 2 s) for 3 replicas: a share of 10 a minute, every 6 s.
-        limiter = SharedProviderLimiter(
-            "openai",
-            30,
-            None,
-            store,
-            live_replicas=lambda: 3,
-            clock=clock,
-            sleep=clock.sleep_advancing,
-            arrival_spread=0,
-        )
+        limiter = _limiter(store, clock, per_minute=30, replicas=3)
         for _ in range(30):
             await limiter.reserve(0, max_wait=0)  # the burst, spent
         await limiter.reserve(0, max_wait=5)  # the slot 2 s ahead ...
@@ -78,17 +87,7 @@ async def test_back_a_replica_keeps_within_its_share_until_the_others_can_be_bac
     config = store_config(deadline=0.05)
     async with open_shared_store(redis_server.url, config, clock=clock) as store:
         # 6 a minute (a slot every 10 s) for 2 replicas: a share of 3 a minute, every 20 s.
-        limiter = SharedProviderLimiter(
-            "openai",
-            6,
-            None,
-            store,
-            live_replicas=lambda: 2,
-            clock=clock,
-            sleep=clock.sleep_advancing,
-            arrival_spread=0,
-            return_hold=3.0,
-        )
+        limiter = _limiter(store, clock, per_minute=6, replicas=2)
         tat_key = store.keys.limiter("openai")[0]
         await limiter.reserve(0, max_wait=0)
         kept = await stored_time(store, tat_key)

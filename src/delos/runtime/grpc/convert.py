@@ -239,15 +239,7 @@ def complete_response(answer: RoutedAnswer, request_id: str) -> pb.CompleteRespo
         attempts=_attempts(answer.attempts),
         request_id=request_id,
     )
-    # Set only when not at their default (false, empty), as in most answers: see _usage.
-    if answer.cached:
-        response.cached = True
-    if answer.cost_estimated:
-        response.cost_estimated = True
-    if answer.tool_calls:
-        response.tool_calls.extend(_tool_calls(answer.tool_calls))
-    if answer.thinking:
-        response.thinking.extend(_thinking(answer.thinking))
+    _set_unusual(response, answer)
     return response
 
 
@@ -284,16 +276,20 @@ def final_chunk(answer: RoutedAnswer, index: int, request_id: str) -> pb.StreamC
         request_id=request_id,
         index=index,
     )
-    # Set only when not at their default (false, empty): see _usage.
-    if answer.cached:
-        chunk.cached = True
-    if answer.cost_estimated:
-        chunk.cost_estimated = True
-    if answer.tool_calls:
-        chunk.tool_calls.extend(_tool_calls(answer.tool_calls))
-    if answer.thinking:
-        chunk.thinking.extend(_thinking(answer.thinking))
+    _set_unusual(chunk, answer)
     return chunk
+
+
+def _set_unusual(summary: pb.CompleteResponse | pb.StreamChunk, answer: RoutedAnswer) -> None:
+    # Set only when not at their default (false, empty), as in most answers: see _usage.
+    if answer.cached:
+        summary.cached = True
+    if answer.cost_estimated:
+        summary.cost_estimated = True
+    if answer.tool_calls:
+        summary.tool_calls.extend(_tool_calls(answer.tool_calls))
+    if answer.thinking:
+        summary.thinking.extend(_thinking(answer.thinking))
 
 
 def embed_response(answer: EmbedAnswer, request_id: str) -> pb.EmbedResponse:
