@@ -17,6 +17,7 @@ from tests.redis_servers import RedisServer, serve_redis
 
 __all__ = [
     "RedisServer",
+    "SleepRecorder",
     "replicas",
     "script_calls",
     "server_time",
@@ -51,6 +52,16 @@ def cluster_server(tmp_path: Path) -> Iterator[RedisServer]:
             assert time.monotonic() < deadline, "the one-node cluster never became ready"
             time.sleep(0.01)
         yield server
+
+
+class SleepRecorder:
+    """A sleep that returns at once and keeps what it was asked for, in ``slept``."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
 
 
 def store_config(**changes: object) -> SharedStoreConfig:

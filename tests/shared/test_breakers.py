@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from contextlib import AsyncExitStack
 
 import anyio
 import pytest
 
 from delos.resilience import BreakerConfig, BreakerState, CircuitBreakerFactory, FakeClock
 from delos.runtime.shared import SharedBreakers, SharedStore, open_shared_store
-from tests.shared.conftest import RedisServer, store_config
+from tests.shared.conftest import RedisServer, replicas, store_config
 
 pytestmark = pytest.mark.anyio
 
@@ -29,10 +28,7 @@ async def exercise_breakers(store: SharedStore) -> None:
 async def test_an_opening_reaches_another_replica_within_a_second(
     redis_server: RedisServer,
 ) -> None:
-    async with (
-        open_shared_store(redis_server.url, store_config()) as store_a,
-        open_shared_store(redis_server.url, store_config()) as store_b,
-    ):
+    async with replicas(redis_server, 2) as (store_a, store_b):
         publisher, watcher = SharedBreakers(store_a), SharedBreakers(store_b, poll_interval=0.25)
         watcher.watch(NAME)
         seen = anyio.Event()
@@ -57,11 +53,7 @@ async def test_an_opening_reaches_another_replica_within_a_second(
 
 
 async def test_exactly_one_replica_claims_the_trial(redis_server: RedisServer) -> None:
-    async with AsyncExitStack() as stack:
-        stores = [
-            await stack.enter_async_context(open_shared_store(redis_server.url, store_config()))
-            for _ in range(4)
-        ]
+    async with replicas(redis_server, 4) as stores:
         views = [SharedBreakers(store) for store in stores]
         _, half, _ = stores[0].keys.breaker(NAME)
         await stores[0].client.set(half, "1", px=60_000)  # an opening that just ended
@@ -90,10 +82,7 @@ async def test_no_claim_while_open_and_no_claim_needed_when_closed(
 async def test_a_successful_trial_closes_it_everywhere_and_a_failed_one_reopens(
     redis_server: RedisServer,
 ) -> None:
-    async with (
-        open_shared_store(redis_server.url, store_config()) as store_a,
-        open_shared_store(redis_server.url, store_config()) as store_b,
-    ):
+    async with replicas(redis_server, 2) as (store_a, store_b):
         clock = FakeClock()
         a, b = SharedBreakers(store_a, clock=clock), SharedBreakers(store_b)
         open_key, half_key, _ = store_a.keys.breaker(NAME)
@@ -122,10 +111,7 @@ async def test_a_local_opening_is_published_for_its_duration(redis_server: Redis
     clock = FakeClock()
     config = BreakerConfig(window_size=2, minimum_calls=2, wait_in_open=20.0)
     factory = CircuitBreakerFactory(config, clock=clock)
-    async with (
-        open_shared_store(redis_server.url, store_config()) as store_a,
-        open_shared_store(redis_server.url, store_config()) as store_b,
-    ):
+    async with replicas(redis_server, 2) as (store_a, store_b):
         SharedBreakers(store_a).attach(factory)
         watcher = SharedBreakers(store_b)
         breaker = factory.get_breaker(NAME)
@@ -155,10 +141,7 @@ async def test_degraded_means_local_breakers_only(redis_server: RedisServer) -> 
 
 
 async def test_a_trial_without_a_verdict_hands_its_claim_back(redis_server: RedisServer) -> None:
-    async with (
-        open_shared_store(redis_server.url, store_config()) as store_a,
-        open_shared_store(redis_server.url, store_config()) as store_b,
-    ):
+    async with replicas(redis_server, 2) as (store_a, store_b):
         a, b = SharedBreakers(store_a), SharedBreakers(store_b)
         _, half_key, _ = store_a.keys.breaker(NAME)
         await store_a.client.set(half_key, "1", px=60_000)
@@ -174,10 +157,7 @@ async def test_a_trial_without_a_verdict_hands_its_claim_back(redis_server: Redi
 async def test_a_late_hand_back_never_frees_another_replicas_claim(
     redis_server: RedisServer,
 ) -> None:
-    async with (
-        open_shared_store(redis_server.url, store_config()) as store_a,
-        open_shared_store(redis_server.url, store_config()) as store_b,
-    ):
+    async with replicas(redis_server, 2) as (store_a, store_b):
         a, b = SharedBreakers(store_a), SharedBreakers(store_b)
         _, half_key, trial_key = store_a.keys.breaker(NAME)
         await store_a.client.set(half_key, "1", px=60_000)

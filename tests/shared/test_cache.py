@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import anyio
@@ -11,7 +11,7 @@ import pytest
 
 from delos.runtime.cache import CachedAnswer, CacheOutcome, ResponseCache
 from delos.runtime.shared import SharedCache, SharedStore, open_shared_store
-from tests.shared.conftest import RedisServer, store_config
+from tests.shared.conftest import RedisServer, replicas, store_config
 
 pytestmark = pytest.mark.anyio
 
@@ -54,11 +54,7 @@ class Upstream:
 async def caches(
     server: RedisServer, count: int, polls: Polls | None = None, **options: float
 ) -> AsyncIterator[list[SharedCache]]:
-    async with AsyncExitStack() as stack:
-        stores = [
-            await stack.enter_async_context(open_shared_store(server.url, store_config()))
-            for _ in range(count)
-        ]
+    async with replicas(server, count) as stores:
         sleep = (polls or Polls()).sleep
         settings = {"default_ttl_seconds": 60.0, "first_poll": FIRST_POLL, **options}
         yield [

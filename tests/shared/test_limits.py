@@ -18,7 +18,14 @@ from delos.runtime.shared import (
     SharedProviderLimiter,
     open_shared_store,
 )
-from tests.shared.conftest import RedisServer, replicas, server_time, store_config, stored_time
+from tests.shared.conftest import (
+    RedisServer,
+    SleepRecorder,
+    replicas,
+    server_time,
+    store_config,
+    stored_time,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -97,10 +104,8 @@ async def test_release_unused_gives_back_the_request_and_tokens(
 
 
 async def test_a_pause_holds_every_replica(redis_server: RedisServer) -> None:
-    slept: list[float] = []
-
-    async def record(seconds: float) -> None:
-        slept.append(seconds)
+    record = SleepRecorder()
+    slept = record.slept
 
     async with replicas(redis_server, 2) as (store_a, store_b):
         a = SharedProviderLimiter("openai", 100, None, store_a)
@@ -146,10 +151,8 @@ async def test_admission_runs_on_the_servers_clock(redis_server: RedisServer) ->
 async def test_a_wait_within_the_bound_is_reserved_and_slept_locally(
     redis_server: RedisServer,
 ) -> None:
-    slept: list[float] = []
-
-    async def record(seconds: float) -> None:
-        slept.append(seconds)
+    record = SleepRecorder()
+    slept = record.slept
 
     async with replicas(redis_server, 1) as (store,):
         limiter = SharedProviderLimiter("openai", 60, None, store, sleep=record, arrival_spread=0)

@@ -12,7 +12,7 @@ import pytest
 
 from delos.resilience import FakeClock, RateLimitWouldWait
 from delos.runtime.shared import ARRIVAL_SPREAD, SharedProviderLimiter
-from tests.shared.conftest import RedisServer, replicas
+from tests.shared.conftest import RedisServer, SleepRecorder, replicas
 
 pytestmark = pytest.mark.anyio
 
@@ -20,10 +20,8 @@ pytestmark = pytest.mark.anyio
 async def test_the_burst_is_shorter_by_the_spread_and_the_rate_unchanged(
     redis_server: RedisServer,
 ) -> None:
-    slept: list[float] = []
-
-    async def record(seconds: float) -> None:
-        slept.append(seconds)
+    record = SleepRecorder()
+    slept = record.slept
 
     async with replicas(redis_server, 1) as (store,):
         limiter = SharedProviderLimiter("openai", 60, None, store, sleep=record, arrival_spread=0.5)
@@ -61,10 +59,8 @@ async def test_a_wait_is_slept_from_the_answer_never_before_the_slot(
         clock.advance(0.5)  # each reading comes 0.5 s after the one before
         return clock()
 
-    slept: list[float] = []
-
-    async def record(seconds: float) -> None:
-        slept.append(seconds)
+    record = SleepRecorder()
+    slept = record.slept
 
     async with replicas(redis_server, 1) as (store,):
         limiter = SharedProviderLimiter(

@@ -18,7 +18,7 @@ from delos.runtime.shared import (
     SharedStateUnavailable,
     SharedStore,
 )
-from tests.shared.conftest import RedisServer, replicas, server_time
+from tests.shared.conftest import RedisServer, SleepRecorder, replicas, server_time
 
 pytestmark = pytest.mark.anyio
 
@@ -85,10 +85,8 @@ async def test_lost_state_starts_empty_on_every_replica(
 
 
 async def test_lost_state_refills_at_the_configured_rate(redis_server: RedisServer) -> None:
-    slept: list[float] = []
-
-    async def record(seconds: float) -> None:
-        slept.append(seconds)
+    record = SleepRecorder()
+    slept = record.slept
 
     async with replicas(redis_server, 1) as (store,):
         limiter = SharedProviderLimiter("openai", 60, None, store, sleep=record, arrival_spread=0)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-
 import anyio
 import pytest
 
 from delos.resilience import FakeClock
-from delos.runtime.shared import ReplicaRegistry, SharedStore, open_shared_store
-from tests.shared.conftest import RedisServer, store_config
+from delos.runtime.shared import ReplicaRegistry, SharedStore
+from tests.shared.conftest import RedisServer, replicas, store_config
 
 pytestmark = pytest.mark.anyio
 
@@ -22,11 +20,7 @@ async def exercise_replicas(store: SharedStore) -> None:
 
 
 async def test_replicas_count_each_other(redis_server: RedisServer) -> None:
-    async with AsyncExitStack() as stack:
-        stores = [
-            await stack.enter_async_context(open_shared_store(redis_server.url, store_config()))
-            for _ in range(3)
-        ]
+    async with replicas(redis_server, 3) as stores:
         registries = [ReplicaRegistry(store) for store in stores]
         assert [await registry.heartbeat() for registry in registries] == [1, 2, 3]
         assert await registries[0].heartbeat() == 3
@@ -39,10 +33,7 @@ async def test_replicas_count_each_other(redis_server: RedisServer) -> None:
 async def test_a_silent_replica_stops_counting_when_its_heartbeat_expires(
     redis_server: RedisServer,
 ) -> None:
-    async with (
-        open_shared_store(redis_server.url, store_config()) as store_a,
-        open_shared_store(redis_server.url, store_config()) as store_b,
-    ):
+    async with replicas(redis_server, 2) as (store_a, store_b):
         short = ReplicaRegistry(store_a, interval=0.05, ttl=0.2)
         steady = ReplicaRegistry(store_b)
         await short.heartbeat()
@@ -54,10 +45,7 @@ async def test_a_silent_replica_stops_counting_when_its_heartbeat_expires(
 
 async def test_run_beats_until_cancelled_then_withdraws(redis_server: RedisServer) -> None:
     clock = FakeClock()
-    async with (
-        open_shared_store(redis_server.url, store_config()) as store_a,
-        open_shared_store(redis_server.url, store_config()) as store_b,
-    ):
+    async with replicas(redis_server, 2) as (store_a, store_b):
         watcher = ReplicaRegistry(store_b)
         registry = ReplicaRegistry(store_a, sleep=clock.sleep)
         async with anyio.create_task_group() as group:
@@ -71,10 +59,7 @@ async def test_run_beats_until_cancelled_then_withdraws(redis_server: RedisServe
 
 async def test_the_last_known_count_survives_redis(redis_server: RedisServer) -> None:
     config = store_config(deadline=0.05, connect_timeout=0.05)
-    async with (
-        open_shared_store(redis_server.url, config) as store_a,
-        open_shared_store(redis_server.url, config) as store_b,
-    ):
+    async with replicas(redis_server, 2, config) as (store_a, store_b):
         first, second = ReplicaRegistry(store_a), ReplicaRegistry(store_b)
         await first.heartbeat()
         assert await second.heartbeat() == 2
