@@ -189,10 +189,7 @@ async def send_initial_headers(stream: Stream[Any, Any], extra: list[tuple[str, 
     except AttributeError:
         _require(stream, _SEND_ATTRIBUTES)
         raise
-    headers = [(":status", "200"), ("content-type", content_type), *extra]
-    (metadata,) = await dispatch.send_initial_metadata(MultiDict())
-    headers.extend(encode_metadata(metadata))
-    await raw.send_headers(headers)
+    await raw.send_headers(await _response_headers(content_type, dispatch, extra))
     stream._send_initial_metadata_done = True
 
 
@@ -220,11 +217,32 @@ async def send_frame(stream: Stream[Any, Any], frame: bytes, *, at_once: bool = 
             raw._transport.write(h2.data_to_send())
         else:
             _write_soon(raw)
-        raw.data_sent += size
-        connection.data_sent += size
-        connection.data_send_process()
+        _count_data(raw, connection, size)
     else:
         await raw.send_data(frame)
+    _count_message(stream, connection)
+
+
+async def _response_headers(
+    content_type: str, dispatch: Any, extra: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The response headers as grpclib sends them, ``extra`` and the metadata added by its
+    ``SendInitialMetadata`` listeners included."""
+    headers = [(":status", "200"), ("content-type", content_type), *extra]
+    (metadata,) = await dispatch.send_initial_metadata(MultiDict())
+    headers.extend(encode_metadata(metadata))
+    return headers
+
+
+def _count_data(raw: Any, connection: Any, size: int) -> None:
+    """What grpclib's ``send_data`` counts for ``size`` bytes framed without it."""
+    raw.data_sent += size
+    connection.data_sent += size
+    connection.data_send_process()
+
+
+def _count_message(stream: Stream[Any, Any], connection: Any) -> None:
+    """What grpclib's ``Stream.send_message`` counts for one message."""
     stream._send_message_done = True
     stream._messages_sent += 1
     connection.messages_sent += 1
@@ -284,9 +302,7 @@ async def send_whole_answer(
         await send_initial_headers(stream, extra)
         await send_frame(stream, frame)
         return  # grpclib sends the trailers as the handler returns
-    headers = [(":status", "200"), ("content-type", content_type), *extra]
-    (metadata,) = await dispatch.send_initial_metadata(MultiDict())
-    headers.extend(encode_metadata(metadata))
+    headers = await _response_headers(content_type, dispatch, extra)
     (trailing,) = await dispatch.send_trailing_metadata(
         MultiDict(), status=Status.OK, status_message=None, status_details=None
     )
@@ -295,12 +311,7 @@ async def send_whole_answer(
     h2.send_data(stream_id, frame)
     h2.send_headers(stream_id, trailers, end_stream=True)
     transport.write(h2.data_to_send())
-    raw.data_sent += size
-    connection.data_sent += size
-    connection.data_send_process()
+    _count_data(raw, connection, size)
+    _count_message(stream, connection)
     stream._send_initial_metadata_done = True
-    stream._send_message_done = True
     stream._send_trailing_metadata_done = True
-    stream._messages_sent += 1
-    connection.messages_sent += 1
-    connection.last_message_sent = time.monotonic()
