@@ -278,10 +278,11 @@ class SharedProviderLimiter:
     ) -> RateReservation:
         # Redis is back, but other replicas may still admit their shares unseen by it.
         local = await share.reserve(_within(share, estimated_tokens), max_wait=max_wait)
+        now = self._clock()
         try:
-            shared = await self._reserve_shared(estimated_tokens, max_wait, start)
+            shared = await self._reserve_shared(estimated_tokens, max_wait - (now - start), now)
         except SharedStateUnavailable:
-            self._admitted_locally.append((self._clock(), local.estimated_tokens))
+            self._admitted_while_away(local)
             return local  # Redis left again: the share alone decides, as while degraded
         except BaseException:
             local.release_unused()
@@ -289,16 +290,17 @@ class SharedProviderLimiter:
         return _WithinShare(local, shared)
 
     async def _reserve_shared(
-        self, estimated_tokens: int, max_wait: float, start: float
+        self, estimated_tokens: int, max_wait: float, now: float
     ) -> RateReservation:
         # One round trip that also carries what this replica owes. Raises SharedStateUnavailable
-        # (having counted the owed settlement as dropped) when Redis cannot decide.
-        bound = max_wait - (self._clock() - start)
+        # (having counted the owed settlement as dropped) when Redis cannot decide. `now` is
+        # the clock's reading on entry, `max_wait` what is left of the caller's bound.
+        bound = max_wait
         if reads_anyio_time(self._clock):
-            bound = min(bound, anyio.current_effective_deadline() - start)
+            bound = min(bound, anyio.current_effective_deadline() - now)
         bound_micros = -1 if bound == math.inf else max(math.floor(bound * _MICROS), 0)
         if self._admitted_locally and not self._store.degraded:
-            self._charge_admitted_locally(start)
+            self._charge_admitted_locally(now)
         owed_requests, owed_tokens = self._owed_requests, self._owed_tokens
         if owed_requests or owed_tokens:
             self._owed_requests = self._owed_tokens = 0
@@ -421,17 +423,25 @@ class SharedProviderLimiter:
             return share
         return None
 
+    def _admitted_while_away(self, reservation: RateReservation) -> None:
+        """Remember what the share admitted alone, for the last window only."""
+        now = self._clock()
+        self._forget_before(now)
+        self._admitted_locally.append((now, reservation.estimated_tokens))
+
+    def _forget_before(self, now: float) -> None:
+        admitted = self._admitted_locally
+        while admitted and admitted[0][0] <= now - self._window_seconds:
+            admitted.popleft()
+
     def _charge_admitted_locally(self, now: float) -> None:
         # What the share admitted within the last window still weighs on the provider's bucket;
         # charged to the epoch last seen, it is dropped by Redis if that state was lost.
-        requests = tokens = 0
-        for at, reserved in self._admitted_locally:
-            if at > now - self._window_seconds:
-                requests += 1
-                tokens += reserved
-        self._admitted_locally.clear()
-        if requests:
-            self._owe(requests, tokens)
+        self._forget_before(now)
+        admitted = self._admitted_locally
+        if admitted:
+            self._owe(len(admitted), sum(tokens for _, tokens in admitted))
+            admitted.clear()
 
     async def _reserve_locally(
         self, estimated_tokens: int, max_wait: float, start: float
@@ -446,11 +456,7 @@ class SharedProviderLimiter:
         reservation = await share.reserve(
             _within(share, estimated_tokens), max_wait=max_wait - (self._clock() - start)
         )
-        now = self._clock()
-        admitted = self._admitted_locally
-        while admitted and admitted[0][0] <= now - self._window_seconds:
-            admitted.popleft()
-        admitted.append((now, reservation.estimated_tokens))
+        self._admitted_while_away(reservation)
         return reservation
 
 
