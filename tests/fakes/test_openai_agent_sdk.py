@@ -4,7 +4,8 @@ APIs give for malformed agent requests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import openai
@@ -47,17 +48,31 @@ def fake(flavour: OpenAIFlavour) -> Iterator[FakeServer]:
         yield server
 
 
-def client(fake: FakeServer, flavour: OpenAIFlavour) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=fake.url + flavour.prefix,
-        api_key="test-key",
-        max_retries=0,
-        _strict_response_validation=True,
-    )
+SdkClient = Callable[[FakeServer, OpenAIFlavour], openai.OpenAI]
 
 
-def test_unary_parallel_tool_calls_parse_strictly(fake: FakeServer, flavour: OpenAIFlavour) -> None:
-    answer = client(fake, flavour).chat.completions.create(
+@pytest.fixture
+def sdk_client() -> Iterator[SdkClient]:
+    """Makes the official client for a fake; every one made is closed after the test."""
+    with ExitStack() as made:
+
+        def make(fake: FakeServer, flavour: OpenAIFlavour) -> openai.OpenAI:
+            return made.enter_context(
+                openai.OpenAI(
+                    base_url=fake.url + flavour.prefix,
+                    api_key="test-key",
+                    max_retries=0,
+                    _strict_response_validation=True,
+                )
+            )
+
+        yield make
+
+
+def test_unary_parallel_tool_calls_parse_strictly(
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
+) -> None:
+    answer = sdk_client(fake, flavour).chat.completions.create(
         model=MODELS[flavour], messages=ASK, tools=[WEATHER]
     )
     choice = answer.choices[0]
@@ -70,10 +85,10 @@ def test_unary_parallel_tool_calls_parse_strictly(fake: FakeServer, flavour: Ope
 
 
 def test_streamed_tool_calls_come_as_index_fragments(
-    fake: FakeServer, flavour: OpenAIFlavour
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
 ) -> None:
     chunks = list(
-        client(fake, flavour).chat.completions.create(
+        sdk_client(fake, flavour).chat.completions.create(
             model=MODELS[flavour], messages=ASK, tools=[WEATHER], stream=True
         )
     )
@@ -101,9 +116,9 @@ def test_streamed_tool_calls_come_as_index_fragments(
 
 
 def test_the_sdk_stream_accumulator_assembles_the_calls(
-    fake: FakeServer, flavour: OpenAIFlavour
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
 ) -> None:
-    with client(fake, flavour).chat.completions.stream(
+    with sdk_client(fake, flavour).chat.completions.stream(
         model=MODELS[flavour],
         messages=ASK,
         tools=[WEATHER],
@@ -118,8 +133,10 @@ def test_the_sdk_stream_accumulator_assembles_the_calls(
     assert final.usage is not None and final.usage.completion_tokens == 2 * 3
 
 
-def test_a_tool_result_gets_the_agent_answer(fake: FakeServer, flavour: OpenAIFlavour) -> None:
-    sdk = client(fake, flavour)
+def test_a_tool_result_gets_the_agent_answer(
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
+) -> None:
+    sdk = sdk_client(fake, flavour)
     first = sdk.chat.completions.create(model=MODELS[flavour], messages=ASK, tools=[WEATHER])
     calls = first.choices[0].message.tool_calls or []
     history: Any = [
@@ -135,11 +152,11 @@ def test_a_tool_result_gets_the_agent_answer(fake: FakeServer, flavour: OpenAIFl
 
 
 def test_openai_reports_reasoning_tokens_unary_and_streamed(
-    fake: FakeServer, flavour: OpenAIFlavour
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
 ) -> None:
     if flavour is not OpenAIFlavour.OPENAI:
         pytest.skip("OpenAI's reasoning_effort")
-    sdk = client(fake, flavour)
+    sdk = sdk_client(fake, flavour)
     answer = sdk.chat.completions.create(
         model="gpt-5", messages=[{"role": "user", "content": "hi"}], reasoning_effort="low"
     )
@@ -160,11 +177,13 @@ def test_openai_reports_reasoning_tokens_unary_and_streamed(
     assert "reasoning" not in (answer.choices[0].message.model_extra or {})
 
 
-def test_reasoning_text_rides_in_extra_fields(fake: FakeServer, flavour: OpenAIFlavour) -> None:
+def test_reasoning_text_rides_in_extra_fields(
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
+) -> None:
     if flavour is OpenAIFlavour.OPENAI:
         pytest.skip("OpenAI returns no thinking text")
     extra = {"reasoning": {"enabled": True}}
-    answer = client(fake, flavour).chat.completions.create(
+    answer = sdk_client(fake, flavour).chat.completions.create(
         model=MODELS[flavour], messages=[{"role": "user", "content": "hi"}], extra_body=extra
     )
     fields = answer.choices[0].message.model_extra or {}
@@ -184,11 +203,11 @@ def test_reasoning_text_rides_in_extra_fields(fake: FakeServer, flavour: OpenAIF
 
 
 def test_openai_caches_a_repeated_prefix_of_1024_tokens_or_more(
-    fake: FakeServer, flavour: OpenAIFlavour
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
 ) -> None:
     if flavour is not OpenAIFlavour.OPENAI:
         pytest.skip("OpenAI's automatic caching")
-    sdk = client(fake, flavour)
+    sdk = sdk_client(fake, flavour)
     cached = []
     for question in ("one", "two"):
         answer = sdk.chat.completions.create(
@@ -204,7 +223,7 @@ def test_openai_caches_a_repeated_prefix_of_1024_tokens_or_more(
 
 
 def test_openrouter_anthropic_cache_control_writes_then_reads(
-    fake: FakeServer, flavour: OpenAIFlavour
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
 ) -> None:
     if flavour is not OpenAIFlavour.OPENROUTER:
         pytest.skip("OpenRouter's Anthropic cache_control")
@@ -214,7 +233,7 @@ def test_openrouter_anthropic_cache_control_writes_then_reads(
     }
     details = []
     for question in ("one", "two"):
-        answer = client(fake, flavour).chat.completions.create(
+        answer = sdk_client(fake, flavour).chat.completions.create(
             model=MODELS[flavour], messages=[system, {"role": "user", "content": question}]
         )
         assert answer.usage and answer.usage.prompt_tokens_details
@@ -275,9 +294,10 @@ def test_malformed_agent_requests_get_400(
     messages: list[Any],
     options: dict[str, Any],
     fragment: str,
+    sdk_client: SdkClient,
 ) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
-        client(fake, flavour).chat.completions.create(
+        sdk_client(fake, flavour).chat.completions.create(
             model=MODELS[flavour], messages=messages, **options
         )
     assert fragment in str(raised.value.body)
@@ -325,12 +345,16 @@ def test_malformed_agent_requests_get_400(
     ],
 )
 def test_each_flavour_refuses_what_its_api_refuses(
-    flavour_name: str, messages: list[Any], extra: dict[str, Any], fragment: str
+    flavour_name: str,
+    messages: list[Any],
+    extra: dict[str, Any],
+    fragment: str,
+    sdk_client: SdkClient,
 ) -> None:
     flavour = OpenAIFlavour(flavour_name)
     with serve_in_thread(fake_openai_handler(FakeControl(), flavour)) as server:
         with pytest.raises(openai.BadRequestError) as raised:
-            client(server, flavour).chat.completions.create(
+            sdk_client(server, flavour).chat.completions.create(
                 model=MODELS[flavour], messages=messages, extra_body=extra
             )
     assert fragment in str(raised.value.body)

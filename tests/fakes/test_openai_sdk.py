@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Protocol
 
 import openai
 import pytest
@@ -33,17 +35,36 @@ def fake(flavour: OpenAIFlavour, control: FakeControl) -> Iterator[FakeServer]:
         yield server
 
 
-def client(fake: FakeServer, flavour: OpenAIFlavour, *, strict: bool = True) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=fake.url + flavour.prefix,
-        api_key="test-key",
-        max_retries=0,
-        _strict_response_validation=strict,
-    )
+class SdkClient(Protocol):
+    def __call__(
+        self, fake: FakeServer, flavour: OpenAIFlavour, *, strict: bool = True, key: str = ...
+    ) -> openai.OpenAI: ...
 
 
-def test_completion_parses_strictly(fake: FakeServer, flavour: OpenAIFlavour) -> None:
-    answer = client(fake, flavour).chat.completions.create(
+@pytest.fixture
+def sdk_client() -> Iterator[SdkClient]:
+    """Makes the official client for a fake; every one made is closed after the test."""
+    with ExitStack() as made:
+
+        def make(
+            fake: FakeServer, flavour: OpenAIFlavour, *, strict: bool = True, key: str = "test-key"
+        ) -> openai.OpenAI:
+            return made.enter_context(
+                openai.OpenAI(
+                    base_url=fake.url + flavour.prefix,
+                    api_key=key,
+                    max_retries=0,
+                    _strict_response_validation=strict,
+                )
+            )
+
+        yield make
+
+
+def test_completion_parses_strictly(
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
+) -> None:
+    answer = sdk_client(fake, flavour).chat.completions.create(
         model=MODELS[flavour], messages=[{"role": "user", "content": "say hello"}], max_tokens=4
     )
     assert answer.object == "chat.completion"
@@ -54,9 +75,11 @@ def test_completion_parses_strictly(fake: FakeServer, flavour: OpenAIFlavour) ->
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (2, 4)
 
 
-def test_stream_with_usage_parses_strictly(fake: FakeServer, flavour: OpenAIFlavour) -> None:
+def test_stream_with_usage_parses_strictly(
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
+) -> None:
     chunks = list(
-        client(fake, flavour).chat.completions.create(
+        sdk_client(fake, flavour).chat.completions.create(
             model=MODELS[flavour],
             messages=[{"role": "user", "content": "hi"}],
             stream=True,
@@ -77,30 +100,32 @@ def test_stream_with_usage_parses_strictly(fake: FakeServer, flavour: OpenAIFlav
 
 
 def test_openai_stream_without_the_option_has_no_usage(
-    fake: FakeServer, flavour: OpenAIFlavour
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
 ) -> None:
     if flavour is not OpenAIFlavour.OPENAI:
         pytest.skip("only OpenAI makes usage in streams optional")
     chunks = list(
-        client(fake, flavour).chat.completions.create(
+        sdk_client(fake, flavour).chat.completions.create(
             model=MODELS[flavour], messages=[{"role": "user", "content": "hi"}], stream=True
         )
     )
     assert all(c.usage is None for c in chunks)
 
 
-def test_embeddings_as_floats_and_as_base64(fake: FakeServer, flavour: OpenAIFlavour) -> None:
+def test_embeddings_as_floats_and_as_base64(
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
+) -> None:
     if flavour is OpenAIFlavour.OPENROUTER:
         pytest.skip("OpenRouter has no embeddings")
     model = (
         "text-embedding-3-small" if flavour is OpenAIFlavour.OPENAI else "BAAI/bge-large-en-v1.5"
     )
-    as_floats = client(fake, flavour).embeddings.create(
+    as_floats = sdk_client(fake, flavour).embeddings.create(
         model=model, input=["a b", "c"], encoding_format="float"
     )
     # The SDK asks for base64 by default and decodes it (strict validation rejects the string
     # before decoding, so this one call is lenient).
-    as_base64 = client(fake, flavour, strict=False).embeddings.create(
+    as_base64 = sdk_client(fake, flavour, strict=False).embeddings.create(
         model=model, input=["a b", "c"]
     )
     for answer in (as_floats, as_base64):
@@ -126,10 +151,11 @@ def test_errors_raise_the_sdk_exception_for_their_status(
     control: FakeControl,
     status: int,
     exception: type[openai.APIStatusError],
+    sdk_client: SdkClient,
 ) -> None:
     control.fail_next(1, Fault.HTTP_ERROR, error_status=status, retry_after=7)
     with pytest.raises(exception) as raised:
-        client(fake, flavour).chat.completions.create(
+        sdk_client(fake, flavour).chat.completions.create(
             model=MODELS[flavour], messages=[{"role": "user", "content": "hi"}]
         )
     assert raised.value.status_code == status
@@ -138,8 +164,10 @@ def test_errors_raise_the_sdk_exception_for_their_status(
         assert raised.value.body.get("code") == status  # OpenRouter's codes are numeric
 
 
-def test_a_wrong_key_is_rejected_with_401(fake: FakeServer, flavour: OpenAIFlavour) -> None:
-    wrong = openai.OpenAI(base_url=fake.url + flavour.prefix, api_key="wrong", max_retries=0)
+def test_a_wrong_key_is_rejected_with_401(
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
+) -> None:
+    wrong = sdk_client(fake, flavour, strict=False, key="wrong")
     with pytest.raises(openai.AuthenticationError):
         wrong.chat.completions.create(
             model=MODELS[flavour], messages=[{"role": "user", "content": "hi"}]
@@ -147,17 +175,19 @@ def test_a_wrong_key_is_rejected_with_401(fake: FakeServer, flavour: OpenAIFlavo
 
 
 def test_mid_stream_error_event_raises_in_the_sdk(
-    fake: FakeServer, flavour: OpenAIFlavour, control: FakeControl
+    fake: FakeServer, flavour: OpenAIFlavour, control: FakeControl, sdk_client: SdkClient
 ) -> None:
     control.fail_next(1, Fault.STREAM_ERROR_EVENT)
-    stream = client(fake, flavour).chat.completions.create(
+    stream = sdk_client(fake, flavour).chat.completions.create(
         model=MODELS[flavour], messages=[{"role": "user", "content": "hi"}], stream=True
     )
     with pytest.raises(openai.APIError):
         list(stream)
 
 
-def test_model_list_has_each_flavours_shape(fake: FakeServer, flavour: OpenAIFlavour) -> None:
+def test_model_list_has_each_flavours_shape(
+    fake: FakeServer, flavour: OpenAIFlavour, sdk_client: SdkClient
+) -> None:
     import httpx
 
     payload = httpx.get(
@@ -169,7 +199,7 @@ def test_model_list_has_each_flavours_shape(fake: FakeServer, flavour: OpenAIFla
         assert MODELS[flavour] in {m["id"] for m in payload["data"]}
         assert all("pricing" in m and "context_length" in m for m in payload["data"])
     else:
-        ids = {m.id for m in client(fake, flavour).models.list()}
+        ids = {m.id for m in sdk_client(fake, flavour).models.list()}
         assert MODELS[flavour] in ids
 
 
