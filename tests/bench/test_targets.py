@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+
+import pytest
 
 from delos.bench._measure import Measurement
 from delos.bench._targets import (
@@ -66,6 +70,31 @@ def test_misses_are_judged_on_the_right_side_of_each_limit() -> None:
         "gateway p99 ÷ p50 at concurrency 16": "MISS",
         "2 workers ÷ 1 worker, req/s at concurrency 16, both unpinned": "PASS",
     }
+
+
+def test_the_cpu_target_names_the_references_cpu() -> None:
+    echo, forwarder = _point(6_000, cpu=200.0), _point(3_500, cpu=340.0)
+    cpu = next(
+        t
+        for t in overhead_targets(_points(echo_16=echo, forwarder_16=forwarder))
+        if t.name.startswith("gateway CPU")
+    )
+    assert "(echo 200 µs, forwarder 340 µs)" in cpu.name
+
+
+def test_the_second_worker_target_says_how_far_the_load_lets_two_workers_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One worker saturates its core at 400 µs a request (2,500 req/s); h2load and the upstream
+    # take 100 µs more. Two cores give at most 2,000,000 µs / 500 µs = 4,000 req/s: 1.6×.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    one = dataclasses.replace(_point(2_500, cpu=400.0), load_cpu_us=100.0)
+    pair = overhead_targets(_points(pair_one_16=one, pair_two_16=_point(3_900)))[-1]
+    assert "(at most 1.60× on 2 cores, where the load takes 100 µs of CPU a request)" in (pair.name)
+    # With cores to spare the workers' own CPU is the bound: 2×.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    pair = overhead_targets(_points(pair_one_16=one, pair_two_16=_point(3_900)))[-1]
+    assert "(at most 2.00× on 8 cores" in pair.name
 
 
 def test_an_unmeasured_second_worker_is_not_judged() -> None:

@@ -10,6 +10,7 @@ h2load's count. Per-request durations come from h2load's ``--log-file``.
 from __future__ import annotations
 
 import re
+import resource
 import shutil
 import struct
 import subprocess
@@ -70,6 +71,8 @@ class H2loadResult:
     requests_per_second: float
     #: Per-request durations of the measured phase (microseconds).
     durations_us: tuple[int, ...]
+    #: CPU time h2load itself used, warm-up included (seconds).
+    cpu_seconds: float = 0.0
 
 
 _FINISHED = re.compile(r"finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s")
@@ -112,10 +115,12 @@ def run_h2load(
             command += ["--warm-up-time", f"{round(shape.warmup * 1000)}ms"]
         bound = shape.duration + shape.warmup + 60.0
     command += ["--log-file", str(log_path), url]
+    before = _children_cpu()
     try:
         completed = subprocess.run(command, capture_output=True, text=True, timeout=bound)
     except subprocess.TimeoutExpired as error:
         raise RuntimeError(f"h2load did not finish within {bound:.0f} s") from error
+    cpu_seconds = _children_cpu() - before  # the only child reaped meanwhile is h2load
     counts = parse_summary(completed.stdout)
     if completed.returncode != 0 or counts is None:
         raise RuntimeError(
@@ -132,7 +137,14 @@ def run_h2load(
         elapsed=elapsed,
         requests_per_second=rate,
         durations_us=durations,
+        cpu_seconds=cpu_seconds,
     )
+
+
+def _children_cpu() -> float:
+    """User and system CPU of every child process reaped so far (seconds)."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def parse_summary(output: str) -> tuple[int, int, int, float] | None:

@@ -8,6 +8,7 @@ to the upstream (the direct baseline).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -57,6 +58,9 @@ class Measurement:
     #: CPU time of the server process(es) per request (microseconds).
     cpu_us: float
     errors: int = 0
+    #: CPU time of the load per request: h2load and the upstream (microseconds; None when
+    #: the point has no upstream).
+    load_cpu_us: float | None = None
 
     @property
     def tail_ratio(self) -> float:
@@ -102,36 +106,52 @@ def measure_grpc(
     instead of the suite's usual load."""
     url = f"http://127.0.0.1:{port}{COMPLETE_PATH}"
     frame = body or grpc_frame(completion_request())
-    if warm:
-        warm_up(context, url, frame, concurrency, grpc=True)
+    measured = _warmed(context, url, frame, shape or load_shape(context, concurrency), warm, True)
     served_before = upstream_requests(upstream) if upstream else 0
     cpu_before = cpu_of.cpu_seconds()
-    result = run_h2load(
-        url, frame, shape or load_shape(context, concurrency), directory=context.processes.directory
-    )
+    upstream_before = upstream.cpu_seconds() if upstream else 0.0
+    result = run_h2load(url, frame, measured, directory=context.processes.directory)
     cpu = cpu_of.cpu_seconds() - cpu_before
+    requests = max(result.requests, 1)
     errors = result.failed
+    load_cpu_us = None
     if upstream is not None:
         # Every good call reaches the upstream once; calls still in flight when h2load stops
         # reached it without being counted, so at most ``concurrency`` extra.
         errors += max(0, result.succeeded - (upstream_requests(upstream) - served_before))
+        load_cpu = result.cpu_seconds + upstream.cpu_seconds() - upstream_before
+        load_cpu_us = load_cpu / requests * 1e6
     return Measurement(
         label,
         concurrency,
         result.requests,
         result.requests_per_second,
         latency_percentiles(result.durations_us),
-        cpu / max(result.requests, 1) * 1e6,
+        cpu / requests * 1e6,
         errors,
+        load_cpu_us,
     )
+
+
+def _warmed(
+    context: BenchContext, url: str, body: bytes, shape: LoadShape, warm: bool, grpc: bool
+) -> LoadShape:
+    """Warm up, and return ``shape`` without h2load's own warm-up: h2load does not count the
+    requests of its warm-up phase, so CPU read around a run that has one would be divided by
+    too few requests (an eighth too few for 4 s measured after half a second of warm-up)."""
+    if warm:
+        warm_up(context, url, body, shape.concurrency, grpc=grpc)
+    elif shape.requests is None and shape.warmup > 0:
+        separate = LoadShape(shape.concurrency, duration=shape.warmup, warmup=0.0)
+        run_h2load(url, body, separate, directory=context.processes.directory, grpc=grpc)
+    return dataclasses.replace(shape, warmup=0.0)
 
 
 def measure_direct(context: BenchContext, upstream: Child, concurrency: int) -> Measurement:
     """The chat request as JSON straight to the upstream over HTTP/1.1."""
     url = f"http://127.0.0.1:{upstream.port}/v1/chat/completions"
-    warm_up(context, url, DIRECT_BODY, concurrency, grpc=False)
+    shape = _warmed(context, url, DIRECT_BODY, load_shape(context, concurrency), True, False)
     cpu_before = upstream.cpu_seconds()
-    shape = load_shape(context, concurrency)
     result = run_h2load(url, DIRECT_BODY, shape, directory=context.processes.directory, grpc=False)
     cpu = upstream.cpu_seconds() - cpu_before
     return Measurement(

@@ -294,8 +294,16 @@ def _interleaved(
             format_number(gateway_cpu),
         )
     )
-    echo_16 = dataclasses.replace(long_points[_ECHO], requests_per_second=echo_rps)
-    forwarder_16 = dataclasses.replace(long_points[_FORWARDER], requests_per_second=forwarder_rps)
+    echo_16 = dataclasses.replace(
+        long_points[_ECHO],
+        requests_per_second=echo_rps,
+        cpu_us=median([m.cpu_us for m in taken[_ECHO]]),
+    )
+    forwarder_16 = dataclasses.replace(
+        long_points[_FORWARDER],
+        requests_per_second=forwarder_rps,
+        cpu_us=median([m.cpu_us for m in taken[_FORWARDER]]),
+    )
     # One req/s cannot carry two ratios; the targets read each ratio against its own reference.
     gateway_16 = dataclasses.replace(
         long_points[_SHIPPED], requests_per_second=to_echo * echo_rps, cpu_us=gateway_cpu

@@ -7,6 +7,7 @@ and latency targets are absolute. The scenario suites (hedging, breaker) judge t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from delos.bench._measure import Measurement
@@ -68,6 +69,20 @@ def _ratio(numerator: Measurement, denominator: Measurement) -> float:
     return numerator.requests_per_second / max(denominator.requests_per_second, 1e-9)
 
 
+def _two_worker_ceiling(one: Measurement) -> str:
+    """What two workers could reach at most, as a ratio to ``one``: two cores' worth of the
+    worker's CPU per request, or, where the load shares the cores, the machine's CPU seconds
+    per second over what a request costs the worker and the load together."""
+    if one.load_cpu_us is None or one.requests_per_second <= 0:
+        return ""
+    cores = len(os.sched_getaffinity(0))
+    most_per_second = min(2e6 / one.cpu_us, cores * 1e6 / (one.cpu_us + one.load_cpu_us))
+    return (
+        f" (at most {most_per_second / one.requests_per_second:.2f}× on {cores} cores, where "
+        f"the load takes {one.load_cpu_us:.0f} µs of CPU a request)"
+    )
+
+
 def overhead_targets(points: OverheadPoints) -> list[Target]:
     gateway = points.gateway_16
     targets = [
@@ -86,7 +101,11 @@ def overhead_targets(points: OverheadPoints) -> list[Target]:
             at_most=False,
         ),
         Target(
-            "gateway CPU per request at concurrency 16", gateway.cpu_us, CPU_PER_REQUEST_US, "µs"
+            f"gateway CPU per request at concurrency 16 (echo {points.echo_16.cpu_us:.0f} µs, "
+            f"forwarder {points.forwarder_16.cpu_us:.0f} µs)",
+            gateway.cpu_us,
+            CPU_PER_REQUEST_US,
+            "µs",
         ),
         Target(
             "added p99 latency at concurrency 1",
@@ -103,9 +122,10 @@ def overhead_targets(points: OverheadPoints) -> list[Target]:
         ),
     ]
     one, two = points.pair_one_16, points.pair_two_16
+    ceiling = "" if one is None else _two_worker_ceiling(one)
     targets.append(
         Target(
-            "2 workers ÷ 1 worker, req/s at concurrency 16, both unpinned",
+            f"2 workers ÷ 1 worker, req/s at concurrency 16, both unpinned{ceiling}",
             _ratio(two, one) if one is not None and two is not None else float("nan"),
             TWO_WORKERS_RATIO,
             "×",
