@@ -297,9 +297,10 @@ async def open_gateway(
                 sleep=sleep,
                 shared=shared,
             )
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tasks.cancel_scope.cancel)  # before the group waits for its tasks
+            await tasks.start(gateway.guards.silence.run)
             if shared is not None:
-                tasks = await stack.enter_async_context(anyio.create_task_group())
-                stack.callback(tasks.cancel_scope.cancel)  # before the group waits for it
                 tasks.start_soon(shared.publish_metrics, gateway.metrics, sleep)
             await start_providers(providers)
             try:

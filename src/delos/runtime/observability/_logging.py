@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, TextIO
 
 from delos.runtime.observability._metrics import AttemptLike
@@ -88,10 +88,9 @@ def _timestamp(record: logging.LogRecord) -> str:
     return f"{_last_second[1]}.{int(record.msecs):03d}Z"
 
 
-def _extras(record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
-    for item in record.__dict__.items():
-        if item[0] not in _STANDARD_ATTRIBUTES:
-            yield item
+def _extras(record: logging.LogRecord) -> list[tuple[str, Any]]:
+    standard = _STANDARD_ATTRIBUTES
+    return [item for item in record.__dict__.items() if item[0] not in standard]
 
 
 # The encoders json.dumps would build anew on every call (it caches only the default one).
@@ -163,10 +162,8 @@ class ReadableFormatter(logging.Formatter):
         self._redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"]
-        for key, value in _extras(record):
-            parts.append(f"{key}={_readable(value)}")
-        text = " ".join(parts)
+        head = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        text = " ".join([head, *[f"{key}={_readable(value)}" for key, value in _extras(record)]])
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         if record.stack_info:

@@ -13,8 +13,7 @@ cancellation unwinds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -49,6 +48,7 @@ __all__ = [
     "CALL_DEADLINE",
     "AttemptScope",
     "AttemptTimeLimit",
+    "GuardedAttempt",
     "RequestRun",
     "Sink",
     "StreamPiece",
@@ -127,79 +127,143 @@ class AttemptScope:
         return end - self.started
 
 
-@asynccontextmanager
-async def guarded_attempt(
+def guarded_attempt(
     guards: Guards,
     run: RequestRun[Any],
     candidate: Candidate,
     kind: AttemptKind,
     *,
     operation: str = "chat",
-) -> AsyncIterator[AttemptScope]:
+) -> GuardedAttempt:
     """Admit, reserve and time one attempt on ``candidate``; settle everything when it ends.
 
-    The body calls the provider and reports through the scope (first token, text, usage). A
-    :class:`ProviderError` leaving the body, or raised by the breaker (:class:`CircuitOpen`)
-    or the limiter (:class:`LocalRateLimited`), is recorded in ``run.errors`` and re-raised.
-    ``operation`` names the call in traces (``chat``, ``embeddings``).
+    Used as ``async with guarded_attempt(...) as scope``: the body calls the provider and
+    reports through the scope (first token, text, usage). A :class:`ProviderError` leaving the
+    body, or raised by the breaker (:class:`CircuitOpen`) or the limiter
+    (:class:`LocalRateLimited`), is recorded in ``run.errors`` and re-raised. ``operation``
+    names the call in traces (``chat``, ``embeddings``).
     """
-    record = AttemptRecord(candidate.provider.name, candidate.model.id, kind)
-    run.attempts.append(record)
-    breaker_state = guards.breaker(candidate).state.value
-    with guards.tracing.attempt_span(
-        *candidate.key, kind.value, breaker_state, operation=operation
-    ) as span:
-        async with _guarded(guards, run, candidate, record) as scope:
-            yield scope
+    return GuardedAttempt(guards, run, candidate, kind, operation)
+
+
+class GuardedAttempt:
+    """The block :func:`guarded_attempt` returns: a class rather than a generator-based
+    context manager, because every attempt of every request enters one."""
+
+    __slots__ = (
+        "_candidate",
+        "_connection",
+        "_guards",
+        "_kind",
+        "_operation",
+        "_permit",
+        "_record",
+        "_reservation",
+        "_run",
+        "_scope",
+        "_span",
+        "_span_block",
+        "_timer",
+    )
+
+    def __init__(
+        self,
+        guards: Guards,
+        run: RequestRun[Any],
+        candidate: Candidate,
+        kind: AttemptKind,
+        operation: str,
+    ) -> None:
+        self._guards = guards
+        self._run = run
+        self._candidate = candidate
+        self._kind = kind
+        self._operation = operation
+
+    async def __aenter__(self) -> AttemptScope:
+        guards, run, candidate = self._guards, self._run, self._candidate
+        record = self._record = AttemptRecord(
+            candidate.provider.name, candidate.model.id, self._kind
+        )
+        run.attempts.append(record)
+        breaker_state = guards.breaker(candidate).state.value
+        span_block = self._span_block = guards.tracing.attempt_span(
+            *candidate.key, self._kind.value, breaker_state, operation=self._operation
+        )
+        self._span = span_block.__enter__()
+        try:
+            return await self._admit(guards, run, candidate, record)
+        except BaseException as error:
+            span_block.__exit__(type(error), error, error.__traceback__)
+            raise
+
+    async def _admit(
+        self, guards: Guards, run: RequestRun[Any], candidate: Candidate, record: AttemptRecord
+    ) -> AttemptScope:
+        """Breaker, limiter, then a connection slot; whatever fails undoes what came before."""
+        try:
+            permit = self._permit = await guards.acquire_permit(candidate)
+        except BaseException as error:
+            _refused(run, record, error)
+            raise
+        try:
+            reservation = self._reservation = await guards.reserve(
+                candidate, run.reservation_tokens(candidate)
+            )
+        except BaseException as error:
+            permit.record_ignored()
+            _refused(run, record, error)
+            raise
+        try:
+            self._connection = await guards.take_connection(candidate)
+        except BaseException as error:
+            permit.record_ignored()
+            _release(reservation, record)
+            _refused(run, record, error)
+            raise
+        clock = guards.clock
+        timer = self._timer = guards.latency.start(candidate.key)
+        scope = self._scope = AttemptScope(
+            candidate, record, clock(), clock, _on_first_token=timer.first_token
+        )
+        return scope
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        span_block = self._span_block
+        try:
+            try:
+                self._settle(error)
+            finally:
+                self._connection.release()
+        except BaseException as raised:
+            span_block.__exit__(type(raised), raised, raised.__traceback__)
+            raise
+        if error is not None:
+            span_block.__exit__(kind, error, traceback)
+            return
+        scope, record = self._scope, self._record
         usage = record.usage
-        span.set_result(
-            response_model=scope.response_model or candidate.model.id,
+        self._span.set_result(
+            response_model=scope.response_model or self._candidate.model.id,
             input_tokens=usage.prompt_tokens if usage else None,
             output_tokens=usage.completion_tokens if usage else None,
             finish_reasons=[scope.finish_reason] if scope.finish_reason else (),
             cost_usd=float(record.cost_usd),
         )
+        span_block.__exit__(None, None, None)
 
-
-@asynccontextmanager
-async def _guarded(
-    guards: Guards, run: RequestRun[Any], candidate: Candidate, record: AttemptRecord
-) -> AsyncIterator[AttemptScope]:
-    clock = guards.clock
-    try:
-        permit = await guards.acquire_permit(candidate)
-    except BaseException as error:
+    def _settle(self, error: BaseException | None) -> None:
+        """Settle the breaker, the latency table, the bill and the reservation for how the
+        attempt ended: ``error`` is what left the body (None: it succeeded)."""
+        guards, run, scope, record = self._guards, self._run, self._scope, self._record
+        permit, timer, reservation = self._permit, self._timer, self._reservation
+        clock = guards.clock
         if isinstance(error, ProviderError):
-            _fail(run, record, error)
-        else:
-            record.outcome = AttemptOutcome.CANCELLED
-        raise
-    reservation: RateReservation | None = None
-    try:
-        reservation = await guards.reserve(candidate, run.reservation_tokens(candidate))
-    except BaseException as error:
-        permit.record_ignored()
-        if isinstance(error, ProviderError):
-            _fail(run, record, error)
-        else:
-            record.outcome = AttemptOutcome.CANCELLED
-        raise
-    try:
-        connection = await guards.take_connection(candidate)
-    except BaseException as error:
-        permit.record_ignored()
-        _release(reservation, record)
-        if isinstance(error, ProviderError):
-            _fail(run, record, error)
-        else:
-            record.outcome = AttemptOutcome.CANCELLED
-        raise
-    try:
-        timer = guards.latency.start(candidate.key)
-        scope = AttemptScope(candidate, record, clock(), clock, _on_first_token=timer.first_token)
-        try:
-            yield scope
-        except ProviderError as error:
             duration = clock() - scope.started
             _settle_failure(guards, permit, error, scope.time_to_first_token)
             if error.breaker_failure:
@@ -210,8 +274,7 @@ async def _guarded(
             _release(reservation, record)
             record.latency_s = duration
             _fail(run, record, error)
-            raise
-        except BaseException:
+        elif error is not None:
             # Cancelled (race or hedge loser, client gone, deadline) or a bug: never evidence
             # against the provider, but what it already cost is still billed (estimated).
             permit.record_ignored()
@@ -221,7 +284,6 @@ async def _guarded(
             record.latency_s = clock() - scope.started
             if record.outcome is AttemptOutcome.PENDING:
                 record.outcome = AttemptOutcome.CANCELLED
-            raise
         else:
             permit.record_success(scope.time_to_first_token)
             record.latency_s = clock() - scope.started
@@ -232,8 +294,14 @@ async def _guarded(
                 reservation.reconcile(record.usage.total_tokens if record.usage else 0)
             if record.outcome is AttemptOutcome.PENDING:
                 record.outcome = AttemptOutcome.WON
-    finally:
-        connection.release()
+
+
+def _refused(run: RequestRun[Any], record: AttemptRecord, error: BaseException) -> None:
+    """Record an attempt that never reached the provider: refused by a guard, or cancelled."""
+    if isinstance(error, ProviderError):
+        _fail(run, record, error)
+    else:
+        record.outcome = AttemptOutcome.CANCELLED
 
 
 def _settle_failure(guards: Guards, permit: Permit, error: ProviderError, duration: float) -> None:

@@ -40,6 +40,7 @@ from delos.runtime.config import Settings
 from delos.runtime.errors import CircuitOpen, ConnectionsBusy, LocalRateLimited
 from delos.runtime.observability import Metrics, Tracing
 from delos.runtime.routing._candidates import Candidate
+from delos.runtime.routing._silence import SilenceWatcher
 
 if TYPE_CHECKING:
     # Only for annotations: without Redis, nothing here imports the shared-state package.
@@ -128,6 +129,8 @@ class Guards:
         #: The clock cancel-scope deadlines are set on: ``clock`` when it reads anyio's time.
         self.deadline_clock: Clock = clock if reads_anyio_time(clock) else anyio.current_time
         self.sleep = sleep
+        #: Watches streams' silence limits; the gateway's task group runs it.
+        self.silence = SilenceWatcher(clock, sleep)
         self.metrics = metrics or Metrics()
         self.tracing = tracing or Tracing.from_settings(None)
         self.breakers = CircuitBreakerFactory(self.policy.breaker, clock=clock)

@@ -53,7 +53,6 @@ from delos.runtime.routing._candidates import Candidate, CandidatePlan, candidat
 from delos.runtime.routing._conversation import endpoint_of, messages_for_endpoint, stamped
 from delos.runtime.routing._guards import Guards
 from delos.runtime.routing._outcome import AttemptKind, AttemptOutcome, AttemptRecord, RoutedAnswer
-from delos.runtime.routing._silence import watch_silence
 from delos.runtime.schema import validation_error
 from delos.runtime.values import (
     ChatRequest,
@@ -371,7 +370,7 @@ class Router:
             finished: StreamFinished | None = None
             policy = self.guards.policy
             first_limit = self._time_limit(run, policy.first_token_timeout)
-            async with watch_silence(self._clock, self.guards.sleep) as silence:
+            async with self.guards.silence.watch(policy.idle_timeout) as silence:
                 silence.waiting(first_limit)
                 async with candidate.provider.open_stream(_chat_request(run, candidate)) as events:
                     async for event in events:
