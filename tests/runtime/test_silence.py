@@ -150,7 +150,7 @@ async def test_the_one_watcher_keeps_no_look_for_a_stream_that_ended() -> None:
                 silence.waiting(30.0)
                 await anyio.sleep(0.1)
         await anyio.sleep(60.0)  # past every look those streams had queued
-        assert watcher._queue_ == []
+        assert watcher._looks == []
         group.cancel_scope.cancel()
 
 
@@ -176,4 +176,4 @@ async def test_the_one_watcher_wakes_a_bounded_number_of_times_however_many_stre
         group.cancel_scope.cancel()
     assert not silence.fired
     assert len(naps) <= 12.0 / LATENESS
-    assert watcher._queue_ == []
+    assert watcher._looks == []

@@ -101,7 +101,7 @@ class SilenceWatcher:
         self._lateness = lateness
         #: (when to look, tie-breaker, stream); an entry whose time is no longer its stream's
         #: ``_due`` is stale and skipped.
-        self._queue_: list[tuple[float, int, SilenceWatch]] = []
+        self._looks: list[tuple[float, int, SilenceWatch]] = []
         self._order = itertools.count()
         self._running = False
         self._nap: anyio.CancelScope | None = None
@@ -126,7 +126,7 @@ class SilenceWatcher:
             while True:
                 now = self.clock()
                 self._look_at_due(now)
-                queue = self._queue_
+                queue = self._looks
                 while queue and queue[0][0] != queue[0][2]._due:
                     heapq.heappop(queue)  # stale: not worth waking for
                 self._wake_at = queue[0][0] + self._lateness if queue else math.inf
@@ -142,13 +142,13 @@ class SilenceWatcher:
 
     def _queue(self, watch: SilenceWatch, due: float) -> None:
         watch._due = due
-        heapq.heappush(self._queue_, (due, next(self._order), watch))
+        heapq.heappush(self._looks, (due, next(self._order), watch))
         if due + self._lateness < self._wake_at and self._nap is not None:
             self._wake_at = due + self._lateness
             self._nap.cancel()  # asleep past this look: wake to sleep shorter
 
     def _look_at_due(self, now: float) -> None:
-        queue = self._queue_
+        queue = self._looks
         while queue and queue[0][0] <= now:
             due, _, watch = heapq.heappop(queue)
             if due != watch._due:
@@ -164,7 +164,7 @@ class SilenceWatcher:
 
 
 class WatchedStream:
-    """``async with watcher.watch() as silence``: see :meth:`SilenceWatcher.watch`."""
+    """``async with watcher.watch(shortest) as silence``: see :meth:`SilenceWatcher.watch`."""
 
     __slots__ = ("_group", "_scope", "_shortest", "_watch", "_watcher")
 
