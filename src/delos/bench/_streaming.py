@@ -5,7 +5,8 @@ Two phases, through the gateway and straight from the upstream:
 - **burst** (concurrency 1): the upstream writes every chunk as fast as the socket takes them;
   the client times the first token. The gRPC client's own stack is timed too, against the bare
   grpclib echo (which streams at once): added TTFT = gateway percentile − direct percentile −
-  echo percentile, what the gateway adds beyond its client's stack and its upstream.
+  echo percentile, what the gateway adds beyond its client's stack and its upstream. The three
+  paths take turns over a few rounds, and each path's percentiles pool its rounds.
 - **paced** (concurrency 16): one chunk every ``paced_interval_us``, so each chunk arrives in a
   read of its own, as from a real provider. Each chunk carries the upstream's send time on the
   shared monotonic clock; the client's receive time minus it is the chunk's delivery latency.
@@ -75,6 +76,44 @@ def _gateway_streams(
     )
 
 
+#: Burst rounds: the three paths take turns, so a slow spell of the shared machine (the direct
+#: path's own p50 was seen to move from 0.2 to 1.1 ms within minutes) falls on all of them.
+_ROUNDS = 5
+
+
+class _BurstRuns:
+    """The burst phase's streams on each path, gathered over interleaved rounds."""
+
+    def __init__(self, url: str, echo_port: int, gateway: Gateway, content: str) -> None:
+        self._url = url
+        self._echo_port = echo_port
+        self._gateway = gateway
+        self._content = content
+        self._request = completion_request(content)
+        self.direct: list[StreamOutcome] = []
+        self.echo: list[StreamOutcome] = []
+        self.gateway: list[StreamOutcome] = []
+        #: Gateway CPU over its burst streams only (seconds).
+        self.gateway_cpu_seconds = 0.0
+
+    def warm_up(self, count: int) -> None:
+        asyncio.run(direct_streams(self._url, self._content, count=count, concurrency=1))
+        asyncio.run(grpc_streams(self._echo_port, self._request, count=count, concurrency=1))
+        _gateway_streams(self._gateway, self._content, count, 1, False)
+
+    def round(self, count: int) -> None:
+        """``count`` streams on each path in turn: direct, echo, gateway."""
+        self.direct += asyncio.run(
+            direct_streams(self._url, self._content, count=count, concurrency=1)
+        )
+        self.echo += asyncio.run(
+            grpc_streams(self._echo_port, self._request, count=count, concurrency=1)
+        )
+        cpu_before = self._gateway.cpu_seconds()
+        self.gateway += _gateway_streams(self._gateway, self._content, count, 1, False)
+        self.gateway_cpu_seconds += self._gateway.cpu_seconds() - cpu_before
+
+
 def run_streaming(context: BenchContext) -> SuiteResult:
     started = time.monotonic()
     declare_streaming(context)
@@ -86,11 +125,19 @@ def run_streaming(context: BenchContext) -> SuiteResult:
     paced = _content(tokens, sizes.paced_interval_us)
     paced_concurrency = min(_PACED_CONCURRENCY, sizes.paced_streams)
 
-    direct_burst = asyncio.run(direct_streams(url, burst, count=sizes.stream_count, concurrency=1))
+    floor, gateway = echo(context), upstream_gateway(context)
+    burst_runs = _BurstRuns(url, floor.port, gateway, burst)
+    burst_runs.warm_up(min(5, sizes.stream_count))
+    rounds = 1 if sizes.quick else _ROUNDS
+    for index in range(rounds):
+        # Equal shares, the remainder in the last round: stream_count streams on each path.
+        share = sizes.stream_count // rounds
+        burst_runs.round(share + (sizes.stream_count % rounds if index == rounds - 1 else 0))
     direct_paced = asyncio.run(
         direct_streams(url, paced, count=sizes.paced_streams, concurrency=paced_concurrency)
     )
-    direct_ttft = _ms([o.ttft for o in direct_burst])
+    direct_ttft = _ms([o.ttft for o in burst_runs.direct])
+    echo_ttft = _ms([o.ttft for o in burst_runs.echo])
     direct_delay = _ms([d / 1e6 for o in direct_paced for d in o.chunk_delays_us])
     ttft_rows = [
         (
@@ -100,8 +147,17 @@ def run_streaming(context: BenchContext) -> SuiteResult:
             "-",
             "-",
             "-",
-            str(_check(direct_burst, "direct", tokens)),
-        )
+            str(_check(burst_runs.direct, "direct", tokens)),
+        ),
+        (
+            "bare grpclib echo, same client (the client's own floor)",
+            *map(format_number, echo_ttft),
+            "-",
+            "-",
+            "-",
+            "-",
+            str(sum(1 for o in burst_runs.echo if not o.ok)),
+        ),
     ]
     chunk_rows = [
         (
@@ -114,29 +170,8 @@ def run_streaming(context: BenchContext) -> SuiteResult:
             str(_check(direct_paced, "direct", tokens)),
         )
     ]
-    floor = echo(context)
-    request = completion_request(burst)
-    asyncio.run(grpc_streams(floor.port, request, count=min(5, sizes.stream_count), concurrency=1))
-    echo_burst = asyncio.run(
-        grpc_streams(floor.port, request, count=sizes.stream_count, concurrency=1)
-    )
-    echo_ttft = _ms([o.ttft for o in echo_burst])
-    ttft_rows.append(
-        (
-            "bare grpclib echo, same client (the client's own floor)",
-            *map(format_number, echo_ttft),
-            "-",
-            "-",
-            "-",
-            "-",
-            str(sum(1 for o in echo_burst if not o.ok)),
-        )
-    )
-    gateway = upstream_gateway(context)
-    _gateway_streams(gateway, burst, min(5, sizes.stream_count), 1, False)  # warm-up
-    cpu_before = gateway.cpu_seconds()
-    outcomes = _gateway_streams(gateway, burst, sizes.stream_count, 1, False)
-    burst_cpu = (gateway.cpu_seconds() - cpu_before) / max(1, sizes.stream_count * tokens)
+    outcomes = burst_runs.gateway
+    burst_cpu = burst_runs.gateway_cpu_seconds / max(1, len(outcomes) * tokens)
     ttft = _ms([o.ttft for o in outcomes])
     added = tuple(g - d - e for g, d, e in zip(ttft, direct_ttft, echo_ttft, strict=True))
     label = "gateway, as shipped"
@@ -171,8 +206,10 @@ def run_streaming(context: BenchContext) -> SuiteResult:
         method=(
             f"`CompleteStream` through the gateway as shipped (official grpcio client) and the "
             f"same stream straight from the instant upstream (aiohttp client, SSE). **Burst**: "
-            f"{sizes.stream_count} streams at concurrency 1, chunks written back to back; TTFT is "
-            f"timed by the client. **Paced**: {sizes.paced_streams} streams at concurrency "
+            f"{sizes.stream_count} streams on each path at concurrency 1, chunks written back to "
+            f"back; TTFT is timed by the client; the paths take turns over {_ROUNDS} rounds, so a "
+            "slower spell of the shared machine falls on each alike, and the percentiles pool "
+            "the rounds. **Paced**: {sizes.paced_streams} streams at concurrency "
             f"{paced_concurrency}, one chunk every {sizes.paced_interval_us} µs, so each chunk "
             "is its own read; each chunk carries its send time on the machine's monotonic clock, "
             "so its delivery latency is measured end to end; gateway CPU per relayed chunk from "
