@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -35,8 +36,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 class BackendClock:
     """anyio's clock, the one cancel-scope deadlines run on, read without anyio's per-call
-    lookup of the running backend (which costs more than reading the time): the event loop's
-    own ``time`` on asyncio, ``trio.current_time`` on trio (virtual under ``MockClock``).
+    lookup of the running backend (which costs more than reading the time): on asyncio the
+    monotonic clock the event loop's ``time`` reads, at full resolution (uvloop's rounds it to
+    milliseconds, too coarse for a sub-millisecond latency); ``trio.current_time`` on trio
+    (virtual under ``MockClock``).
 
     Made by :func:`backend_clock` inside the event loop it reads; it reads that loop only.
     """
@@ -58,12 +61,21 @@ def backend_clock() -> Clock:
     except sniffio.AsyncLibraryNotFoundError:
         return anyio.current_time
     if library == "asyncio":
-        return BackendClock(asyncio.get_running_loop().time)
+        loop_time = asyncio.get_running_loop().time
+        # asyncio's own loop reads time.monotonic; uvloop reads the same clock (libuv's
+        # CLOCK_MONOTONIC) in whole milliseconds. Either way time.monotonic is that clock, exact.
+        return BackendClock(time.monotonic if _reads_monotonic(loop_time) else loop_time)
     if library == "trio":
         import trio
 
         return BackendClock(trio.current_time)
     return anyio.current_time
+
+
+def _reads_monotonic(loop_time: Callable[[], float]) -> bool:
+    """Whether an event loop's ``time`` reads ``time.monotonic``'s clock (to within the
+    millisecond a coarser loop rounds it to)."""
+    return abs(loop_time() - time.monotonic()) < 0.002
 
 
 def reads_anyio_time(clock: Clock) -> bool:
