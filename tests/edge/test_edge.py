@@ -6,6 +6,7 @@ import ast
 import socket
 from pathlib import Path
 
+import anyio
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
@@ -19,6 +20,7 @@ from delos.runtime import errors
 from delos.runtime.errors import AllCandidatesFailed, DelosError, ErrorKind
 from delos.runtime.grpc._grpclib_private import (
     GrpclibChanged,
+    TunedServer,
     check_supported,
     decode_request,
     send_frame,
@@ -181,3 +183,26 @@ def test_listening_socket_reports_an_address_in_use() -> None:
             listening_socket("127.0.0.1", first.getsockname()[1]).close()
     finally:
         first.close()
+
+
+async def test_a_stopped_server_closes_the_connections_its_clients_left_open() -> None:
+    """grpclib's close leaves each connection to its client; ours says GOAWAY and closes it,
+    so no socket outlives the server in a process that carries on."""
+    server = TunedServer([Health()], max_concurrent_streams=100)
+    listening = listening_socket("127.0.0.1", 0)
+    host, port = listening.getsockname()[:2]
+    await server.start(sock=listening)
+    async with await anyio.connect_tcp(host, port) as idle:
+        await idle.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04" + bytes(5))
+        await idle.receive()  # the server's SETTINGS: the connection is made
+        server.close()
+        await server.wait_closed()
+        server.close_connections()
+        received = b""
+        with anyio.fail_after(5):
+            try:
+                while True:
+                    received += await idle.receive()
+            except anyio.EndOfStream:
+                pass  # closed by the server
+    assert b"\x07\x00\x00\x00\x00\x00" in received  # a GOAWAY frame (type 7, stream 0)

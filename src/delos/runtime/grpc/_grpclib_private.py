@@ -6,6 +6,8 @@ grpclib has no public way to
   configured value right after the connection preface;
 - stop accepting connections while letting running calls finish (``Server.close`` also cancels
   every call): a graceful drain closes the listening ``asyncio.Server`` it keeps in ``_server``;
+- close the connections once stopped (``Server.close`` leaves each open until its client closes
+  it): :meth:`TunedServer.close_connections` says GOAWAY on each and closes it;
 - read a request message with a size limit (``Stream.recv_message`` buffers whatever length the
   client declares): :mod:`.receive` reads the length prefix from the HTTP/2 stream itself, then
   decodes and dispatches the body as ``Stream.recv_message`` does;
@@ -26,6 +28,7 @@ loudly (the edge tests exercise each) instead of misbehaving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from asyncio import BaseTransport
@@ -75,8 +78,10 @@ def _require(owner: object, names: tuple[str, ...]) -> None:
 
 class _AdvertisingProtocol(H2Protocol):
     max_concurrent_streams = 100
+    transport: BaseTransport | None = None
 
     def connection_made(self, transport: BaseTransport) -> None:
+        self.transport = transport
         super().connection_made(transport)
         connection = self.connection._connection
         connection.update_settings(
@@ -84,9 +89,20 @@ class _AdvertisingProtocol(H2Protocol):
         )
         self.connection.flush()
 
+    def close(self) -> None:
+        """Say GOAWAY and close the connection (grpclib leaves it to the client)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        with contextlib.suppress(Exception):  # a connection h2 already ended has no GOAWAY
+            self.connection._connection.close_connection()
+            self.connection.flush()
+        transport.close()
+
 
 class TunedServer(Server):
-    """A grpclib server whose connections allow ``max_concurrent_streams`` calls at once."""
+    """A grpclib server whose connections allow ``max_concurrent_streams`` calls at once, and
+    which can close its connections once stopped (:meth:`close_connections`)."""
 
     def __init__(self, handlers: Collection[Any], *, max_concurrent_streams: int) -> None:
         super().__init__(handlers)
@@ -95,12 +111,22 @@ class TunedServer(Server):
             (_AdvertisingProtocol,),
             {"max_concurrent_streams": max_concurrent_streams},
         )
+        self._connections: weakref.WeakSet[_AdvertisingProtocol] = weakref.WeakSet()
 
     def _protocol_factory(self) -> H2Protocol:
         made = super()._protocol_factory()
         handler = _HeaderKeepingHandler(made.handler)
-        protocol: H2Protocol = self._protocol_class(handler, made.config, made.h2_config)
+        protocol: _AdvertisingProtocol = self._protocol_class(handler, made.config, made.h2_config)
+        self._connections.add(protocol)
         return protocol
+
+    def close_connections(self) -> None:
+        """Close every client connection still open. grpclib's ``close`` stops listening and
+        cancels the calls but leaves each connection open until its client closes it: in a
+        process that goes on after the server (an embedding application, a test), its sockets
+        would stay open until collected."""
+        for protocol in list(self._connections):
+            protocol.close()
 
 
 class _HeaderKeepingHandler:

@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -26,7 +27,7 @@ from delos.runtime.errors import DelosError
 from delos.runtime.gateway import Gateway
 from delos.runtime.grpc import convert
 from delos.runtime.grpc.auth import current_client
-from delos.runtime.observability import ANONYMOUS, SpanHandle, log_request
+from delos.runtime.observability import ANONYMOUS, AttemptLike, log_request
 from delos.runtime.routing import CALL_DEADLINE, RoutedAnswer
 
 __all__ = ["CallScope", "Calls", "RpcContext", "next_request_id"]
@@ -198,80 +199,78 @@ class CallScope:
 
     def _record(self, status: Status, elapsed: float) -> None:
         """One metrics record and one log line per call, whatever its outcome."""
-        context, gateway, rpc, span = self._context, self._gateway, self._name, self._span
+        context, gateway, rpc = self._context, self._gateway, self._name
         answer = context.answer
-        if answer is None:
-            gateway.metrics.record_request(
-                rpc=rpc,
-                provider="",
-                model="",
-                status=status.name,
-                latency_s=elapsed,
-                client=context.client,
-            )
-            log_request(
-                log,
-                request_id=context.request_id,
-                rpc=rpc,
-                provider="",
-                model="",
-                status=status.name,
-                prompt_tokens=0,
-                completion_tokens=0,
-                cost_usd=0.0,
-                latency_ms=elapsed * 1000.0,
-                ttft_ms=None,
-                cached=False,
-                client=context.client,
-                metadata=context.metadata,
-                attempts=(),
-            )
+        if answer is None:  # refused or failed before any answer: no provider, no usage
+            _record(gateway, rpc, context, status, latency_s=elapsed)
             return
-        _record_answer(gateway, rpc, context, answer, status, span)
+        self._span.set_cache_hit(answer.cached)
+        if answer.thinking_dropped:
+            gateway.metrics.record_thinking_dropped(answer.provider, answer.thinking_dropped)
+        _record(
+            gateway,
+            rpc,
+            context,
+            status,
+            latency_s=answer.latency_s,
+            ttft_s=answer.time_to_first_token_s,
+            provider=answer.provider,
+            model=answer.model,
+            cost_usd=float(answer.total_cost_usd),  # a sum over the attempts: once
+            prompt_tokens=answer.usage.prompt_tokens,
+            completion_tokens=answer.usage.completion_tokens,
+            cached=answer.cached,
+            attempts=answer.attempts,
+        )
 
 
-def _record_answer(
+def _record(
     gateway: Gateway,
     rpc: str,
     context: RpcContext,
-    answer: RoutedAnswer,
     status: Status,
-    span: SpanHandle,
+    *,
+    latency_s: float,
+    ttft_s: float | None = None,
+    provider: str = "",
+    model: str = "",
+    cost_usd: float = 0.0,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    cached: bool = False,
+    attempts: Sequence[AttemptLike] = (),
 ) -> None:
-    span.set_cache_hit(answer.cached)
-    if answer.thinking_dropped:
-        gateway.metrics.record_thinking_dropped(answer.provider, answer.thinking_dropped)
-    total_cost_usd = float(answer.total_cost_usd)  # a sum over the attempts: once
+    """A call's metrics record and its log line, from the same figures."""
     gateway.metrics.record_request(
         rpc=rpc,
-        provider=answer.provider,
-        model=answer.model,
+        provider=provider,
+        model=model,
         status=status.name,
-        latency_s=answer.latency_s,
-        ttft_s=answer.time_to_first_token_s,
-        prompt_tokens=answer.usage.prompt_tokens,
-        completion_tokens=answer.usage.completion_tokens,
-        cost_usd=total_cost_usd,
+        latency_s=latency_s,
+        ttft_s=ttft_s,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=cost_usd,
         client=context.client,
-        cached=answer.cached,
-        attempts=answer.attempts,
+        cached=cached,
+        attempts=attempts,
     )
     log_request(
         log,
         request_id=context.request_id,
         rpc=rpc,
-        provider=answer.provider,
-        model=answer.model,
+        provider=provider,
+        model=model,
         status=status.name,
-        prompt_tokens=answer.usage.prompt_tokens,
-        completion_tokens=answer.usage.completion_tokens,
-        cost_usd=total_cost_usd,
-        latency_ms=answer.latency_s * 1000.0,
-        ttft_ms=answer.time_to_first_token_s * 1000.0,
-        cached=answer.cached,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=cost_usd,
+        latency_ms=latency_s * 1000.0,
+        ttft_ms=None if ttft_s is None else ttft_s * 1000.0,
+        cached=cached,
         client=context.client,
         metadata=context.metadata,
-        attempts=answer.attempts,
+        attempts=attempts,
     )
 
 

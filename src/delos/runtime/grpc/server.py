@@ -18,7 +18,6 @@ import httpx
 from grpclib.health.check import ServiceCheck
 from grpclib.health.service import Health
 from grpclib.reflection.service import ServerReflection
-from grpclib.server import Server
 
 from delos.resilience import Clock, Sleep
 from delos.runtime.config import NO_PROVIDERS_CONFIGURED, ConfigError, Settings
@@ -59,7 +58,7 @@ def _bound_h2_memory() -> None:
 
 @dataclass
 class RunningServer:
-    server: Server
+    server: TunedServer
     service: RuntimeService
     gateway: Gateway
     host: str
@@ -77,6 +76,7 @@ class RunningServer:
             log.warning("shutdown grace period over; cancelling %d call(s)", self.service.in_flight)
         self.server.close()
         await self.server.wait_closed()
+        self.server.close_connections()
 
 
 @asynccontextmanager
@@ -145,6 +145,7 @@ async def open_server(
                 server.close()
                 with anyio.CancelScope(shield=True):
                     await server.wait_closed()
+            server.close_connections()
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
