@@ -4,8 +4,7 @@ APIs give for malformed agent requests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -14,6 +13,7 @@ import pytest
 from delos.testing import FakeControl, FakeServer, serve_in_thread
 from delos.testing._agent import sign
 from delos.testing.fake_openai import OpenAIFlavour, fake_openai_handler
+from tests.fakes.openai_clients import SdkClient
 
 MODELS = {
     OpenAIFlavour.OPENAI: "gpt-5",
@@ -46,27 +46,6 @@ def flavour(request: pytest.FixtureRequest) -> OpenAIFlavour:
 def fake(flavour: OpenAIFlavour) -> Iterator[FakeServer]:
     with serve_in_thread(fake_openai_handler(FakeControl(), flavour)) as server:
         yield server
-
-
-SdkClient = Callable[[FakeServer, OpenAIFlavour], openai.OpenAI]
-
-
-@pytest.fixture
-def sdk_client() -> Iterator[SdkClient]:
-    """Makes the official client for a fake; every one made is closed after the test."""
-    with ExitStack() as made:
-
-        def make(fake: FakeServer, flavour: OpenAIFlavour) -> openai.OpenAI:
-            return made.enter_context(
-                openai.OpenAI(
-                    base_url=fake.url + flavour.prefix,
-                    api_key="test-key",
-                    max_retries=0,
-                    _strict_response_validation=True,
-                )
-            )
-
-        yield make
 
 
 def test_unary_parallel_tool_calls_parse_strictly(

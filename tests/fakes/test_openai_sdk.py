@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
-from typing import Protocol
 
 import openai
 import pytest
 
 from delos.testing import FakeControl, FakeServer, Fault, serve_in_thread
 from delos.testing.fake_openai import OpenAIFlavour, embedding_of, fake_openai_handler
+from tests.fakes.openai_clients import SdkClient
 
 MODELS = {
     OpenAIFlavour.OPENAI: "gpt-4o-mini",
@@ -33,32 +32,6 @@ def control() -> FakeControl:
 def fake(flavour: OpenAIFlavour, control: FakeControl) -> Iterator[FakeServer]:
     with serve_in_thread(fake_openai_handler(control, flavour, api_key="test-key")) as server:
         yield server
-
-
-class SdkClient(Protocol):
-    def __call__(
-        self, fake: FakeServer, flavour: OpenAIFlavour, *, strict: bool = True, key: str = ...
-    ) -> openai.OpenAI: ...
-
-
-@pytest.fixture
-def sdk_client() -> Iterator[SdkClient]:
-    """Makes the official client for a fake; every one made is closed after the test."""
-    with ExitStack() as made:
-
-        def make(
-            fake: FakeServer, flavour: OpenAIFlavour, *, strict: bool = True, key: str = "test-key"
-        ) -> openai.OpenAI:
-            return made.enter_context(
-                openai.OpenAI(
-                    base_url=fake.url + flavour.prefix,
-                    api_key=key,
-                    max_retries=0,
-                    _strict_response_validation=strict,
-                )
-            )
-
-        yield make
 
 
 def test_completion_parses_strictly(
