@@ -122,7 +122,7 @@ async def _check_invariants(h: Harness) -> None:
     with anyio.fail_after(5):
         for fake in h.fakes.values():
             await fake.wait_until(lambda stats: stats.active_responses == 0)
-        await h.running.service.wait_idle()
+        await h.running.service.calls.wait_idle()
     for key, snapshot in h.running.gateway.guards.latency.snapshots().items():
         assert snapshot.in_flight == 0, f"attempt on {key} never settled"
     metrics = h.running.gateway.metrics.render().decode()

@@ -66,5 +66,5 @@ async def test_three_hundred_streams_on_one_channel_all_start_at_once() -> None:
                 calls.start_soon(call)
             with anyio.fail_after(30):
                 await upstream.wait_until(lambda stats: stats.active_responses == 300)
-            assert harness.running.service.in_flight == 300
+            assert harness.running.service.calls.in_flight == 300
             calls.cancel_scope.cancel()

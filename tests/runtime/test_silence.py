@@ -8,6 +8,7 @@ stream watches itself with a task of its own (on time).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
@@ -31,18 +32,25 @@ def ended_at(elapsed: float, limit: float) -> bool:
     return limit - 1e-9 <= elapsed <= limit + LATENESS + 1e-9
 
 
-@pytest.fixture(params=["one watcher for all streams", "each stream its own"])
-async def watcher(request: pytest.FixtureRequest) -> AsyncIterator[SilenceWatcher]:
-    watcher = SilenceWatcher(anyio.current_time, anyio.sleep, lateness=LATENESS)
-    if request.param == "each stream its own":
-        yield watcher
-        return
+@asynccontextmanager
+async def running(watcher: SilenceWatcher) -> AsyncIterator[SilenceWatcher]:
+    """``watcher`` serving every stream from its own task for the block."""
     async with anyio.create_task_group() as group:
         await group.start(watcher.run)
         assert watcher.running
         yield watcher
         group.cancel_scope.cancel()
     assert not watcher.running
+
+
+@pytest.fixture(params=["one watcher for all streams", "each stream its own"])
+async def watcher(request: pytest.FixtureRequest) -> AsyncIterator[SilenceWatcher]:
+    watcher = SilenceWatcher(anyio.current_time, anyio.sleep, lateness=LATENESS)
+    if request.param == "each stream its own":
+        yield watcher
+        return
+    async with running(watcher):
+        yield watcher
 
 
 async def test_a_wait_longer_than_its_limit_ends_the_block_and_says_which_limit(
@@ -142,16 +150,13 @@ async def test_each_stream_fires_on_its_own_limit_and_only_it(watcher: SilenceWa
 
 
 async def test_the_one_watcher_keeps_no_look_for_a_stream_that_ended() -> None:
-    watcher = SilenceWatcher(anyio.current_time, anyio.sleep, lateness=LATENESS)
-    async with anyio.create_task_group() as group:
-        await group.start(watcher.run)
+    async with running(SilenceWatcher(anyio.current_time, anyio.sleep)) as watcher:
         for _ in range(100):
             async with watcher.watch(shortest=5.0) as silence:
                 silence.waiting(30.0)
                 await anyio.sleep(0.1)
         await anyio.sleep(60.0)  # past every look those streams had queued
         assert watcher._looks == []
-        group.cancel_scope.cancel()
 
 
 async def test_the_one_watcher_wakes_a_bounded_number_of_times_however_many_streams_end() -> None:
@@ -164,8 +169,7 @@ async def test_the_one_watcher_wakes_a_bounded_number_of_times_however_many_stre
         await anyio.sleep(seconds)
 
     watcher = SilenceWatcher(anyio.current_time, counted_sleep, lateness=LATENESS)
-    async with anyio.create_task_group() as group:
-        await group.start(watcher.run)
+    async with running(watcher):
         for _ in range(1000):
             async with watcher.watch(shortest=1.0) as silence:
                 silence.waiting(1.0)
@@ -173,7 +177,6 @@ async def test_the_one_watcher_wakes_a_bounded_number_of_times_however_many_stre
                 silence.done_waiting()
             await anyio.sleep(0.005)
         await anyio.sleep(2.0)
-        group.cancel_scope.cancel()
     assert not silence.fired
     assert len(naps) <= 12.0 / LATENESS
     assert watcher._looks == []

@@ -106,7 +106,9 @@ def measure_grpc(
     instead of the suite's usual load."""
     url = f"http://127.0.0.1:{port}{COMPLETE_PATH}"
     frame = body or grpc_frame(completion_request())
-    measured = _warmed(context, url, frame, shape or load_shape(context, concurrency), warm, True)
+    measured = _warmed(
+        context, url, frame, shape or load_shape(context, concurrency), warm=warm, grpc=True
+    )
     served_before = upstream_requests(upstream) if upstream else 0
     cpu_before = cpu_of.cpu_seconds()
     upstream_before = upstream.cpu_seconds() if upstream else 0.0
@@ -134,7 +136,7 @@ def measure_grpc(
 
 
 def _warmed(
-    context: BenchContext, url: str, body: bytes, shape: LoadShape, warm: bool, grpc: bool
+    context: BenchContext, url: str, body: bytes, shape: LoadShape, *, warm: bool, grpc: bool
 ) -> LoadShape:
     """Warm up, and return ``shape`` without h2load's own warm-up: h2load does not count the
     requests of its warm-up phase, so CPU read around a run that has one would be divided by
@@ -150,7 +152,9 @@ def _warmed(
 def measure_direct(context: BenchContext, upstream: Child, concurrency: int) -> Measurement:
     """The chat request as JSON straight to the upstream over HTTP/1.1."""
     url = f"http://127.0.0.1:{upstream.port}/v1/chat/completions"
-    shape = _warmed(context, url, DIRECT_BODY, load_shape(context, concurrency), True, False)
+    shape = _warmed(
+        context, url, DIRECT_BODY, load_shape(context, concurrency), warm=True, grpc=False
+    )
     cpu_before = upstream.cpu_seconds()
     result = run_h2load(url, DIRECT_BODY, shape, directory=context.processes.directory, grpc=False)
     cpu = upstream.cpu_seconds() - cpu_before

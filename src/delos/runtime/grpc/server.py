@@ -68,12 +68,13 @@ class RunningServer:
 
     async def drain(self, grace_seconds: float) -> None:
         """Stop accepting, let in-flight calls finish within ``grace_seconds``, then close."""
-        self.service.draining = True
+        calls = self.service.calls
+        calls.draining = True
         stop_accepting(self.server)
         with anyio.move_on_after(grace_seconds) as scope:
-            await self.service.wait_idle()
+            await calls.wait_idle()
         if scope.cancelled_caught:
-            log.warning("shutdown grace period over; cancelling %d call(s)", self.service.in_flight)
+            log.warning("shutdown grace period over; cancelling %d call(s)", calls.in_flight)
         self.server.close()
         await self.server.wait_closed()
         self.server.close_connections()
@@ -141,7 +142,7 @@ async def open_server(
             yield running
         finally:
             tasks.cancel_scope.cancel()
-            if not service.draining:
+            if not service.calls.draining:
                 server.close()
                 with anyio.CancelScope(shield=True):
                     await server.wait_closed()

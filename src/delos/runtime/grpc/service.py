@@ -36,25 +36,8 @@ def _metadata(params: pb.CompletionParams) -> dict[str, str]:
 class RuntimeService(RuntimeServiceBase):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        #: The calls in flight, counted for a graceful drain.
         self.calls = Calls()
-
-    @property
-    def in_flight(self) -> int:
-        """How many calls are being served."""
-        return self.calls.in_flight
-
-    @property
-    def draining(self) -> bool:
-        """True once the server stops taking calls: new ones are refused UNAVAILABLE."""
-        return self.calls.draining
-
-    @draining.setter
-    def draining(self, value: bool) -> None:
-        self.calls.draining = value
-
-    async def wait_idle(self) -> None:
-        """Return once no RPC is in flight (for graceful shutdown)."""
-        await self.calls.wait_idle()
 
     def _rpc(self, stream: Stream[Any, Any], name: str) -> CallScope:
         return CallScope(self.calls, self.gateway, stream, name)

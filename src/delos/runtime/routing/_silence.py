@@ -70,6 +70,10 @@ class SilenceWatch:
         """The wait is over (an event arrived; relaying it is not silence)."""
         self._since = None
 
+    def _ended(self) -> None:
+        """The stream ended: every look queued for it is skipped when its time comes."""
+        self._due = -math.inf  # matches no entry
+
     def _look(self, now: float) -> float | None:
         """Fire if the current wait ran over; else when to look again (None: never)."""
         since, soonest = self._since, now + self._shortest
@@ -97,7 +101,7 @@ class SilenceWatcher:
 
     def __init__(self, clock: Clock, sleep: Sleep, *, lateness: float = 0.05) -> None:
         self.clock = clock
-        self._sleep = sleep
+        self.sleep = sleep
         self._lateness = lateness
         #: (when to look, tie-breaker, stream); an entry whose time is no longer its stream's
         #: ``_due`` is stale and skipped.
@@ -132,7 +136,7 @@ class SilenceWatcher:
                 self._wake_at = queue[0][0] + self._lateness if queue else math.inf
                 with anyio.CancelScope() as self._nap:
                     if queue:
-                        await self._sleep(max(self._wake_at - now, 0.0))
+                        await self.sleep(max(self._wake_at - now, 0.0))
                     else:
                         await anyio.sleep_forever()
                 self._nap = None
@@ -158,10 +162,6 @@ class SilenceWatcher:
             if again is not None:
                 self._queue(watch, again)
 
-    @staticmethod
-    def _forget(watch: SilenceWatch) -> None:
-        watch._due = -math.inf  # matches no entry: each is skipped when its time comes
-
 
 class WatchedStream:
     """``async with watcher.watch(shortest) as silence``: see :meth:`SilenceWatcher.watch`."""
@@ -178,7 +178,7 @@ class WatchedStream:
         if not watcher.running:
             # A watcher of this stream's own, in a task group around it: on time, as it
             # wakes for this stream alone.
-            watcher = SilenceWatcher(watcher.clock, watcher._sleep, lateness=0.0)
+            watcher = SilenceWatcher(watcher.clock, watcher.sleep, lateness=0.0)
             group = self._group = anyio.create_task_group()
             await group.__aenter__()
             group.start_soon(watcher.run)
@@ -193,7 +193,7 @@ class WatchedStream:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
-        SilenceWatcher._forget(self._watch)
+        self._watch._ended()
         swallowed = bool(self._scope.__exit__(kind, error, traceback))
         group = self._group
         if group is None:
